@@ -1,0 +1,196 @@
+package certs
+
+import (
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.step.sm/crypto/keyutil"
+	"go.step.sm/crypto/pemutil"
+	"go.step.sm/crypto/x509util"
+)
+
+// The CA directory follows step-ca's layout so that smallstep's own tools
+// recognise it: public certificates under certs/, private keys under secrets/.
+const (
+	rootCertFile         = "certs/root_ca.crt"
+	intermediateCertFile = "certs/intermediate_ca.crt"
+	rootKeyFile          = "secrets/root_ca_key"
+	intermediateKeyFile  = "secrets/intermediate_ca_key"
+)
+
+// Lifetimes of the CA certificates themselves; leaves are short-lived.
+const (
+	rootLifetime         = 10 * 365 * 24 * time.Hour
+	intermediateLifetime = 10 * 365 * 24 * time.Hour
+)
+
+// ErrNotInitialized is returned by Load when the directory holds no CA.
+var ErrNotInitialized = errors.New("no CA in directory (run 'wakegate certs init --dir DIR' first)")
+
+// CA is a loaded certificate authority: the root that every party trusts and
+// the intermediate that signs leaves.
+type CA struct {
+	Dir          string
+	Root         *x509.Certificate
+	Intermediate *x509.Certificate
+	signer       crypto.Signer // the intermediate's private key
+}
+
+// Init creates a root and an intermediate CA in dir. It refuses to overwrite
+// an existing CA, since that would orphan every certificate it issued.
+func Init(dir, name string) (*CA, error) {
+	if _, err := os.Stat(filepath.Join(dir, rootCertFile)); err == nil {
+		return nil, fmt.Errorf("init CA in %s: a CA already exists there; remove it or use another --dir", dir)
+	}
+	for _, sub := range []string{"certs", "secrets"} {
+		perm := os.FileMode(0o755)
+		if sub == "secrets" {
+			perm = 0o700
+		}
+		if err := os.MkdirAll(filepath.Join(dir, sub), perm); err != nil {
+			return nil, fmt.Errorf("init CA in %s: %w", dir, err)
+		}
+	}
+	rootKey, err := keyutil.GenerateDefaultSigner()
+	if err != nil {
+		return nil, fmt.Errorf("generate root key: %w", err)
+	}
+	root, err := sign(x509util.DefaultRootTemplate, name+" Root CA", rootKey.Public(), nil, rootKey, rootLifetime)
+	if err != nil {
+		return nil, fmt.Errorf("create root certificate: %w", err)
+	}
+	intKey, err := keyutil.GenerateDefaultSigner()
+	if err != nil {
+		return nil, fmt.Errorf("generate intermediate key: %w", err)
+	}
+	intermediate, err := sign(x509util.DefaultIntermediateTemplate, name+" Intermediate CA", intKey.Public(), root, rootKey, intermediateLifetime)
+	if err != nil {
+		return nil, fmt.Errorf("create intermediate certificate: %w", err)
+	}
+	if err := writeFile(filepath.Join(dir, rootCertFile), encodeCerts(root), 0o644); err != nil {
+		return nil, err
+	}
+	if err := writeFile(filepath.Join(dir, intermediateCertFile), encodeCerts(intermediate), 0o644); err != nil {
+		return nil, err
+	}
+	if err := writeKey(filepath.Join(dir, rootKeyFile), rootKey); err != nil {
+		return nil, err
+	}
+	if err := writeKey(filepath.Join(dir, intermediateKeyFile), intKey); err != nil {
+		return nil, err
+	}
+	return &CA{Dir: dir, Root: root, Intermediate: intermediate, signer: intKey}, nil
+}
+
+// Load reads the CA in dir: both certificates and the intermediate's key.
+func Load(dir string) (*CA, error) {
+	root, err := pemutil.ReadCertificate(filepath.Join(dir, rootCertFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("load CA from %s: %w", dir, ErrNotInitialized)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load CA root from %s: %w", dir, err)
+	}
+	intermediate, err := pemutil.ReadCertificate(filepath.Join(dir, intermediateCertFile))
+	if err != nil {
+		return nil, fmt.Errorf("load CA intermediate from %s: %w", dir, err)
+	}
+	key, err := pemutil.Read(filepath.Join(dir, intermediateKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("load CA intermediate key from %s: %w", dir, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("load CA intermediate key from %s: %T is not a signing key", dir, key)
+	}
+	return &CA{Dir: dir, Root: root, Intermediate: intermediate, signer: signer}, nil
+}
+
+// Fingerprint is the SHA-256 fingerprint of the root, as hex.
+func (ca *CA) Fingerprint() string { return x509util.Fingerprint(ca.Root) }
+
+// sign creates a certificate for pub from a smallstep template. A nil parent
+// makes it self-signed.
+func sign(tmpl, commonName string, pub crypto.PublicKey, parent *x509.Certificate, parentKey crypto.Signer, life time.Duration) (*x509.Certificate, error) {
+	return signWithData(tmpl, x509util.CreateTemplateData(commonName, nil), pub, parent, parentKey, life)
+}
+
+func signWithData(tmpl string, data x509util.TemplateData, pub crypto.PublicKey, parent *x509.Certificate, parentKey crypto.Signer, life time.Duration) (*x509.Certificate, error) {
+	c, err := x509util.NewCertificateFromX509(&x509.Certificate{PublicKey: pub}, x509util.WithTemplate(tmpl, data))
+	if err != nil {
+		return nil, err
+	}
+	t := c.GetCertificate()
+	// Backdate a little: a freshly resumed machine's clock can lag by seconds.
+	now := time.Now()
+	t.NotBefore = now.Add(-time.Minute)
+	t.NotAfter = now.Add(life)
+	if parent == nil {
+		parent = t
+	}
+	return x509util.CreateCertificate(t, parent, pub, parentKey)
+}
+
+func encodeCerts(certs ...*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out
+}
+
+func encodeKey(key crypto.Signer) ([]byte, error) {
+	block, err := pemutil.Serialize(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode private key: %w", err)
+	}
+	return pem.EncodeToMemory(block), nil
+}
+
+// writeKey writes a private key readable by its owner only (0600).
+func writeKey(path string, key crypto.Signer) error {
+	data, err := encodeKey(key)
+	if err != nil {
+		return err
+	}
+	return writeFile(path, data, 0o600)
+}
+
+// writeFile writes atomically (temp file, then rename) with perm, so a crash
+// never leaves a half-written key or a key with loose permissions.
+func writeFile(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func readCerts(path string) ([]*x509.Certificate, error) {
+	certs, err := pemutil.ReadCertificateBundle(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return certs, nil
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/engine"
+	"github.com/wakegate/wakegate/gateway"
+)
+
+// shutdownGrace bounds how long open connections may drain at shutdown.
+const shutdownGrace = 10 * time.Second
+
+type gatewayFlags struct {
+	caDir, listen, admin, provider, state, buildkitd, sans, logLevel string
+	engines                                                          int
+	idle, wakeTimeout                                                time.Duration
+}
+
+func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("gateway", "gateway --ca-dir CA --state DIR [flags]", `
+Runs the mTLS gateway. It accepts TLS 1.3 connections that present a client
+certificate from the CA, routes each client identity to its engine, wakes a
+stopped engine on demand (holding the connection until BuildKit answers),
+proxies the stream, and stops the engine --idle after its last connection
+closes. It issues its own server certificate from the CA at start.
+
+Provider "local" (the default) runs each engine as a buildkitd process on
+this machine, with its cache under --state/engine-N; run as root with runc
+installed. The admin address serves GET /healthz and GET /engines.`, stdout, stderr)
+	var f gatewayFlags
+	fs.StringVar(&f.caDir, "ca-dir", "", "CA directory made by 'certs init' (required)")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8443", "address for client mTLS connections")
+	fs.StringVar(&f.admin, "admin", "127.0.0.1:8444", `address of the admin HTTP endpoint ("" disables it)`)
+	fs.StringVar(&f.provider, "provider", "local", `engine host: "local"`)
+	fs.IntVar(&f.engines, "engines", 1, "number of engines in the pool")
+	fs.StringVar(&f.state, "state", "", "directory for the engines' persistent state (required for local)")
+	fs.DurationVar(&f.idle, "idle", 30*time.Second, "stop an engine this long after its last connection closes")
+	fs.DurationVar(&f.wakeTimeout, "wake-timeout", 60*time.Second, "give up on a wake (start and BuildKit answering) after this long")
+	fs.StringVar(&f.buildkitd, "buildkitd", "", "buildkitd binary (default: $WAKEGATE_BUILDKITD, then beside wakegate, then $PATH)")
+	fs.StringVar(&f.sans, "san", "", "extra comma-separated DNS names or IPs for the gateway's certificate")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args, stdout); err != nil {
+		return helpOK(err)
+	}
+	if fs.NArg() > 0 {
+		return usageError("gateway", "unexpected argument %q", fs.Arg(0))
+	}
+	if err := f.validate(); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return err
+	}
+	bin, err := findBuildkitd(f.buildkitd)
+	if err != nil {
+		return err
+	}
+	ca, err := certs.Load(f.caDir)
+	if err != nil {
+		return err
+	}
+	provider, err := engine.NewLocal(f.state, bin, f.engines, log)
+	if err != nil {
+		return err
+	}
+	leaf, err := ca.Issue(certs.Server, "wakegate-gateway", serverSANs(f.listen, f.sans), certs.ServerTTL)
+	if err != nil {
+		return fmt.Errorf("gateway certificate: %w", err)
+	}
+	serverCert := leaf.TLSCertificate()
+
+	pool, err := gateway.NewPool(ctx, provider, gateway.EngineConfig{
+		Probe:       engine.Probe,
+		Idle:        f.idle,
+		WakeTimeout: f.wakeTimeout,
+		Log:         log,
+	})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	srv, err := gateway.NewServer(gateway.Config{
+		TLS:  certs.ServerTLS(func() *tls.Certificate { return serverCert }, ca.Pool()),
+		Pool: pool,
+		// A held connection may wait out a stop, then a whole wake.
+		HoldTimeout: f.wakeTimeout + time.Minute,
+		Log:         log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("gateway: listen on %s: %w", f.listen, err)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	var admin *http.Server
+	if f.admin != "" {
+		aln, err := net.Listen("tcp", f.admin)
+		if err != nil {
+			srv.Shutdown(context.Background())
+			return fmt.Errorf("gateway: admin listen on %s: %w", f.admin, err)
+		}
+		admin = &http.Server{Handler: gateway.AdminHandler(pool), ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- admin.Serve(aln) }()
+		log.Info("admin listening", "addr", aln.Addr().String())
+	}
+	log.Info("gateway listening", "addr", ln.Addr().String(), "engines", f.engines, "provider", f.provider,
+		"idle", f.idle.String(), "wake_timeout", f.wakeTimeout.String(), "ca_fingerprint", ca.Fingerprint())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("gateway shutting down")
+	case serveErr = <-errc:
+		log.Error("gateway stopped serving", "err", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if admin != nil {
+		admin.Shutdown(sctx)
+	}
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("gateway shutdown", "err", err)
+	}
+	pool.Close()
+	log.Info("gateway stopped")
+	if serveErr != nil && !errors.Is(serveErr, gateway.ErrServerClosed) && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}
+
+func (f *gatewayFlags) validate() error {
+	switch {
+	case f.caDir == "":
+		return usageError("gateway", "--ca-dir is required")
+	case f.provider != "local":
+		return usageError("gateway", "--provider %q is not supported; use local", f.provider)
+	case f.state == "":
+		return usageError("gateway", "--state is required for the local provider")
+	case f.engines < 1:
+		return usageError("gateway", "--engines must be at least 1")
+	case f.idle <= 0:
+		return usageError("gateway", "--idle must be positive")
+	case f.wakeTimeout <= 0:
+		return usageError("gateway", "--wake-timeout must be positive")
+	}
+	if _, _, err := net.SplitHostPort(f.listen); err != nil {
+		return usageError("gateway", "--listen %q: %v", f.listen, err)
+	}
+	if f.admin != "" {
+		if _, _, err := net.SplitHostPort(f.admin); err != nil {
+			return usageError("gateway", "--admin %q: %v", f.admin, err)
+		}
+	}
+	return nil
+}
+
+// serverSANs names the gateway in its certificate: loopback always, the
+// listen host when it is specific, and whatever the operator adds.
+func serverSANs(listen, extra string) []string {
+	sans := []string{"localhost", "127.0.0.1", "::1"}
+	if host, _, err := net.SplitHostPort(listen); err == nil && host != "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+			sans = append(sans, host)
+		}
+	}
+	for _, s := range strings.Split(extra, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			sans = append(sans, s)
+		}
+	}
+	return sans
+}
+
+// findBuildkitd resolves the buildkitd binary: the flag, then
+// $WAKEGATE_BUILDKITD, then a buildkitd beside this executable (make puts
+// both in bin/), then $PATH.
+func findBuildkitd(flagValue string) (string, error) {
+	for _, p := range []string{flagValue, os.Getenv("WAKEGATE_BUILDKITD")} {
+		if p != "" {
+			if _, err := os.Stat(p); err != nil {
+				return "", fmt.Errorf("buildkitd %s: %w", p, err)
+			}
+			return p, nil
+		}
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "buildkitd")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("buildkitd"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("buildkitd not found: run 'make tools' to build it into bin/, or pass --buildkitd PATH")
+}
+

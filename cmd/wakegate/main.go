@@ -1,0 +1,110 @@
+// Command wakegate runs remote BuildKit engines with zero idle cost: an mTLS
+// gateway that wakes engines on demand, the localhost sidecar CI steps use,
+// and the certificate authority behind both. See 'wakegate help'.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	var ee exitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		os.Exit(int(ee))
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "wakegate:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError carries a child command's exit status out of run.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// errUsage means the usage was already printed.
+var errUsage = errors.New("usage")
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"certs", "manage the certificate authority and client credentials", runCerts},
+		{"gateway", "run the mTLS gateway that wakes engines on demand", runGateway},
+		{"connect", "run the localhost sidecar a CI step talks to", runConnect},
+		{"help", "show help for a command", runHelp},
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		usage(stderr)
+		return errUsage
+	}
+	switch args[0] {
+	case "-h", "--help", "-help":
+		usage(stdout)
+		return nil
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "wakegate: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return errUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `wakegate runs remote BuildKit and Dagger engines with zero idle cost.
+
+Usage:
+  wakegate <command> [flags]
+
+Commands:
+`)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
+Run 'wakegate help <command>' (or 'wakegate <command> -h') for its flags.
+
+A typical setup:
+  wakegate certs init  --dir ca
+  wakegate certs issue --dir ca --name ci --out creds
+  wakegate gateway     --ca-dir ca --state state
+  wakegate connect     --gateway localhost:8443 --creds creds -- buildctl build ...
+`)
+}
+
+func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		usage(stdout)
+		return nil
+	}
+	for _, c := range commands() {
+		if c.name == args[0] && c.name != "help" {
+			return c.run(ctx, append(args[1:], "-h"), stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "wakegate help: unknown command %q\n", args[0])
+	return errUsage
+}

@@ -1,0 +1,119 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// maxSocketPath is the longest unix socket path Linux accepts (sun_path less
+// its terminating NUL).
+const maxSocketPath = 107
+
+// Buildkitd describes one buildkitd process and its state directory.
+type Buildkitd struct {
+	// Bin is the buildkitd executable.
+	Bin string
+	// Dir is the engine's persistent state: BuildKit's root (the cache),
+	// its socket and its log.
+	Dir string
+	// Snapshotter is BuildKit's OCI worker snapshotter ("native" works on
+	// any filesystem).
+	Snapshotter string
+	Log         *slog.Logger
+}
+
+// Socket is where buildkitd listens.
+func (b *Buildkitd) Socket() string { return filepath.Join(b.Dir, "buildkitd.sock") }
+
+// Addr is the socket as a BuildKit address.
+func (b *Buildkitd) Addr() string { return "unix://" + b.Socket() }
+
+// Process is a running buildkitd.
+type Process struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has exited
+	err    error         // its exit status, set before exited is closed
+}
+
+// Start launches buildkitd. Its output goes to buildkitd.log in Dir.
+func (b *Buildkitd) Start() (*Process, error) {
+	if len(b.Socket()) > maxSocketPath {
+		return nil, fmt.Errorf("start buildkitd: socket path %s is longer than %d bytes; use a shorter state directory", b.Socket(), maxSocketPath)
+	}
+	root := filepath.Join(b.Dir, "root")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("start buildkitd: %w", err)
+	}
+	// A socket left by a killed process would make buildkitd fail to bind.
+	if err := os.Remove(b.Socket()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("start buildkitd: remove stale socket: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(b.Dir, "buildkitd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("start buildkitd: %w", err)
+	}
+	defer logf.Close() // the child holds its own copy
+	snap := b.Snapshotter
+	if snap == "" {
+		snap = "native"
+	}
+	cmd := exec.Command(b.Bin,
+		"--root", root,
+		"--addr", b.Addr(),
+		"--oci-worker-snapshotter", snap,
+		"--containerd-worker=false",
+	)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a Ctrl-C at the terminal reaches wakegate,
+	// which stops engines in order, not buildkitd directly.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start buildkitd %s: %w (build it with 'make tools')", b.Bin, err)
+	}
+	p := &Process{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// Exited is closed when the process has exited.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Stop sends SIGTERM, so buildkitd closes its cache databases cleanly, and
+// waits for it to exit. If ctx ends first it is killed: a stuck engine must
+// not keep its machine billing.
+func (p *Process) Stop(ctx context.Context) error {
+	select {
+	case <-p.exited:
+		return nil
+	default:
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("stop buildkitd: %w", err)
+	}
+	select {
+	case <-p.exited:
+		return nil
+	case <-ctx.Done():
+	}
+	p.cmd.Process.Kill()
+	// Kill cannot be ignored; the wait is short but still bounded.
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("stop buildkitd pid %d: still running after SIGKILL", p.Pid())
+	}
+	return fmt.Errorf("stop buildkitd pid %d: killed, did not exit after SIGTERM: %w", p.Pid(), ctx.Err())
+}

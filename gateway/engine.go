@@ -1,0 +1,310 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// State is where an engine is in its wake/idle cycle.
+type State string
+
+// Engine states.
+const (
+	Stopped  State = "stopped"
+	Starting State = "starting"
+	Running  State = "running"
+	Stopping State = "stopping"
+)
+
+// EngineConfig configures one engine's wake/idle state machine.
+type EngineConfig struct {
+	ID       string
+	Provider Provider
+	Probe    Prober
+	// Idle is the grace period between the last connection closing and the
+	// engine being stopped.
+	Idle time.Duration
+	// WakeTimeout bounds a whole wake: the host starting it and BuildKit
+	// answering.
+	WakeTimeout time.Duration
+	// StopTimeout bounds the host stopping it.
+	StopTimeout time.Duration
+	// ProbeInterval is the pause between readiness probes.
+	ProbeInterval time.Duration
+	Log           *slog.Logger
+}
+
+func (c *EngineConfig) setDefaults() {
+	if c.WakeTimeout <= 0 {
+		c.WakeTimeout = 60 * time.Second
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = 60 * time.Second
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = 100 * time.Millisecond
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Engine is the gateway's view of one engine: it merges concurrent wakes
+// into one start, counts connections, and stops the engine after Idle with
+// none. A connection that arrives while the engine is stopping waits for the
+// stop to finish and then starts it again; it is never dropped.
+type Engine struct {
+	cfg    EngineConfig
+	ctx    context.Context // cancelled by Close: abandons a wake in progress
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // wake and stop goroutines
+
+	mu       sync.Mutex    // guards the fields below
+	state    State         //
+	addr     string        // where a running engine serves; "" otherwise
+	conns    int           // leases held
+	wake     *attempt      // the wake in progress, while Starting
+	stopped  chan struct{} // closed when the stop in progress ends, while Stopping
+	idle     *time.Timer   // pending idle stop, while Running with no conns
+	idleGen  uint64        // bumped to invalidate an idle timer that already fired
+	closed   bool          // Close was called: no new wakes
+	lastWake time.Duration // duration of the last successful wake
+	wakes    int           // successful wakes so far
+}
+
+// attempt is one wake, shared by every connection that waits for it.
+type attempt struct {
+	done chan struct{} // closed when the wake ends
+	err  error         // set before done is closed
+}
+
+// NewEngine returns a stopped engine.
+func NewEngine(cfg EngineConfig) *Engine {
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Engine{cfg: cfg, ctx: ctx, cancel: cancel, state: Stopped}
+}
+
+// ID is the engine's provider id.
+func (e *Engine) ID() string { return e.cfg.ID }
+
+// Lease is one connection's hold on a running engine; Release it when the
+// connection ends.
+type Lease struct {
+	Addr string
+	// Waited says whether this acquire waited for a wake or a stop.
+	Waited bool
+	once   sync.Once
+	e      *Engine
+}
+
+// Release gives the lease back; the last release starts the idle timer.
+// Calling it twice is harmless.
+func (l *Lease) Release() { l.once.Do(l.e.release) }
+
+// Acquire returns a lease on the running engine, waking it first if needed.
+// It waits at most until ctx ends; a failed wake is returned to every waiter.
+func (e *Engine) Acquire(ctx context.Context) (*Lease, error) {
+	waited := false
+	for {
+		e.mu.Lock()
+		if e.closed {
+			e.mu.Unlock()
+			return nil, fmt.Errorf("%w: engine %s: gateway is shutting down", ErrEngineUnavailable, e.cfg.ID)
+		}
+		var wait <-chan struct{}
+		var a *attempt
+		switch e.state {
+		case Running:
+			e.conns++
+			e.cancelIdleLocked()
+			l := &Lease{Addr: e.addr, Waited: waited, e: e}
+			e.mu.Unlock()
+			return l, nil
+		case Stopped:
+			e.beginWakeLocked()
+			a = e.wake
+		case Starting:
+			a = e.wake
+		case Stopping:
+			wait = e.stopped
+		}
+		e.mu.Unlock()
+		waited = true
+		if a != nil {
+			wait = a.done
+		}
+		select {
+		case <-wait:
+			if a != nil && a.err != nil {
+				return nil, a.err
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: engine %s: gave up waiting: %w", ErrEngineUnavailable, e.cfg.ID, context.Cause(ctx))
+		}
+	}
+}
+
+func (e *Engine) release() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.conns--
+	if e.conns == 0 && e.state == Running && !e.closed {
+		e.armIdleLocked()
+	}
+}
+
+func (e *Engine) armIdleLocked() {
+	e.cancelIdleLocked()
+	gen := e.idleGen
+	e.idle = time.AfterFunc(e.cfg.Idle, func() { e.idleFired(gen) })
+}
+
+func (e *Engine) cancelIdleLocked() {
+	if e.idle != nil {
+		e.idle.Stop()
+		e.idle = nil
+	}
+	// A timer that already fired is waiting for mu: make it a no-op.
+	e.idleGen++
+}
+
+func (e *Engine) idleFired(gen uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if gen != e.idleGen || e.conns > 0 || e.state != Running || e.closed {
+		return
+	}
+	e.idle = nil
+	e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.cfg.Idle.String())
+	e.beginStopLocked()
+}
+
+func (e *Engine) beginWakeLocked() {
+	e.state = Starting
+	a := &attempt{done: make(chan struct{})}
+	e.wake = a
+	e.wg.Add(1)
+	go e.runWake(a)
+}
+
+func (e *Engine) runWake(a *attempt) {
+	defer e.wg.Done()
+	began := time.Now()
+	e.cfg.Log.Info("engine waking", "engine", e.cfg.ID)
+	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.WakeTimeout)
+	addr, err := e.start(ctx)
+	cancel()
+	took := time.Since(began)
+
+	e.mu.Lock()
+	e.wake = nil
+	if err != nil {
+		a.err = fmt.Errorf("%w: wake engine %s: %w", ErrEngineUnavailable, e.cfg.ID, err)
+		e.cfg.Log.Error("engine wake failed", "engine", e.cfg.ID, "wake_ms", took.Milliseconds(), "err", err)
+		// Stop whatever half-started, so the next wake begins clean.
+		e.beginStopLocked()
+	} else {
+		e.state = Running
+		e.addr = addr
+		e.lastWake = took
+		e.wakes++
+		e.cfg.Log.Info("engine ready", "engine", e.cfg.ID, "wake_ms", took.Milliseconds())
+		if e.closed {
+			e.beginStopLocked()
+		} else if e.conns == 0 {
+			// Waiters take their leases next; if they all gave up, the
+			// engine still stops after the idle period.
+			e.armIdleLocked()
+		}
+	}
+	e.mu.Unlock()
+	close(a.done)
+}
+
+// start asks the host to start the engine, then probes it until BuildKit
+// answers or ctx ends.
+func (e *Engine) start(ctx context.Context) (string, error) {
+	addr, err := e.cfg.Provider.Start(ctx, e.cfg.ID)
+	if err != nil {
+		return "", fmt.Errorf("start: %w", err)
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	var last error
+	for {
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("not ready at %s: %w (last probe: %v)", addr, context.Cause(ctx), last)
+		case <-t.C:
+		}
+		if last = e.cfg.Probe(ctx, addr); last == nil {
+			return addr, nil
+		}
+		t.Reset(e.cfg.ProbeInterval)
+	}
+}
+
+func (e *Engine) beginStopLocked() {
+	e.state = Stopping
+	e.addr = ""
+	ch := make(chan struct{})
+	e.stopped = ch
+	e.wg.Add(1)
+	go e.runStop(ch)
+}
+
+func (e *Engine) runStop(done chan struct{}) {
+	defer e.wg.Done()
+	began := time.Now()
+	// Not e.ctx: a gateway shutting down still stops its engines cleanly.
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+	err := e.cfg.Provider.Stop(ctx, e.cfg.ID)
+	cancel()
+	if err != nil {
+		e.cfg.Log.Error("engine stop failed", "engine", e.cfg.ID, "stop_ms", time.Since(began).Milliseconds(), "err", err)
+	} else {
+		e.cfg.Log.Info("engine stopped", "engine", e.cfg.ID, "stop_ms", time.Since(began).Milliseconds())
+	}
+	e.mu.Lock()
+	e.state = Stopped
+	e.stopped = nil
+	e.mu.Unlock()
+	close(done)
+}
+
+// Close abandons a wake in progress, stops the engine if it runs, and
+// waits for that. Leases still held keep their connections; no new ones are
+// granted. Safe to call twice.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	if !e.closed {
+		e.closed = true
+		e.cancel()
+		e.cancelIdleLocked()
+		if e.state == Running {
+			e.beginStopLocked()
+		}
+	}
+	e.mu.Unlock()
+	e.wg.Wait()
+}
+
+// EngineStatus is a snapshot for the admin endpoint and tests.
+type EngineStatus struct {
+	ID       string `json:"id"`
+	State    State  `json:"state"`
+	Conns    int    `json:"connections"`
+	Wakes    int    `json:"wakes"`
+	LastWake int64  `json:"last_wake_ms"`
+}
+
+// Status reports the engine's current state.
+func (e *Engine) Status() EngineStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return EngineStatus{ID: e.cfg.ID, State: e.state, Conns: e.conns, Wakes: e.wakes, LastWake: e.lastWake.Milliseconds()}
+}

@@ -1,0 +1,54 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+)
+
+// Provider is what the gateway needs from a machine host.
+type Provider interface {
+	// Engines lists the ids of the pool's engines.
+	Engines(ctx context.Context) ([]string, error)
+	// Start starts engine id if it is not running and returns the address
+	// it serves on ("unix:///path" or "tcp://host:port"). The address is
+	// asked for at every wake, never cached: hosts move machines.
+	// Start returning does not mean the engine is ready; see Prober.
+	Start(ctx context.Context, id string) (addr string, err error)
+	// Stop stops engine id and returns once it has stopped.
+	Stop(ctx context.Context, id string) error
+}
+
+// Prober makes one readiness check of the engine at addr: a BuildKit API
+// call, not merely an open port. The gateway calls it repeatedly until it
+// succeeds or the wake's deadline passes.
+type Prober func(ctx context.Context, addr string) error
+
+// Dialer opens a stream to an engine address.
+type Dialer func(ctx context.Context, addr string) (net.Conn, error)
+
+// ErrEngineUnavailable wraps every failure to give a client an engine.
+var ErrEngineUnavailable = errors.New("engine unavailable")
+
+// DialAddr dials "unix:///path" or "tcp://host:port".
+func DialAddr(ctx context.Context, addr string) (net.Conn, error) {
+	network, target, err := SplitAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, target)
+}
+
+// SplitAddr splits an engine address into a network and a target for net.Dial.
+func SplitAddr(addr string) (network, target string, err error) {
+	switch {
+	case strings.HasPrefix(addr, "unix://"):
+		return "unix", strings.TrimPrefix(addr, "unix://"), nil
+	case strings.HasPrefix(addr, "tcp://"):
+		return "tcp", strings.TrimPrefix(addr, "tcp://"), nil
+	}
+	return "", "", fmt.Errorf("engine address %q: want unix:///path or tcp://host:port", addr)
+}

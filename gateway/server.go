@@ -1,0 +1,210 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/proxy"
+	"github.com/wakegate/wakegate/wire"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("gateway: server closed")
+
+// Config configures a Server.
+type Config struct {
+	// TLS is the server's TLS config; it must require and verify client
+	// certificates (certs.ServerTLS). The server sets its ALPN protocols.
+	TLS  *tls.Config
+	Pool *Pool
+	// Dial opens a stream to an engine address; DialAddr by default.
+	Dial Dialer
+	// HandshakeTimeout bounds the TLS handshake, so a slow or silent client
+	// cannot hold a slot.
+	HandshakeTimeout time.Duration
+	// HoldTimeout bounds how long a connection is held for its engine: a
+	// stop in progress, a wake, and the dial. Beyond it the connection is
+	// closed.
+	HoldTimeout time.Duration
+	// HalfOpenTimeout reaps a proxied pair after one side finished.
+	HalfOpenTimeout time.Duration
+	// ProgressInterval is how often a wake request hears of progress.
+	ProgressInterval time.Duration
+	Log              *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Dial == nil {
+		c.Dial = DialAddr
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.HoldTimeout <= 0 {
+		c.HoldTimeout = 2 * time.Minute
+	}
+	if c.ProgressInterval <= 0 {
+		c.ProgressInterval = time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Server accepts client connections and proxies them to their engines.
+type Server struct {
+	cfg    Config
+	tls    *tls.Config
+	ctx    context.Context // cancelled when Shutdown gives up draining
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // connection handlers
+
+	mu        sync.Mutex // guards listeners and shutdown
+	listeners map[net.Listener]struct{}
+	shutdown  bool
+}
+
+// NewServer validates cfg and returns a server.
+func NewServer(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.TLS == nil || cfg.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+		return nil, fmt.Errorf("gateway: TLS config must require and verify client certificates")
+	}
+	if cfg.Pool == nil {
+		return nil, fmt.Errorf("gateway: no engine pool")
+	}
+	t := cfg.TLS.Clone()
+	t.NextProtos = []string{wire.ProtoProxy, wire.ProtoWake}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{cfg: cfg, tls: t, ctx: ctx, cancel: cancel, listeners: map[net.Listener]struct{}{}}, nil
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+
+	for {
+		c, err := proxy.Accept(ln, s.ctx.Done(), s.cfg.Log)
+		if err != nil {
+			s.mu.Lock()
+			down := s.shutdown
+			s.mu.Unlock()
+			if down || errors.Is(err, net.ErrClosed) && s.ctx.Err() != nil {
+				return ErrServerClosed
+			}
+			return fmt.Errorf("gateway: accept: %w", err)
+		}
+		// Add under mu: Shutdown sets shutdown under mu before it waits, so
+		// no handler starts after the wait began.
+		s.mu.Lock()
+		if s.shutdown {
+			s.mu.Unlock()
+			c.Close()
+			return ErrServerClosed
+		}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.handle(c)
+	}
+}
+
+// Shutdown stops accepting, lets open connections finish until ctx ends,
+// then closes them and waits for their handlers. Engines are not stopped:
+// that is the pool's Close. Safe to call twice.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.listeners = map[net.Listener]struct{}{}
+	s.mu.Unlock()
+
+	drained := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.cancel()
+		<-drained
+		return fmt.Errorf("gateway: connections forced closed: %w", ctx.Err())
+	}
+}
+
+func (s *Server) handle(c net.Conn) {
+	defer s.wg.Done()
+	defer c.Close()
+	began := time.Now()
+	remote := c.RemoteAddr().String()
+
+	// One deadline covers the handshake, the wait for the engine and the
+	// dial; the handshake alone has a shorter one.
+	setup, cancel := context.WithTimeout(s.ctx, s.cfg.HoldTimeout)
+	defer cancel()
+	tc := tls.Server(c, s.tls)
+	hctx, hcancel := context.WithTimeout(setup, s.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	hcancel()
+	if err != nil {
+		s.cfg.Log.Info("connection refused: handshake failed", "remote", remote, "err", err)
+		return
+	}
+	cs := tc.ConnectionState()
+	id := certs.Identity(cs)
+	if id == "" {
+		// Unreachable with RequireAndVerifyClientCert; deny by default anyway.
+		s.cfg.Log.Warn("connection refused: no verified identity", "remote", remote)
+		return
+	}
+	eng := s.cfg.Pool.Route(id)
+	log := s.cfg.Log.With("identity", id, "engine", eng.ID(), "remote", remote)
+	if cs.NegotiatedProtocol == wire.ProtoWake {
+		s.serveWake(setup, tc, eng, log, began)
+		return
+	}
+	s.serveProxy(setup, tc, eng, log, began)
+}
+
+func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, eng *Engine, log *slog.Logger, began time.Time) {
+	lease, err := eng.Acquire(setup)
+	if err != nil {
+		log.Warn("connection closed: no engine", "held_ms", time.Since(began).Milliseconds(), "err", err)
+		return
+	}
+	defer lease.Release()
+	held := time.Since(began)
+	ec, err := s.cfg.Dial(setup, lease.Addr)
+	if err != nil {
+		log.Error("connection closed: engine dial failed", "addr", lease.Addr, "err", err)
+		return
+	}
+	res := proxy.Join(s.ctx, tc, ec, "client", "engine", s.cfg.HalfOpenTimeout)
+	attrs := []any{
+		"bytes_in", res.BytesAToB, "bytes_out", res.BytesBToA,
+		"held_ms", held.Milliseconds(), "duration_ms", time.Since(began).Milliseconds(),
+	}
+	if res.Err != nil {
+		log.Warn("connection closed", append(attrs, "err", res.Err)...)
+		return
+	}
+	log.Info("connection closed", attrs...)
+}

@@ -1,0 +1,77 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/wakegate/wakegate/wire"
+)
+
+// progressWriteTimeout bounds one progress line, so a client that stops
+// reading cannot stall the handler.
+const progressWriteTimeout = 5 * time.Second
+
+type acquired struct {
+	lease *Lease
+	err   error
+}
+
+// serveWake answers a wake request: progress lines while the engine wakes,
+// then a ready line, then the engine is kept awake until the client closes
+// the connection.
+func (s *Server) serveWake(setup context.Context, tc *tls.Conn, eng *Engine, log *slog.Logger, began time.Time) {
+	actx, cancel := context.WithCancel(setup)
+	defer cancel()
+	result := make(chan acquired, 1)
+	go func() {
+		l, err := eng.Acquire(actx)
+		result <- acquired{l, err}
+	}()
+	send := func(e wire.Event) bool {
+		e.Engine = eng.ID()
+		e.Elapsed = time.Since(began)
+		tc.SetWriteDeadline(time.Now().Add(progressWriteTimeout))
+		return wire.Write(tc, e) == nil
+	}
+
+	tick := time.NewTicker(s.cfg.ProgressInterval)
+	defer tick.Stop()
+	var r acquired
+wait:
+	for {
+		select {
+		case r = <-result:
+			break wait
+		case <-tick.C:
+			if !send(wire.Event{Kind: wire.Waking, State: string(eng.Status().State)}) {
+				// The client left; stop waiting on its behalf.
+				cancel()
+				r = <-result
+				if r.lease != nil {
+					r.lease.Release()
+				}
+				log.Info("wake request closed by client", "held_ms", time.Since(began).Milliseconds())
+				return
+			}
+		}
+	}
+	if r.err != nil {
+		send(wire.Event{Kind: wire.Failed, Message: r.err.Error()})
+		log.Warn("wake request failed", "held_ms", time.Since(began).Milliseconds(), "err", r.err)
+		return
+	}
+	defer r.lease.Release()
+	if !send(wire.Event{Kind: wire.Ready, State: string(Running)}) {
+		return
+	}
+	log.Info("wake request ready", "wake_ms", time.Since(began).Milliseconds())
+	// Hold the engine until the client hangs up (or the gateway shuts down).
+	tc.SetDeadline(time.Time{})
+	stop := context.AfterFunc(s.ctx, func() { tc.Close() })
+	defer stop()
+	io.Copy(io.Discard, tc)
+	log.Info("wake hold released", "duration_ms", time.Since(began).Milliseconds())
+}

@@ -1,0 +1,8 @@
+// Package proxy is the one two-way copy loop of wakegate, shared by the
+// gateway (client TLS ↔ engine) and connect (local TCP ↔ gateway TLS).
+// Each direction copies and then half-closes its destination, so a peer that
+// finishes sending (CloseWrite) is seen as EOF on the far side while the
+// reply still flows; a pair left half-open is reaped after a bound.
+//
+// It must not import any other wakegate package.
+package proxy
