@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/wire"
+)
+
+// echoEngine stands in for an engine's socket: it echoes each connection
+// and half-closes when its input ends.
+func echoEngine(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return "tcp://" + ln.Addr().String()
+}
+
+type testGateway struct {
+	addr   string
+	host   *fakeHost
+	pool   *Pool
+	ca     *certs.CA
+	client *tls.Certificate
+}
+
+func startGateway(t *testing.T, h *fakeHost) *testGateway {
+	t.Helper()
+	ca, err := certs.Init(t.TempDir(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvLeaf, err := ca.Issue(certs.Server, "gateway", []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliLeaf, err := ca.Issue(certs.Client, "ci", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := NewPool(t.Context(), h, EngineConfig{Probe: readyProbe, Idle: time.Minute, WakeTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := srvLeaf.TLSCertificate()
+	srv, err := NewServer(Config{
+		TLS:              certs.ServerTLS(func() *tls.Certificate { return sc }, ca.Pool()),
+		Pool:             pool,
+		HoldTimeout:      10 * time.Second,
+		ProgressInterval: 20 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve = %v, want ErrServerClosed", err)
+		}
+		pool.Close()
+	})
+	return &testGateway{addr: ln.Addr().String(), host: h, pool: pool, ca: ca, client: cliLeaf.TLSCertificate()}
+}
+
+func (g *testGateway) dial(t *testing.T, cert *tls.Certificate, roots *certs.CA, proto string) *tls.Conn {
+	t.Helper()
+	cfg := certs.ClientTLS(func() *tls.Certificate { return cert }, roots.Pool(), "127.0.0.1")
+	if cert == nil {
+		cfg.GetClientCertificate = nil
+	}
+	if proto != "" {
+		cfg.NextProtos = []string{proto}
+	}
+	c, err := tls.Dial("tcp", g.addr, cfg)
+	if err != nil {
+		t.Fatalf("dial gateway: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func waitState(t *testing.T, e *Engine, want State) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Status().State != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("engine state %s, want %s", e.Status().State, want)
+		}
+		time.Sleep(time.Millisecond) // polling with a deadline
+	}
+}
+
+func TestHeldConnectionIsForwardedOnceEngineIsReady(t *testing.T) {
+	h := &fakeHost{startGate: make(chan struct{}), addr: echoEngine(t)}
+	g := startGateway(t, h)
+	c := g.dial(t, g.client, g.ca, "")
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, g.pool.Engines()[0], Starting)
+	close(h.startGate)
+	buf := make([]byte, 4)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("read echo = %q, %v", buf, err)
+	}
+	// Half-close carried through: the engine sees EOF and closes its side.
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(buf); err != io.EOF {
+		t.Fatalf("after CloseWrite read = %d, %v; want EOF", n, err)
+	}
+	if got := h.starts.Load(); got != 1 {
+		t.Fatalf("starts = %d, want 1", got)
+	}
+}
+
+func TestClientRefused(t *testing.T) {
+	other, err := certs.Init(t.TempDir(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := other.Issue(certs.Client, "ci", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cert *tls.Certificate
+	}{
+		{"certificate from another CA", foreign.TLSCertificate()},
+		{"no certificate", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &fakeHost{addr: echoEngine(t)}
+			g := startGateway(t, h)
+			c := g.dial(t, tc.cert, g.ca, "")
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Write([]byte("ping"))
+			// TLS 1.3 clients learn of the refusal on their first read.
+			if _, err := c.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "remote error") {
+				t.Fatalf("read = %v, want a TLS alert from the gateway", err)
+			}
+			if got := h.starts.Load(); got != 0 {
+				t.Fatalf("a refused client woke the engine (%d starts)", got)
+			}
+		})
+	}
+}
+
+func TestWakeRequestReportsProgressThenReady(t *testing.T) {
+	h := &fakeHost{startGate: make(chan struct{}), addr: echoEngine(t)}
+	g := startGateway(t, h)
+	c := g.dial(t, g.client, g.ca, wire.ProtoWake)
+	if p := c.ConnectionState().NegotiatedProtocol; p != wire.ProtoWake {
+		t.Fatalf("negotiated %q, want %q", p, wire.ProtoWake)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := wire.NewReader(c)
+	e, err := r.Next()
+	if err != nil || e.Kind != wire.Waking || e.State != string(Starting) || e.Engine != "e0" {
+		t.Fatalf("first event = %+v, %v; want waking e0 starting", e, err)
+	}
+	close(h.startGate)
+	for e.Kind == wire.Waking {
+		if e, err = r.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.Kind != wire.Ready {
+		t.Fatalf("final event = %+v, want ready", e)
+	}
+	// The open wake connection holds the engine: it counts as a connection.
+	if st := g.pool.Engines()[0].Status(); st.Conns != 1 {
+		t.Fatalf("connections while the wake is held = %d, want 1", st.Conns)
+	}
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for g.pool.Engines()[0].Status().Conns != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("closing the wake connection did not release the engine")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestFailedWakeClosesHeldConnections(t *testing.T) {
+	h := &fakeHost{startErr: errors.New("volume attached elsewhere")}
+	g := startGateway(t, h)
+
+	held := g.dial(t, g.client, g.ca, "")
+	held.SetDeadline(time.Now().Add(5 * time.Second))
+	held.Write([]byte("ping"))
+	if _, err := held.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("held connection read = %v, want EOF after the failed wake", err)
+	}
+
+	w := g.dial(t, g.client, g.ca, wire.ProtoWake)
+	w.SetDeadline(time.Now().Add(5 * time.Second))
+	r := wire.NewReader(w)
+	for {
+		e, err := r.Next()
+		if err != nil {
+			t.Fatalf("wake request ended without an error event: %v", err)
+		}
+		if e.Kind == wire.Failed {
+			if !strings.Contains(e.Message, "volume attached elsewhere") {
+				t.Fatalf("error event %q does not carry the host's reason", e.Message)
+			}
+			return
+		}
+	}
+}
