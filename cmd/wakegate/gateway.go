@@ -212,4 +212,3 @@ func findBuildkitd(flagValue string) (string, error) {
 	}
 	return "", errors.New("buildkitd not found: run 'make tools' to build it into bin/, or pass --buildkitd PATH")
 }
-
