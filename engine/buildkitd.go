@@ -108,8 +108,9 @@ func (p *Process) Stop(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	p.cmd.Process.Kill()
-	// Kill cannot be ignored; the wait is short but still bounded.
+	// Kill the whole process group: the build steps buildkitd runs too.
+	syscall.Kill(-p.Pid(), syscall.SIGKILL)
+	// SIGKILL cannot be ignored; the wait is short but still bounded.
 	select {
 	case <-p.exited:
 	case <-time.After(10 * time.Second):
