@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -249,5 +250,45 @@ func TestFailedWakeClosesHeldConnections(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+func TestGarbageBytesAreRefusedWithoutWaking(t *testing.T) {
+	h := &fakeHost{addr: echoEngine(t)}
+	g := startGateway(t, h)
+	c, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff garbage"))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("gateway did not close a garbage connection cleanly: %v", err)
+	}
+	if got := h.starts.Load(); got != 0 {
+		t.Fatalf("garbage woke the engine (%d starts)", got)
+	}
+}
+
+func TestShutdownLeavesNoGoroutines(t *testing.T) {
+	baseline := runtime.NumGoroutine()
+	t.Run("serve", func(t *testing.T) {
+		h := &fakeHost{addr: echoEngine(t)}
+		g := startGateway(t, h)
+		c := g.dial(t, g.client, g.ca, "")
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("x"))
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > baseline {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines after shutdown, baseline %d:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(time.Millisecond) // polling with a deadline
 	}
 }
