@@ -76,6 +76,19 @@ func TestEndToEndBuildCachedAcrossIdleStop(t *testing.T) {
 	}
 	afterBuild2 := gw.len() // the engine is running here; its idle stop comes later
 
+	t.Run("connect runs CMD with the engine address and exits with its status", func(t *testing.T) {
+		out := newLogWatch()
+		script := `test -n "$BUILDKIT_HOST" && test "$BUILDKIT_HOST" = "$_EXPERIMENTAL_DAGGER_RUNNER_HOST" && echo "host=$BUILDKIT_HOST" && exit 7`
+		err := run(t.Context(), []string{"connect", "--gateway", gwAddr, "--creds", creds, "--listen", "127.0.0.1:0", "--", "sh", "-c", script}, out, out)
+		var ee exitError
+		if !errors.As(err, &ee) || int(ee) != 7 {
+			t.Fatalf("connect -- sh = %v, want exit status 7\n%s", err, out)
+		}
+		if !regexp.MustCompile(`host=tcp://127\.0\.0\.1:\d+`).MatchString(out.String()) {
+			t.Fatalf("CMD did not see BUILDKIT_HOST=tcp://127.0.0.1:PORT:\n%s", out)
+		}
+	})
+
 	t.Run("client from another CA is refused", func(t *testing.T) {
 		otherCA, otherCreds := filepath.Join(work, "other-ca"), filepath.Join(work, "other-creds")
 		mustRun(t, "certs", "init", "--dir", otherCA)

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestHelpCoversEveryCommand(t *testing.T) {
+	for _, args := range [][]string{
+		{"help"}, {"--help"},
+		{"help", "gateway"}, {"gateway", "-h"},
+		{"help", "connect"}, {"connect", "--help"},
+		{"help", "certs"}, {"certs", "init", "-h"}, {"certs", "issue", "-h"},
+	} {
+		out := newLogWatch()
+		if err := run(t.Context(), args, out, out); err != nil {
+			t.Errorf("wakegate %s: %v", strings.Join(args, " "), err)
+			continue
+		}
+		if !strings.Contains(out.String(), "Usage:") && !strings.Contains(out.String(), "Commands:") {
+			t.Errorf("wakegate %s printed no usage:\n%s", strings.Join(args, " "), out)
+		}
+	}
+}
+
+func TestBadFlagsFailBeforeAnythingStarts(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"gateway", "--state", "s"}, "--ca-dir is required"},
+		{[]string{"gateway", "--ca-dir", "ca"}, "--state is required"},
+		{[]string{"gateway", "--ca-dir", "ca", "--state", "s", "--provider", "aws"}, `--provider "aws" is not supported`},
+		{[]string{"gateway", "--ca-dir", "ca", "--state", "s", "--engines", "0"}, "--engines must be at least 1"},
+		{[]string{"gateway", "--ca-dir", "ca", "--state", "s", "--listen", "nonsense"}, "--listen"},
+		{[]string{"gateway", "--ca-dir", "/nonexistent", "--state", "s", "--buildkitd", "/bin/true"}, "certs init"},
+		{[]string{"connect", "--creds", "c"}, "--gateway is required"},
+		{[]string{"connect", "--gateway", "h:1"}, "--creds is required"},
+		{[]string{"connect", "--gateway", "h:1", "--creds", "c", "--wait", "--", "true"}, "exclusive"},
+		{[]string{"connect", "--gateway", "h:1", "--creds", "/nonexistent"}, "certs issue"},
+		{[]string{"certs", "issue", "--dir", "ca", "--name", "x"}, "--out is required"},
+		{[]string{"certs", "init"}, "--dir is required"},
+	} {
+		out := newLogWatch()
+		err := run(t.Context(), tc.args, out, out)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("wakegate %s = %v, want an error containing %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+}
+
+func TestUnknownCommandIsAUsageError(t *testing.T) {
+	out := newLogWatch()
+	if err := run(t.Context(), []string{"frobnicate"}, out, out); !errors.Is(err, errUsage) {
+		t.Fatalf("unknown command = %v, want errUsage", err)
+	}
+	if !strings.Contains(out.String(), `unknown command "frobnicate"`) {
+		t.Fatalf("output does not name the unknown command:\n%s", out)
+	}
+}
