@@ -85,10 +85,17 @@ func Join(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time
 	return res
 }
 
+// expire ends pending reads and writes on conns at once. The transport under
+// a TLS connection is closed outright: otherwise the half-close or Close that
+// follows would spend up to 5 s sending close_notify to a peer that is not
+// reading.
 func expire(conns ...net.Conn) {
 	past := time.Unix(1, 0)
 	for _, c := range conns {
 		c.SetDeadline(past)
+		if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+			tc.NetConn().Close()
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -56,7 +57,7 @@ func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, m
 func (r *Reader) Next() (Event, error) {
 	line, err := r.r.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
-		return Event{}, fmt.Errorf("wake protocol: line longer than %d bytes", maxLine)
+		return Event{}, fmt.Errorf("wake protocol: line longer than %d bytes with its newline", maxLine)
 	}
 	if err != nil {
 		return Event{}, err
@@ -76,7 +77,7 @@ func Parse(line string) (Event, error) {
 		return Event{}, fmt.Errorf("wake protocol: unknown event %q", truncate(f[0]))
 	}
 	ms, err := strconv.ParseInt(f[3], 10, 64)
-	if err != nil || ms < 0 {
+	if err != nil || ms < 0 || ms > math.MaxInt64/int64(time.Millisecond) {
 		return Event{}, fmt.Errorf("wake protocol: bad elapsed time %q", truncate(f[3]))
 	}
 	e := Event{Kind: f[0], Engine: f[1], State: f[2], Elapsed: time.Duration(ms) * time.Millisecond}
