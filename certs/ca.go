@@ -33,24 +33,35 @@ const (
 // ErrNotInitialized is returned by Load when the directory holds no CA.
 var ErrNotInitialized = errors.New("no CA in directory (run 'wakegate certs init --dir DIR' first)")
 
-// CA is a loaded certificate authority: the root that every party trusts and
-// the intermediate that signs leaves.
+// ErrNeedPassword is returned when the CA's keys are encrypted and no
+// password was given.
+var ErrNeedPassword = errors.New("the CA's keys are encrypted: set WAKEGATE_CA_PASSWORD or pass --password-file")
+
+// CA is a loaded certificate authority: the root that every party trusts,
+// the intermediate that signs leaves, and the provisioners that authorize
+// issuance through the embedded smallstep authority.
 type CA struct {
 	Dir          string
 	Root         *x509.Certificate
 	Intermediate *x509.Certificate
 	signer       crypto.Signer // the intermediate's private key
+	password     []byte        // nil when the keys are stored in the clear
+	Clients      *Provisioner  // authorizes client certificates (tokens)
+	Servers      *Provisioner  // authorizes gateway and engine certificates
 }
 
-// Init creates a root and an intermediate CA in dir. It refuses to overwrite
-// an existing CA, since that would orphan every certificate it issued.
-func Init(dir, name string) (*CA, error) {
+// Init creates a root and an intermediate CA in dir, and the provisioner
+// keys that authorize issuance. With a password every private key is stored
+// encrypted with it; nil stores them in the clear (for demos and tests). It
+// refuses to overwrite an existing CA, since that would orphan every
+// certificate it issued.
+func Init(dir, name string, password []byte) (*CA, error) {
 	if _, err := os.Stat(filepath.Join(dir, rootCertFile)); err == nil {
 		return nil, fmt.Errorf("init CA in %s: a CA already exists there; remove it or use another --dir", dir)
 	}
-	for _, sub := range []string{"certs", "secrets"} {
+	for _, sub := range []string{"certs", "secrets", "db"} {
 		perm := os.FileMode(0o755)
-		if sub == "secrets" {
+		if sub != "certs" {
 			perm = 0o700
 		}
 		if err := os.MkdirAll(filepath.Join(dir, sub), perm); err != nil {
@@ -79,17 +90,25 @@ func Init(dir, name string) (*CA, error) {
 	if err := writeFile(filepath.Join(dir, intermediateCertFile), encodeCerts(intermediate), 0o644); err != nil {
 		return nil, err
 	}
-	if err := writeKey(filepath.Join(dir, rootKeyFile), rootKey); err != nil {
+	if err := writeKey(filepath.Join(dir, rootKeyFile), rootKey, password); err != nil {
 		return nil, err
 	}
-	if err := writeKey(filepath.Join(dir, intermediateKeyFile), intKey); err != nil {
+	if err := writeKey(filepath.Join(dir, intermediateKeyFile), intKey, password); err != nil {
 		return nil, err
 	}
-	return &CA{Dir: dir, Root: root, Intermediate: intermediate, signer: intKey}, nil
+	ca := &CA{Dir: dir, Root: root, Intermediate: intermediate, signer: intKey, password: password}
+	if ca.Clients, err = newProvisioner(dir, clientsProvisioner, password); err != nil {
+		return nil, err
+	}
+	if ca.Servers, err = newProvisioner(dir, serversProvisioner, password); err != nil {
+		return nil, err
+	}
+	return ca, nil
 }
 
-// Load reads the CA in dir: both certificates and the intermediate's key.
-func Load(dir string) (*CA, error) {
+// Load reads the CA in dir: both certificates, the intermediate's key and the
+// provisioners, decrypting keys with password when they are encrypted.
+func Load(dir string, password []byte) (*CA, error) {
 	root, err := pemutil.ReadCertificate(filepath.Join(dir, rootCertFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("load CA from %s: %w", dir, ErrNotInitialized)
@@ -101,7 +120,7 @@ func Load(dir string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load CA intermediate from %s: %w", dir, err)
 	}
-	key, err := pemutil.Read(filepath.Join(dir, intermediateKeyFile))
+	key, err := readKey(filepath.Join(dir, intermediateKeyFile), password)
 	if err != nil {
 		return nil, fmt.Errorf("load CA intermediate key from %s: %w", dir, err)
 	}
@@ -109,7 +128,14 @@ func Load(dir string) (*CA, error) {
 	if !ok {
 		return nil, fmt.Errorf("load CA intermediate key from %s: %T is not a signing key", dir, key)
 	}
-	return &CA{Dir: dir, Root: root, Intermediate: intermediate, signer: signer}, nil
+	ca := &CA{Dir: dir, Root: root, Intermediate: intermediate, signer: signer, password: password}
+	if ca.Clients, err = loadProvisioner(dir, clientsProvisioner, password); err != nil {
+		return nil, err
+	}
+	if ca.Servers, err = loadProvisioner(dir, serversProvisioner, password); err != nil {
+		return nil, err
+	}
+	return ca, nil
 }
 
 // Fingerprint is the SHA-256 fingerprint of the root, as hex.
@@ -145,17 +171,22 @@ func encodeCerts(certs ...*x509.Certificate) []byte {
 	return out
 }
 
-func encodeKey(key crypto.Signer) ([]byte, error) {
-	block, err := pemutil.Serialize(key)
+func encodeKey(key crypto.Signer, password []byte) ([]byte, error) {
+	var opts []pemutil.Options
+	if password != nil {
+		opts = append(opts, pemutil.WithPassword(password))
+	}
+	block, err := pemutil.Serialize(key, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("encode private key: %w", err)
 	}
 	return pem.EncodeToMemory(block), nil
 }
 
-// writeKey writes a private key readable by its owner only (0600).
-func writeKey(path string, key crypto.Signer) error {
-	data, err := encodeKey(key)
+// writeKey writes a private key readable by its owner only (0600),
+// encrypted with password unless it is nil.
+func writeKey(path string, key crypto.Signer, password []byte) error {
+	data, err := encodeKey(key, password)
 	if err != nil {
 		return err
 	}
@@ -193,4 +224,43 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return certs, nil
+}
+
+// readKey reads a PEM private key, decrypting it with password when it is
+// encrypted.
+func readKey(path string, password []byte) (any, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("%s: no PEM data", path)
+	}
+	encrypted := block.Type == "ENCRYPTED PRIVATE KEY" || x509.IsEncryptedPEMBlock(block) //nolint:staticcheck // legacy format detection only
+	if encrypted && password == nil {
+		return nil, ErrNeedPassword
+	}
+	var opts []pemutil.Options
+	if encrypted {
+		opts = append(opts, pemutil.WithPassword(password))
+	}
+	key, err := pemutil.ParseKey(data, opts...)
+	if err != nil && encrypted {
+		return nil, fmt.Errorf("decrypt %s: wrong password? %w", path, err)
+	}
+	return key, err
+}
+
+// RootFingerprint reads only the root certificate in dir (no keys, no
+// password) and returns its SHA-256 fingerprint.
+func RootFingerprint(dir string) (string, error) {
+	root, err := pemutil.ReadCertificate(filepath.Join(dir, rootCertFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read CA root from %s: %w", dir, ErrNotInitialized)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read CA root from %s: %w", dir, err)
+	}
+	return x509util.Fingerprint(root), nil
 }

@@ -17,7 +17,7 @@ import (
 // newCA creates a fresh CA in a temporary directory.
 func newCA(t *testing.T, name string) *certs.CA {
 	t.Helper()
-	ca, err := certs.Init(t.TempDir(), name)
+	ca, err := certs.Init(t.TempDir(), name, nil)
 	if err != nil {
 		t.Fatalf("Init: %v", err)
 	}
@@ -117,7 +117,7 @@ func TestInitRefusesToOverwriteExistingCA(t *testing.T) {
 		before[f] = data
 	}
 
-	again, err := certs.Init(ca.Dir, "Second")
+	again, err := certs.Init(ca.Dir, "Second", nil)
 	if err == nil {
 		t.Fatalf("second Init in the same directory succeeded (root %q)", again.Root.Subject.CommonName)
 	}
@@ -141,7 +141,7 @@ func TestLoadOfEmptyDirIsNotInitialized(t *testing.T) {
 		"missing": filepath.Join(t.TempDir(), "nope"),
 	} {
 		t.Run(name, func(t *testing.T) {
-			ca, err := certs.Load(dir)
+			ca, err := certs.Load(dir, nil)
 			if !errors.Is(err, certs.ErrNotInitialized) {
 				t.Fatalf("Load = %v, %v; want an error wrapping ErrNotInitialized", ca, err)
 			}
@@ -154,7 +154,7 @@ func TestLoadReportsMissingIntermediateKey(t *testing.T) {
 	if err := os.Remove(filepath.Join(ca.Dir, "secrets/intermediate_ca_key")); err != nil {
 		t.Fatal(err)
 	}
-	_, err := certs.Load(ca.Dir)
+	_, err := certs.Load(ca.Dir, nil)
 	if err == nil {
 		t.Fatal("Load succeeded without the intermediate key")
 	}
@@ -165,7 +165,7 @@ func TestLoadReportsMissingIntermediateKey(t *testing.T) {
 
 func TestLoadRoundTripsInit(t *testing.T) {
 	ca := newCA(t, "Test")
-	loaded, err := certs.Load(ca.Dir)
+	loaded, err := certs.Load(ca.Dir, nil)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}

@@ -109,7 +109,7 @@ func (ca *CA) WriteClientCreds(dir string, l *Leaf) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("write credentials to %s: %w", dir, err)
 	}
-	if err := writeKey(filepath.Join(dir, ClientKeyFile), l.Key); err != nil {
+	if err := writeKey(filepath.Join(dir, ClientKeyFile), l.Key, nil); err != nil {
 		return err
 	}
 	if err := writeFile(filepath.Join(dir, ClientCertFile), encodeCerts(l.Chain...), 0o644); err != nil {

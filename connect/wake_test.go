@@ -62,11 +62,11 @@ func TestClassifyMarksCertificateFailuresRefused(t *testing.T) {
 // verify, and a gateway that rejects the client's certificate (in TLS 1.3 the
 // client hears of that as an alert on its first read).
 func TestClassifyRefusesRealCertificateFailures(t *testing.T) {
-	gwCA, err := certs.Init(t.TempDir(), "Gateway")
+	gwCA, err := certs.Init(t.TempDir(), "Gateway", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherCA, err := certs.Init(t.TempDir(), "Other")
+	otherCA, err := certs.Init(t.TempDir(), "Other", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

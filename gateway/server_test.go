@@ -56,7 +56,7 @@ type testGateway struct {
 
 func startGateway(t *testing.T, h *fakeHost) *testGateway {
 	t.Helper()
-	ca, err := certs.Init(t.TempDir(), "test")
+	ca, err := certs.Init(t.TempDir(), "test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestHeldConnectionIsForwardedOnceEngineIsReady(t *testing.T) {
 }
 
 func TestClientRefused(t *testing.T) {
-	other, err := certs.Init(t.TempDir(), "other")
+	other, err := certs.Init(t.TempDir(), "other", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

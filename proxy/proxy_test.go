@@ -29,7 +29,7 @@ type tlsConfigs struct{ server, client *tls.Config }
 // use them.
 func newTLS(t *testing.T) tlsConfigs {
 	t.Helper()
-	ca, err := certs.Init(t.TempDir(), "Proxy Test")
+	ca, err := certs.Init(t.TempDir(), "Proxy Test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,12 +26,12 @@ mkdir -p "$DEMO"
 STATE=$(mktemp -d /tmp/wakegate-demo.XXXXXX)
 
 step "creating a CA and client credentials (wakegate certs)"
-"$BIN/wakegate" certs init --dir "$DEMO/ca"
+"$BIN/wakegate" certs init --dir "$DEMO/ca" --no-password
 "$BIN/wakegate" certs issue --dir "$DEMO/ca" --name demo-ci --out "$DEMO/creds"
 
 step "starting the gateway (local provider, idle stop after $IDLE); log in .demo/gateway.log"
 "$BIN/wakegate" gateway --ca-dir "$DEMO/ca" --state "$STATE" --buildkitd "$BIN/buildkitd" \
-  --listen "$GATEWAY" --admin "127.0.0.1:$ADMIN_PORT" --idle "$IDLE" --wake-timeout 60s \
+  --listen "$GATEWAY" --admin "127.0.0.1:$ADMIN_PORT" --ca-listen "127.0.0.1:$((PORT + 2))" --idle "$IDLE" --wake-timeout 60s \
   >"$DEMO/gateway.log" 2>&1 &
 GW_PID=$!
 cleanup() {

@@ -19,7 +19,11 @@ func runCerts(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "init":
 		return helpOK(runCertsInit(args[1:], stdout, stderr))
 	case "issue":
-		return helpOK(runCertsIssue(args[1:], stdout, stderr))
+		return helpOK(runCertsIssue(ctx, args[1:], stdout, stderr))
+	case "token":
+		return helpOK(runCertsToken(args[1:], stdout, stderr))
+	case "fingerprint":
+		return helpOK(runCertsFingerprint(args[1:], stdout, stderr))
 	case "-h", "--help", "-help", "help":
 		certsUsage(stdout)
 		return nil
@@ -36,28 +40,49 @@ func certsUsage(w io.Writer) {
   wakegate certs <subcommand> [flags]
 
 Subcommands:
-  init    create a root and an intermediate CA in a directory
-  issue   issue client credentials (client.crt, client.key, ca.crt) for an identity
+  init         create a root and an intermediate CA in a directory
+  issue        issue client credentials (client.crt, client.key, ca.crt) for an identity
+  token        print a single-use token that 'wakegate connect --token' exchanges for a certificate
+  fingerprint  print the root's SHA-256 fingerprint, for --ca-fingerprint
+
+The CA's private keys are encrypted with the password from --password-file or
+$WAKEGATE_CA_PASSWORD. Commands that issue work whether or not a gateway is
+running on the CA directory: while one is, they go through its CA API.
 
 Run 'wakegate certs <subcommand> -h' for its flags.
 `)
 }
 
 func runCertsInit(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("certs init", "certs init --dir CA [--name NAME]", `
-Creates a root CA and an intermediate CA in CA (step-ca's layout: certs/ for
-certificates, secrets/ for keys, which are written 0600). The gateway issues
-its own server certificate from the intermediate at start; 'certs issue'
-issues client credentials. Refuses to overwrite an existing CA.`, stdout, stderr)
+	fs := newFlags("certs init", "certs init --dir CA [--name NAME] [--password-file F | --no-password]", `
+Creates a root CA, an intermediate CA and the provisioner keys of the
+embedded smallstep authority in CA (step-ca's layout: certs/ for
+certificates, secrets/ for keys, written 0600; db/ for its database). Keys
+are encrypted with the password from --password-file or
+$WAKEGATE_CA_PASSWORD; without one it refuses unless --no-password (for
+demos and tests). Prints the root's fingerprint, for --ca-fingerprint.
+Refuses to overwrite an existing CA.`, stdout, stderr)
 	dir := fs.String("dir", "", "CA directory to create (required)")
 	name := fs.String("name", "wakegate", "name that prefixes the CA certificates' common names")
+	pwFile := fs.String("password-file", "", "file holding the password that encrypts the CA's keys")
+	noPassword := fs.Bool("no-password", false, "store the CA's keys unencrypted (demos and tests only)")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *dir == "" {
 		return usageError("certs init", "--dir is required")
 	}
-	ca, err := certs.Init(*dir, *name)
+	password, err := caPassword(*pwFile)
+	if err != nil {
+		return err
+	}
+	switch {
+	case password == nil && !*noPassword:
+		return usageError("certs init", "the CA's keys need a password: set WAKEGATE_CA_PASSWORD or --password-file, or pass --no-password for a demo")
+	case password != nil && *noPassword:
+		return usageError("certs init", "--no-password conflicts with the password given")
+	}
+	ca, err := certs.Init(*dir, *name, password)
 	if err != nil {
 		return err
 	}
@@ -65,16 +90,28 @@ issues client credentials. Refuses to overwrite an existing CA.`, stdout, stderr
 	return nil
 }
 
-func runCertsIssue(args []string, stdout, stderr io.Writer) error {
+// loadCA loads the CA in dir with the password from file or the environment.
+func loadCA(dir, pwFile string) (*certs.CA, error) {
+	password, err := caPassword(pwFile)
+	if err != nil {
+		return nil, err
+	}
+	return certs.Load(dir, password)
+}
+
+func runCertsIssue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("certs issue", "certs issue --dir CA --name NAME [--ttl 1h] --out DIR", `
 Issues a client certificate for identity NAME and writes DIR/client.crt (the
 certificate and the intermediate), DIR/client.key (0600) and DIR/ca.crt (the
 root), which 'wakegate connect --creds DIR' reads. The gateway routes each
-identity to the engine that holds its cache.`, stdout, stderr)
+identity to the engine that holds its cache. The certificate is recorded in
+the CA's database; while a gateway serves the CA, it is issued through the
+gateway's CA API.`, stdout, stderr)
 	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
 	name := fs.String("name", "", "client identity, the certificate's common name (required)")
 	ttl := fs.Duration("ttl", certs.DefaultClientTTL, fmt.Sprintf("certificate lifetime (at most %s)", certs.MaxClientTTL))
 	out := fs.String("out", "", "directory to write the credentials to (required)")
+	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
@@ -85,12 +122,19 @@ identity to the engine that holds its cache.`, stdout, stderr)
 		return usageError("certs issue", "--name is required")
 	case *out == "":
 		return usageError("certs issue", "--out is required")
+	case *ttl < certs.MinTTL || *ttl > certs.MaxClientTTL:
+		return usageError("certs issue", "--ttl %s must be between %s and %s", *ttl, certs.MinTTL, certs.MaxClientTTL)
 	}
-	ca, err := certs.Load(*dir)
+	ca, err := loadCA(*dir, *pwFile)
 	if err != nil {
 		return err
 	}
-	leaf, err := ca.Issue(certs.Client, *name, nil, *ttl)
+	op, err := ca.Operator()
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	leaf, err := op.Issue(ctx, certs.Client, *name, nil, *ttl)
 	if err != nil {
 		return err
 	}
@@ -98,7 +142,58 @@ identity to the engine that holds its cache.`, stdout, stderr)
 		return err
 	}
 	fmt.Fprintf(stdout, "issued %q (serial %s), valid until %s\nwrote %s, %s, %s\n",
-		*name, leaf.Cert.SerialNumber.Text(16), leaf.Cert.NotAfter.UTC().Format(time.RFC3339),
+		*name, leaf.Cert.SerialNumber, leaf.Cert.NotAfter.UTC().Format(time.RFC3339),
 		filepath.Join(*out, certs.ClientCertFile), filepath.Join(*out, certs.ClientKeyFile), filepath.Join(*out, certs.CACertFile))
+	return nil
+}
+
+func runCertsToken(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("certs token", "certs token --dir CA --name NAME [--ttl 10m]", `
+Prints a single-use token for identity NAME, signed by the CA's clients
+provisioner. 'wakegate connect --ca-url URL --ca-fingerprint FP --token T'
+exchanges it for a short-lived client certificate, so a CI machine holds no
+long-lived secret. The CA refuses a token used twice or past its --ttl.
+Pass it to CI as a secret: it is a credential until it is used.`, stdout, stderr)
+	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
+	name := fs.String("name", "", "client identity the token is for (required)")
+	ttl := fs.Duration("ttl", certs.DefaultTokenTTL, fmt.Sprintf("how long the token may wait to be used (at most %s)", certs.MaxTokenTTL))
+	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	switch {
+	case *dir == "":
+		return usageError("certs token", "--dir is required")
+	case *name == "":
+		return usageError("certs token", "--name is required")
+	}
+	ca, err := loadCA(*dir, *pwFile)
+	if err != nil {
+		return err
+	}
+	tok, err := ca.Clients.Token(*name, nil, *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+func runCertsFingerprint(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("certs fingerprint", "certs fingerprint --dir CA", `
+Prints the SHA-256 fingerprint of the CA's root, which clients pass as
+--ca-fingerprint to trust the CA's API on first contact.`, stdout, stderr)
+	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return usageError("certs fingerprint", "--dir is required")
+	}
+	fp, err := certs.RootFingerprint(*dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, fp)
 	return nil
 }

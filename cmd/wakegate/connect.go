@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,10 +25,16 @@ import (
 const childStopGrace = 10 * time.Second
 
 func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("connect", "connect --gateway HOST:PORT --creds DIR [--listen ADDR] [--wait | -- CMD [ARGS...]]", `
+	fs := newFlags("connect", "connect --gateway HOST:PORT (--creds DIR | --ca-url URL --ca-fingerprint FP --token T) [--listen ADDR] [--wait | -- CMD [ARGS...]]", `
 Runs the sidecar: plain TCP on --listen (for buildctl, buildx or Dagger),
-carried over mTLS to the gateway with the credentials in DIR (client.crt,
-client.key, ca.crt from 'wakegate certs issue').
+carried over mTLS to the gateway.
+
+Credentials come either from DIR (client.crt, client.key, ca.crt from
+'wakegate certs issue'), or from a single-use token ('wakegate certs token';
+also $WAKEGATE_TOKEN or --token-file) exchanged at the CA API at --ca-url,
+trusted by its root's fingerprint: no long-lived secret on the CI machine.
+With --ca-url the certificate is renewed there at two thirds of its life;
+open connections are not disturbed.
 
 With '-- CMD ARGS', connect first wakes the engine and waits until it is
 ready (printing progress), then runs CMD with BUILDKIT_HOST and
@@ -40,7 +49,11 @@ background.
 Without either, connect serves until interrupted; a connection to a stopped
 engine is held by the gateway while it wakes.`, stdout, stderr)
 	gw := fs.String("gateway", "", "gateway address HOST:PORT (required)")
-	creds := fs.String("creds", "", "credentials directory from 'wakegate certs issue --out' (required)")
+	creds := fs.String("creds", "", "credentials directory from 'wakegate certs issue --out'")
+	caURL := fs.String("ca-url", "", "the gateway's CA API, https://HOST:PORT, to enrol with a token and to renew")
+	caFP := fs.String("ca-fingerprint", "", "SHA-256 fingerprint of the CA root ('wakegate certs fingerprint'), with --token")
+	token := fs.String("token", "", "single-use enrolment token (prefer $WAKEGATE_TOKEN or --token-file: arguments are visible to other users)")
+	tokenFile := fs.String("token-file", "", "file holding the single-use enrolment token")
 	listen := fs.String("listen", "127.0.0.1:9080", "local address for plain TCP clients")
 	serverName := fs.String("server-name", "", "name to verify in the gateway's certificate (default: the --gateway host)")
 	wait := fs.Bool("wait", false, "wake the engine, wait until it is ready, then exit")
@@ -53,8 +66,8 @@ engine is held by the gateway while it wakes.`, stdout, stderr)
 	switch {
 	case *gw == "":
 		return usageError("connect", "--gateway is required")
-	case *creds == "":
-		return usageError("connect", "--creds is required")
+	case *creds == "" && *token == "" && *tokenFile == "" && os.Getenv("WAKEGATE_TOKEN") == "":
+		return usageError("connect", "--creds, or a token (--token, --token-file or $WAKEGATE_TOKEN) with --ca-url and --ca-fingerprint, is required")
 	case *wait && len(cmdArgs) > 0:
 		return usageError("connect", "--wait and a command are exclusive: a command already waits")
 	case *waitTimeout <= 0:
@@ -71,13 +84,20 @@ engine is held by the gateway while it wakes.`, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	cert, roots, err := certs.LoadClientCreds(*creds)
+	renewer, roots, err := clientIdentity(ctx, *creds, *caURL, *caFP, *token, *tokenFile, log)
 	if err != nil {
 		return err
 	}
+	rctx, stopRenewing := context.WithCancel(context.Background())
+	renewing := make(chan struct{})
+	go func() {
+		defer close(renewing)
+		renewer.Run(rctx)
+	}()
+	defer func() { stopRenewing(); <-renewing }()
 	sc, err := connect.New(connect.Config{
 		Gateway: *gw,
-		TLS:     certs.ClientTLS(func() *tls.Certificate { return cert }, roots, *serverName),
+		TLS:     certs.ClientTLS(renewer.Current, roots, *serverName),
 		Log:     log,
 	})
 	if err != nil {
@@ -125,6 +145,50 @@ engine is held by the gateway while it wakes.`, stdout, stderr)
 	}
 	defer hold.Close()
 	return runChild(ctx, cmdArgs, addr, stdout, stderr)
+}
+
+// clientIdentity obtains the client certificate (from a credentials
+// directory or by enrolling with a token) and the renewer that keeps it
+// fresh. Without a CA URL the renewer never renews: the certificate serves
+// until it expires.
+func clientIdentity(ctx context.Context, creds, caURL, caFP, token, tokenFile string, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read --token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" && creds == "" {
+		token = os.Getenv("WAKEGATE_TOKEN")
+	}
+	if token != "" {
+		if caURL == "" || caFP == "" {
+			return nil, nil, usageError("connect", "a token needs --ca-url and --ca-fingerprint ('wakegate certs fingerprint' prints it)")
+		}
+		e, err := certs.Enroll(ctx, caURL, caFP, token)
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Info("enrolled with the CA", "identity", e.Cert.Leaf.Subject.CommonName, "serial", e.Cert.Leaf.SerialNumber.String(),
+			"not_after", e.Cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		r, err := certs.NewRenewer("client", e.Cert, e.Renew, log)
+		return r, e.Roots, err
+	}
+	cert, roots, err := certs.LoadClientCreds(creds)
+	if err != nil {
+		return nil, nil, err
+	}
+	renew := func(context.Context, *tls.Certificate) (*tls.Certificate, error) {
+		return nil, errors.New("no --ca-url to renew at: issue new credentials with 'wakegate certs issue'")
+	}
+	if caURL != "" {
+		if renew, err = certs.NewAPIRenewer(caURL, roots); err != nil {
+			return nil, nil, err
+		}
+	}
+	r, err := certs.NewRenewer("client", cert, renew, log)
+	return r, roots, err
 }
 
 // waitWithProgress wakes the engine, printing a line per progress event and

@@ -36,7 +36,7 @@ func TestEndToEndBuildCachedAcrossIdleStop(t *testing.T) {
 
 	work := t.TempDir()
 	caDir, creds := filepath.Join(work, "ca"), filepath.Join(work, "creds")
-	mustRun(t, "certs", "init", "--dir", caDir)
+	mustRun(t, "certs", "init", "--dir", caDir, "--no-password")
 	mustRun(t, "certs", "issue", "--dir", caDir, "--name", "ci", "--out", creds)
 	// Unix socket paths are short: keep engine state out of the long test dir.
 	state, err := os.MkdirTemp("", "wg-e2e-")
@@ -46,7 +46,7 @@ func TestEndToEndBuildCachedAcrossIdleStop(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(state) })
 
 	gw := background(t, "gateway", "--ca-dir", caDir, "--state", state, "--buildkitd", buildkitd,
-		"--listen", "127.0.0.1:0", "--admin", "", "--idle", "2s", "--wake-timeout", "60s")
+		"--listen", "127.0.0.1:0", "--admin", "", "--ca-listen", "127.0.0.1:0", "--idle", "2s", "--wake-timeout", "60s")
 	m, _ := gw.waitFor(t, listeningRE, 0, 10*time.Second)
 	gwAddr := m[1]
 
@@ -91,7 +91,7 @@ func TestEndToEndBuildCachedAcrossIdleStop(t *testing.T) {
 
 	t.Run("client from another CA is refused", func(t *testing.T) {
 		otherCA, otherCreds := filepath.Join(work, "other-ca"), filepath.Join(work, "other-creds")
-		mustRun(t, "certs", "init", "--dir", otherCA)
+		mustRun(t, "certs", "init", "--dir", otherCA, "--no-password")
 		mustRun(t, "certs", "issue", "--dir", otherCA, "--name", "ci", "--out", otherCreds)
 		// Trust the real gateway, present a certificate it does not trust.
 		ca, err := os.ReadFile(filepath.Join(creds, certs.CACertFile))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -24,8 +23,9 @@ const shutdownGrace = 10 * time.Second
 
 type gatewayFlags struct {
 	caDir, listen, admin, provider, state, buildkitd, sans, logLevel string
+	caListen, caSANs, passwordFile                                   string
 	engines                                                          int
-	idle, wakeTimeout                                                time.Duration
+	idle, wakeTimeout, maxClientTTL                                  time.Duration
 }
 
 func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -34,7 +34,13 @@ Runs the mTLS gateway. It accepts TLS 1.3 connections that present a client
 certificate from the CA, routes each client identity to its engine, wakes a
 stopped engine on demand (holding the connection until BuildKit answers),
 proxies the stream, and stops the engine --idle after its last connection
-closes. It issues its own server certificate from the CA at start.
+closes.
+
+It embeds the certificate authority of --ca-dir (smallstep's, with its
+database) and serves the step-ca API on --ca-listen, where 'wakegate connect
+--token' enrols and every client renews. Its own certificates are issued by
+that authority and renewed at two thirds of their life. Every handshake is
+checked against the CA's revocation records.
 
 Provider "local" (the default) runs each engine as a buildkitd process on
 this machine, with its cache under --state/engine-N; run as root with runc
@@ -50,6 +56,10 @@ installed. The admin address serves GET /healthz and GET /engines.`, stdout, std
 	fs.DurationVar(&f.wakeTimeout, "wake-timeout", 60*time.Second, "give up on a wake (start and BuildKit answering) after this long")
 	fs.StringVar(&f.buildkitd, "buildkitd", "", "buildkitd binary (default: $WAKEGATE_BUILDKITD, then beside wakegate, then $PATH)")
 	fs.StringVar(&f.sans, "san", "", "extra comma-separated DNS names or IPs for the gateway's certificate")
+	fs.StringVar(&f.caListen, "ca-listen", "127.0.0.1:9443", `address of the CA's HTTPS API ("" serves none)`)
+	fs.StringVar(&f.caSANs, "ca-san", "", "extra comma-separated DNS names or IPs for the CA API's certificate")
+	fs.StringVar(&f.passwordFile, "password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
+	fs.DurationVar(&f.maxClientTTL, "max-client-ttl", certs.MaxClientTTL, "longest client certificate the CA signs")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args, stdout); err != nil {
 		return helpOK(err)
@@ -68,7 +78,7 @@ installed. The admin address serves GET /healthz and GET /engines.`, stdout, std
 	if err != nil {
 		return err
 	}
-	ca, err := certs.Load(f.caDir)
+	ca, err := loadCA(f.caDir, f.passwordFile)
 	if err != nil {
 		return err
 	}
@@ -76,11 +86,18 @@ installed. The admin address serves GET /healthz and GET /engines.`, stdout, std
 	if err != nil {
 		return err
 	}
-	leaf, err := ca.Issue(certs.Server, "wakegate-gateway", serverSANs(f.listen, f.sans), certs.ServerTTL)
+	caSvc, err := startCA(ca, f.caListen, f.caSANs, f.maxClientTTL, log)
 	if err != nil {
-		return fmt.Errorf("gateway certificate: %w", err)
+		return err
 	}
-	serverCert := leaf.TLSCertificate()
+	defer caSvc.Close()
+	rctx, stopRenewing := context.WithCancel(context.Background())
+	defer stopRenewing()
+	gwCert, err := caSvc.selfRenewing(rctx, "wakegate-gateway", serverSANs(f.listen, f.sans), log)
+	if err != nil {
+		return err
+	}
+	tlsCfg := certs.RefuseRevoked(certs.ServerTLS(gwCert.Current, ca.Pool()), caSvc.auth.IsRevoked)
 
 	pool, err := gateway.NewPool(ctx, provider, gateway.EngineConfig{
 		Probe:       engine.Probe,
@@ -93,7 +110,7 @@ installed. The admin address serves GET /healthz and GET /engines.`, stdout, std
 	}
 	defer pool.Close()
 	srv, err := gateway.NewServer(gateway.Config{
-		TLS:  certs.ServerTLS(func() *tls.Certificate { return serverCert }, ca.Pool()),
+		TLS:  tlsCfg,
 		Pool: pool,
 		// A held connection may wait out a stop, then a whole wake.
 		HoldTimeout: f.wakeTimeout + time.Minute,
@@ -160,9 +177,16 @@ func (f *gatewayFlags) validate() error {
 		return usageError("gateway", "--idle must be positive")
 	case f.wakeTimeout <= 0:
 		return usageError("gateway", "--wake-timeout must be positive")
+	case f.maxClientTTL < certs.MinTTL:
+		return usageError("gateway", "--max-client-ttl must be at least %s", certs.MinTTL)
 	}
 	if _, _, err := net.SplitHostPort(f.listen); err != nil {
 		return usageError("gateway", "--listen %q: %v", f.listen, err)
+	}
+	if f.caListen != "" {
+		if _, _, err := net.SplitHostPort(f.caListen); err != nil {
+			return usageError("gateway", "--ca-listen %q: %v", f.caListen, err)
+		}
 	}
 	if f.admin != "" {
 		if _, _, err := net.SplitHostPort(f.admin); err != nil {

@@ -1,0 +1,201 @@
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/smallstep/certificates/api"
+	"github.com/smallstep/certificates/authority"
+	"github.com/smallstep/certificates/authority/config"
+	"github.com/smallstep/certificates/authority/provisioner"
+	"github.com/smallstep/certificates/db"
+)
+
+// Templates the provisioners apply: a client certificate only authenticates
+// clients; a server certificate serves and may also dial (the gateway is a
+// client of its engines).
+const (
+	clientLeafTemplate = `{
+	"subject": {{ toJson .Subject }},
+	"sans": {{ toJson .SANs }},
+	"keyUsage": ["digitalSignature"],
+	"extKeyUsage": ["clientAuth"]
+}`
+	serverLeafTemplate = `{
+	"subject": {{ toJson .Subject }},
+	"sans": {{ toJson .SANs }},
+	"keyUsage": ["digitalSignature"],
+	"extKeyUsage": ["serverAuth", "clientAuth"]
+}`
+)
+
+// MinTTL is the shortest certificate lifetime the authority signs. It is
+// far below what production wants; tests rotate certificates every few
+// seconds.
+const MinTTL = 5 * time.Second
+
+// AuthorityConfig says how the embedded authority is reached.
+type AuthorityConfig struct {
+	// Address is the host:port its API is served on.
+	Address string
+	// DNSNames name the CA in its server certificate (at least one).
+	DNSNames []string
+	// MaxClientTTL caps client certificate lifetimes (MaxClientTTL by default).
+	MaxClientTTL time.Duration
+	// DefaultClientTTL applies when a request names no lifetime.
+	DefaultClientTTL time.Duration
+}
+
+// Authority is the embedded smallstep certificate authority on the CA
+// directory, with its persistent database (bbolt, in CA/db): issuance,
+// renewal, revocation and used tokens all survive restarts.
+type Authority struct {
+	ca   *CA
+	auth *authority.Authority
+}
+
+func dbPath(dir string) string { return filepath.Join(dir, "db", "ca.db") }
+
+// OpenAuthority starts the embedded authority. The database is
+// single-process: while one process holds it, another's open waits, then
+// fails.
+func (ca *CA) OpenAuthority(cfg AuthorityConfig) (*Authority, error) {
+	if cfg.MaxClientTTL == 0 {
+		cfg.MaxClientTTL = MaxClientTTL
+	}
+	if cfg.DefaultClientTTL == 0 {
+		cfg.DefaultClientTTL = min(DefaultClientTTL, cfg.MaxClientTTL)
+	}
+	if len(cfg.DNSNames) == 0 {
+		cfg.DNSNames = []string{"localhost"}
+	}
+	if cfg.Address == "" {
+		cfg.Address = "127.0.0.1:0"
+	}
+	dur := func(d time.Duration) *provisioner.Duration { return &provisioner.Duration{Duration: d} }
+	jwk := func(p *Provisioner, tmpl string, def, max time.Duration) *provisioner.JWK {
+		return &provisioner.JWK{
+			Type: "JWK",
+			Name: p.Name,
+			Key:  p.Public(),
+			Claims: &provisioner.Claims{
+				MinTLSDur:     dur(MinTTL),
+				MaxTLSDur:     dur(max),
+				DefaultTLSDur: dur(def),
+			},
+			Options: &provisioner.Options{X509: &provisioner.X509Options{Template: tmpl}},
+		}
+	}
+	c := &config.Config{
+		Root:             []string{filepath.Join(ca.Dir, rootCertFile)},
+		IntermediateCert: filepath.Join(ca.Dir, intermediateCertFile),
+		IntermediateKey:  filepath.Join(ca.Dir, intermediateKeyFile),
+		Address:          cfg.Address,
+		DNSNames:         cfg.DNSNames,
+		DB:               &db.Config{Type: "bbolt", DataSource: dbPath(ca.Dir)},
+		AuthorityConfig: &config.AuthConfig{
+			Provisioners: provisioner.List{
+				jwk(ca.Clients, clientLeafTemplate, cfg.DefaultClientTTL, cfg.MaxClientTTL),
+				jwk(ca.Servers, serverLeafTemplate, ServerTTL, ServerTTL),
+			},
+		},
+	}
+	opts := []authority.Option{authority.WithQuietInit()}
+	if ca.password != nil {
+		opts = append(opts, authority.WithPassword(ca.password))
+	}
+	auth, err := authority.New(c, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open CA authority in %s: %w", ca.Dir, err)
+	}
+	return &Authority{ca: ca, auth: auth}, nil
+}
+
+// Close closes the authority's database.
+func (a *Authority) Close() error { return a.auth.Shutdown() }
+
+// CA is the CA the authority serves.
+func (a *Authority) CA() *CA { return a.ca }
+
+// Sign signs csr as the one-time token authorizes, exactly as the API's
+// /sign does: the token is spent and the certificate recorded.
+func (a *Authority) Sign(ctx context.Context, csr *x509.CertificateRequest, token string, ttl time.Duration) ([]*x509.Certificate, error) {
+	ctx = provisioner.NewContextWithMethod(ctx, provisioner.SignMethod)
+	extra, err := a.auth.Authorize(ctx, token)
+	if err != nil {
+		return nil, fmt.Errorf("authorize: %w", err)
+	}
+	var so provisioner.SignOptions
+	if ttl > 0 {
+		so.NotAfter = provisioner.NewTimeDuration(time.Now().Add(ttl))
+	}
+	chain, err := a.auth.SignWithContext(ctx, csr, so, extra...)
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	return chain, nil
+}
+
+// Issue creates a key and has the authority sign a certificate for it: a
+// client certificate for identity name, or a server certificate for name
+// with sans. It goes through a one-time token like any other issuance, so
+// it is recorded in the database.
+func (a *Authority) Issue(ctx context.Context, kind Kind, name string, sans []string, ttl time.Duration) (*Leaf, error) {
+	return issue(ctx, a, a.ca, kind, name, sans, ttl)
+}
+
+// Renew renews cert with the same key and lifetime, as /renew does.
+func (a *Authority) Renew(ctx context.Context, cert *x509.Certificate) ([]*x509.Certificate, error) {
+	chain, err := a.auth.RenewContext(ctx, cert, nil)
+	if err != nil {
+		return nil, fmt.Errorf("renew certificate %s: %w", cert.SerialNumber, err)
+	}
+	return chain, nil
+}
+
+// IsRevoked reports whether the certificate with serial (decimal, as
+// smallstep stores it) has been revoked.
+func (a *Authority) IsRevoked(serial string) (bool, error) {
+	return a.auth.IsRevoked(serial)
+}
+
+// Handler serves smallstep's CA API (/1.0/sign, /1.0/renew, /1.0/revoke,
+// /roots, /provisioners, …) at / and /1.0, as step-ca does, so smallstep's
+// own clients work against it unchanged.
+func (a *Authority) Handler() http.Handler {
+	mux := chi.NewRouter()
+	api.Route(mux)
+	mux.Route("/1.0", func(r chi.Router) { api.Route(r) })
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(w, r.WithContext(authority.NewContext(r.Context(), a.auth)))
+	})
+}
+
+// ServerTLS is the TLS config of the CA's API: its certificate comes from
+// cert; a client certificate is verified when given (renewal authenticates
+// with the current certificate) but not required (bootstrap has none yet).
+func (a *Authority) ServerTLS(cert func() *tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  a.ca.Pool(),
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return cert(), nil
+		},
+	}
+}
+
+// splitHost returns the host of a host:port, or s itself.
+func splitHost(s string) string {
+	if h, _, err := net.SplitHostPort(s); err == nil {
+		return h
+	}
+	return s
+}

@@ -1,0 +1,114 @@
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	stepca "github.com/smallstep/certificates/ca"
+	"go.step.sm/crypto/jose"
+	"go.step.sm/crypto/x509util"
+)
+
+// Enrollment is a client identity obtained from a CA's API, with what it
+// needs to renew itself there.
+type Enrollment struct {
+	Cert   *tls.Certificate
+	Roots  *x509.CertPool
+	client *stepca.Client
+}
+
+// Enroll exchanges a one-time token for a client certificate at the CA API
+// at caURL, trusting only a root whose SHA-256 fingerprint is fingerprint.
+// No long-lived secret is needed: the token is spent by the exchange.
+func Enroll(ctx context.Context, caURL, fingerprint, token string) (*Enrollment, error) {
+	if err := checkTokenFresh(token); err != nil {
+		return nil, err
+	}
+	client, err := stepca.NewClient(caURL, stepca.WithRootSHA256(fingerprint))
+	if err != nil {
+		return nil, fmt.Errorf("the CA at %s does not present a root with fingerprint %s (check --ca-url and --ca-fingerprint): %w", caURL, fingerprint, err)
+	}
+	root, err := client.Root(fingerprint)
+	if err != nil {
+		return nil, fmt.Errorf("fetch the root with fingerprint %s from %s: %w", fingerprint, caURL, err)
+	}
+	if got := x509util.Fingerprint(root.RootPEM.Certificate); !strings.EqualFold(got, fingerprint) {
+		return nil, fmt.Errorf("the CA at %s served a root with fingerprint %s, want %s", caURL, got, fingerprint)
+	}
+	req, key, err := stepca.CreateSignRequest(token)
+	if err != nil {
+		return nil, fmt.Errorf("read token: %w", err)
+	}
+	resp, err := client.SignWithContext(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("the CA refused the token (already used, expired, or not issued by this CA; get a new one with 'wakegate certs token'): %w", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(root.RootPEM.Certificate)
+	return &Enrollment{Cert: tlsCert(chainOf(resp), key), Roots: roots, client: client}, nil
+}
+
+// checkTokenFresh reads the token's expiry (unverified: the CA verifies) to
+// fail with a clear message before any network call.
+func checkTokenFresh(token string) error {
+	tok, err := jose.ParseSigned(token)
+	if err != nil {
+		return fmt.Errorf("the token is not a JWT (copy all of what 'wakegate certs token' printed): %w", err)
+	}
+	var claims jose.Claims
+	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		return fmt.Errorf("read token claims: %w", err)
+	}
+	if claims.Expiry != nil && time.Now().After(claims.Expiry.Time()) {
+		return fmt.Errorf("the token expired at %s: get a new one with 'wakegate certs token'", claims.Expiry.Time().UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// NewAPIRenewer renews through the CA API at caURL, trusting roots:
+// smallstep's /renew, authenticated by mTLS with the current certificate.
+func NewAPIRenewer(caURL string, roots *x509.CertPool) (RenewFunc, error) {
+	client, err := stepca.NewClient(caURL, stepca.WithTransport(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}))
+	if err != nil {
+		return nil, fmt.Errorf("CA client for %s: %w", caURL, err)
+	}
+	return (&Enrollment{Roots: roots, client: client}).Renew, nil
+}
+
+// Renew renews cur through the CA's /renew endpoint, authenticated with cur.
+func (e *Enrollment) Renew(ctx context.Context, cur *tls.Certificate) (*tls.Certificate, error) {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs:      e.Roots,
+		Certificates: []tls.Certificate{*cur},
+		MinVersion:   tls.VersionTLS12,
+	}}
+	defer tr.CloseIdleConnections()
+	resp, err := e.client.RenewWithContext(ctx, tr)
+	if err != nil {
+		return nil, fmt.Errorf("renew through the CA API: %w", err)
+	}
+	return tlsCert(chainOf(resp), cur.PrivateKey), nil
+}
+
+// RenewTLS renews cur in-process, as the CA's /renew would.
+func (a *Authority) RenewTLS(ctx context.Context, cur *tls.Certificate) (*tls.Certificate, error) {
+	chain, err := a.Renew(ctx, cur.Leaf)
+	if err != nil {
+		return nil, err
+	}
+	return tlsCert(chain, cur.PrivateKey), nil
+}
+
+func tlsCert(chain []*x509.Certificate, key any) *tls.Certificate {
+	c := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, x := range chain {
+		c.Certificate = append(c.Certificate, x.Raw)
+	}
+	return c
+}
+

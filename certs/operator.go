@@ -1,0 +1,162 @@
+package certs
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/smallstep/certificates/api"
+	"github.com/smallstep/certificates/authority/provisioner"
+	stepca "github.com/smallstep/certificates/ca"
+	"go.step.sm/crypto/keyutil"
+	"go.step.sm/crypto/x509util"
+)
+
+// Signer signs a certificate request authorized by a one-time token: the
+// embedded Authority in-process, or a running gateway's CA API.
+type Signer interface {
+	Sign(ctx context.Context, csr *x509.CertificateRequest, token string, ttl time.Duration) ([]*x509.Certificate, error)
+}
+
+// issue makes a key, a token from the right provisioner and a request, and
+// has s sign it.
+func issue(ctx context.Context, s Signer, ca *CA, kind Kind, name string, sans []string, ttl time.Duration) (*Leaf, error) {
+	if name == "" {
+		return nil, fmt.Errorf("issue certificate: a name is required")
+	}
+	prov := ca.Clients
+	if kind == Server {
+		prov = ca.Servers
+	} else {
+		// A client's identity is its name, and nothing else.
+		sans = nil
+	}
+	if len(sans) == 0 {
+		sans = []string{name}
+	}
+	tok, err := prov.Token(name, sans, time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	key, err := keyutil.GenerateDefaultSigner()
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate for %s: generate key: %w", name, err)
+	}
+	csr, err := x509util.CreateCertificateRequest(name, sans, key)
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate for %s: %w", name, err)
+	}
+	chain, err := s.Sign(ctx, csr, tok, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate for %s: %w", name, err)
+	}
+	return &Leaf{Cert: chain[0], Chain: chain, Key: key}, nil
+}
+
+// runFile is where a gateway serving the CA's API says so: the embedded
+// database is single-process, so operator commands go through the API
+// while the gateway holds it.
+func runFile(dir string) string { return filepath.Join(dir, "db", "serving.json") }
+
+type serving struct {
+	URL string `json:"url"`
+	PID int    `json:"pid"`
+}
+
+// AnnounceServing records that this process serves the CA's API at url, and
+// returns a function that removes the record.
+func (ca *CA) AnnounceServing(url string) (remove func(), err error) {
+	data, _ := json.Marshal(serving{URL: url, PID: os.Getpid()})
+	if err := writeFile(runFile(ca.Dir), data, 0o600); err != nil {
+		return nil, err
+	}
+	return func() { os.Remove(runFile(ca.Dir)) }, nil
+}
+
+// servingURL returns the API URL of a live gateway serving this CA, or "".
+func (ca *CA) servingURL() string {
+	data, err := os.ReadFile(runFile(ca.Dir))
+	if err != nil {
+		return ""
+	}
+	var s serving
+	if json.Unmarshal(data, &s) != nil || s.URL == "" || s.PID <= 0 {
+		return ""
+	}
+	if err := syscall.Kill(s.PID, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return "" // a stale record of a gateway that died
+	}
+	return s.URL
+}
+
+// Operator is what operator commands use to reach the CA.
+type Operator struct {
+	ca     *CA
+	signer Signer
+	auth   *Authority // when the database is opened in-process
+	URL    string     // when a running gateway's API is used
+}
+
+// Operator opens the CA for an operator command: in-process when no gateway
+// is serving it, or through the running gateway's API, authenticated by
+// the provisioner keys that only holders of the CA directory (and its
+// password) have.
+func (ca *CA) Operator() (*Operator, error) {
+	if url := ca.servingURL(); url != "" {
+		client, err := stepca.NewClient(url, stepca.WithRootFile(filepath.Join(ca.Dir, rootCertFile)))
+		if err != nil {
+			return nil, fmt.Errorf("reach the running gateway's CA at %s: %w", url, err)
+		}
+		return &Operator{ca: ca, signer: remoteSigner{client}, URL: url}, nil
+	}
+	a, err := ca.OpenAuthority(AuthorityConfig{})
+	if err != nil {
+		return nil, err
+	}
+	return &Operator{ca: ca, signer: a, auth: a}, nil
+}
+
+// Close releases the database when it was opened in-process.
+func (o *Operator) Close() error {
+	if o.auth != nil {
+		return o.auth.Close()
+	}
+	return nil
+}
+
+// Issue issues a certificate, recorded in the CA's database.
+func (o *Operator) Issue(ctx context.Context, kind Kind, name string, sans []string, ttl time.Duration) (*Leaf, error) {
+	return issue(ctx, o.signer, o.ca, kind, name, sans, ttl)
+}
+
+type remoteSigner struct{ c *stepca.Client }
+
+func (r remoteSigner) Sign(ctx context.Context, csr *x509.CertificateRequest, token string, ttl time.Duration) ([]*x509.Certificate, error) {
+	req := &api.SignRequest{CsrPEM: api.CertificateRequest{CertificateRequest: csr}, OTT: token}
+	if ttl > 0 {
+		req.NotAfter = provisioner.NewTimeDuration(time.Now().Add(ttl))
+	}
+	resp, err := r.c.SignWithContext(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("sign through the CA API: %w", err)
+	}
+	return chainOf(resp), nil
+}
+
+// chainOf extracts leaf and intermediates from a sign or renew response.
+func chainOf(resp *api.SignResponse) []*x509.Certificate {
+	var chain []*x509.Certificate
+	for _, c := range resp.CertChainPEM {
+		chain = append(chain, c.Certificate)
+	}
+	if len(chain) == 0 {
+		chain = []*x509.Certificate{resp.ServerPEM.Certificate, resp.CaPEM.Certificate}
+	}
+	return chain
+}

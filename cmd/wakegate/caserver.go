@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/wakegate/wakegate/certs"
+)
+
+// caService is the embedded authority of a gateway: its API served on
+// --ca-listen, and the renewers of the certificates it issued to itself.
+type caService struct {
+	auth     *certs.Authority
+	url      string // "" when the API is not served
+	srv      *http.Server
+	announce func()
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // API server and renewers
+}
+
+// startCA opens the authority on ca and, unless listen is "", serves its
+// API there with a server certificate it renews itself.
+func startCA(ca *certs.CA, listen, sans string, maxClientTTL time.Duration, log *slog.Logger) (*caService, error) {
+	s := &caService{}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	var ln net.Listener
+	addr := "127.0.0.1:0"
+	if listen != "" {
+		var err error
+		if ln, err = net.Listen("tcp", listen); err != nil {
+			cancel()
+			return nil, fmt.Errorf("CA API: listen on %s: %w", listen, err)
+		}
+		addr = ln.Addr().String()
+	}
+	names := serverSANs(addr, sans)
+	auth, err := ca.OpenAuthority(certs.AuthorityConfig{Address: addr, DNSNames: names, MaxClientTTL: maxClientTTL})
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		cancel()
+		return nil, fmt.Errorf("%w (is another gateway or command using this CA directory?)", err)
+	}
+	s.auth = auth
+	if ln == nil {
+		return s, nil
+	}
+	renewer, err := s.selfRenewing(ctx, "ca-api", names, log)
+	if err != nil {
+		s.Close()
+		ln.Close()
+		return nil, err
+	}
+	s.url = "https://" + addr
+	s.srv = &http.Server{
+		Handler:           auth.Handler(),
+		TLSConfig:         auth.ServerTLS(renewer.Current),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("CA API stopped", "err", err)
+		}
+	}()
+	if s.announce, err = ca.AnnounceServing(s.url); err != nil {
+		s.Close()
+		return nil, err
+	}
+	log.Info("CA API listening", "addr", addr, "fingerprint", ca.Fingerprint())
+	return s, nil
+}
+
+// selfRenewing issues a server certificate from the authority and keeps it
+// renewed at two thirds of its life until the service closes.
+func (s *caService) selfRenewing(ctx context.Context, name string, sans []string, log *slog.Logger) (*certs.Renewer, error) {
+	leaf, err := s.auth.Issue(ctx, certs.Server, name, sans, certs.ServerTTL)
+	if err != nil {
+		return nil, fmt.Errorf("%s certificate: %w", name, err)
+	}
+	r, err := certs.NewRenewer(name, leaf.TLSCertificate(), s.auth.RenewTLS, log)
+	if err != nil {
+		return nil, err
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		r.Run(ctx)
+	}()
+	return r, nil
+}
+
+// Close stops the API and the renewers, then closes the database.
+func (s *caService) Close() {
+	if s.announce != nil {
+		s.announce()
+	}
+	if s.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.srv.Shutdown(ctx)
+		cancel()
+	}
+	s.cancel()
+	s.wg.Wait()
+	if s.auth != nil {
+		s.auth.Close()
+	}
+}
