@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -57,8 +58,9 @@ type AuthorityConfig struct {
 // directory, with its persistent database (bbolt, in CA/db): issuance,
 // renewal, revocation and used tokens all survive restarts.
 type Authority struct {
-	ca   *CA
-	auth *authority.Authority
+	ca     *CA
+	auth   *authority.Authority
+	onKill atomic.Pointer[func(serial string)] // set by OnKill, possibly while serving
 }
 
 func dbPath(dir string) string { return filepath.Join(dir, "db", "ca.db") }
@@ -173,9 +175,9 @@ func (a *Authority) Handler() http.Handler {
 	mux := chi.NewRouter()
 	api.Route(mux)
 	mux.Route("/1.0", func(r chi.Router) { api.Route(r) })
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return a.adminRoutes(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mux.ServeHTTP(w, r.WithContext(authority.NewContext(r.Context(), a.auth)))
-	})
+	}))
 }
 
 // ServerTLS is the TLS config of the CA's API: its certificate comes from

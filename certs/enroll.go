@@ -111,4 +111,3 @@ func tlsCert(chain []*x509.Certificate, key any) *tls.Certificate {
 	}
 	return c
 }
-

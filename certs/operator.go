@@ -99,8 +99,9 @@ func (ca *CA) servingURL() string {
 type Operator struct {
 	ca     *CA
 	signer Signer
-	auth   *Authority // when the database is opened in-process
-	URL    string     // when a running gateway's API is used
+	auth   *Authority   // when the database is opened in-process
+	remote *remoteAdmin // when a running gateway's API is used
+	URL    string       // the running gateway's CA API, or ""
 }
 
 // Operator opens the CA for an operator command: in-process when no gateway
@@ -113,7 +114,7 @@ func (ca *CA) Operator() (*Operator, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reach the running gateway's CA at %s: %w", url, err)
 		}
-		return &Operator{ca: ca, signer: remoteSigner{client}, URL: url}, nil
+		return &Operator{ca: ca, signer: remoteSigner{client}, remote: newRemoteAdmin(url, ca), URL: url}, nil
 	}
 	a, err := ca.OpenAuthority(AuthorityConfig{})
 	if err != nil {
@@ -133,6 +134,23 @@ func (o *Operator) Close() error {
 // Issue issues a certificate, recorded in the CA's database.
 func (o *Operator) Issue(ctx context.Context, kind Kind, name string, sans []string, ttl time.Duration) (*Leaf, error) {
 	return issue(ctx, o.signer, o.ca, kind, name, sans, ttl)
+}
+
+// Revoke revokes serial. kill asks a running gateway to close the
+// certificate's open connections too (without one, none are open).
+func (o *Operator) Revoke(ctx context.Context, serial, reason string, kill bool) error {
+	if o.remote != nil {
+		return o.remote.revoke(ctx, serial, reason, kill)
+	}
+	return o.auth.Revoke(ctx, serial, reason)
+}
+
+// Records lists the certificates the CA issued.
+func (o *Operator) Records(ctx context.Context) ([]Record, error) {
+	if o.remote != nil {
+		return o.remote.records(ctx)
+	}
+	return o.auth.Records()
 }
 
 type remoteSigner struct{ c *stepca.Client }

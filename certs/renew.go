@@ -21,12 +21,20 @@ type RenewFunc func(ctx context.Context, cur *tls.Certificate) (*tls.Certificate
 // keeps the old certificate, retries with backoff, and logs louder as
 // expiry nears.
 type Renewer struct {
-	cur   atomic.Pointer[tls.Certificate]
+	cur   atomic.Pointer[held]
 	renew RenewFunc
 	log   *slog.Logger
 	name  string
 	// renewed counts successful renewals (for tests and status).
 	renewed atomic.Int64
+}
+
+// held is a certificate and when this process got it. Lifetimes count from
+// then, not from NotBefore: the CA backdates NotBefore to absorb clock skew,
+// which would otherwise make a short-lived certificate look due at once.
+type held struct {
+	cert *tls.Certificate
+	got  time.Time
 }
 
 // NewRenewer starts from initial, whose Leaf must be set.
@@ -38,29 +46,30 @@ func NewRenewer(name string, initial *tls.Certificate, renew RenewFunc, log *slo
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Renewer{renew: renew, log: log, name: name}
-	r.cur.Store(initial)
+	r.cur.Store(&held{initial, time.Now()})
 	return r, nil
 }
 
 // Current is the certificate to present now; use it from GetCertificate or
 // GetClientCertificate.
-func (r *Renewer) Current() *tls.Certificate { return r.cur.Load() }
+func (r *Renewer) Current() *tls.Certificate { return r.cur.Load().cert }
 
 // Renewals is how many times the certificate has been replaced.
 func (r *Renewer) Renewals() int64 { return r.renewed.Load() }
 
-// renewAt is when a certificate valid over [notBefore, notAfter] is due.
-func renewAt(notBefore, notAfter time.Time) time.Time {
-	life := notAfter.Sub(notBefore)
+// renewAt is when a certificate held since got and valid until notAfter is
+// due: two thirds of the way, less up to a twentieth as jitter.
+func renewAt(got, notAfter time.Time) time.Time {
+	life := max(notAfter.Sub(got), 0)
 	jitter := time.Duration(rand.Int64N(int64(life/20) + 1))
-	return notBefore.Add(life*2/3 - jitter)
+	return got.Add(life*2/3 - jitter)
 }
 
 // Run renews until ctx ends.
 func (r *Renewer) Run(ctx context.Context) {
 	for {
-		leaf := r.Current().Leaf
-		wait := time.Until(renewAt(leaf.NotBefore, leaf.NotAfter))
+		h := r.cur.Load()
+		wait := time.Until(renewAt(h.got, h.cert.Leaf.NotAfter))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -78,13 +87,14 @@ func (r *Renewer) Run(ctx context.Context) {
 func (r *Renewer) renewOnce(ctx context.Context) bool {
 	backoff := time.Second
 	for attempt := 1; ; attempt++ {
-		cur := r.Current()
+		h := r.cur.Load()
+		cur := h.cert
 		next, err := r.renew(ctx, cur)
 		if err == nil && (next == nil || next.Leaf == nil) {
 			err = fmt.Errorf("renewal returned no parsed certificate")
 		}
 		if err == nil {
-			r.cur.Store(next)
+			r.cur.Store(&held{next, time.Now()})
 			r.renewed.Add(1)
 			r.log.Info("certificate renewed", "cert", r.name, "serial", next.Leaf.SerialNumber.String(),
 				"not_after", next.Leaf.NotAfter.UTC().Format(time.RFC3339))
@@ -94,7 +104,7 @@ func (r *Renewer) renewOnce(ctx context.Context) bool {
 			return false
 		}
 		left := time.Until(cur.Leaf.NotAfter)
-		life := cur.Leaf.NotAfter.Sub(cur.Leaf.NotBefore)
+		life := cur.Leaf.NotAfter.Sub(h.got)
 		attrs := []any{"cert", r.name, "attempt", attempt, "expires_in", left.Round(time.Second).String(), "err", err}
 		switch {
 		case left <= 0:

@@ -66,9 +66,10 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // connection handlers
 
-	mu        sync.Mutex // guards listeners and shutdown
+	mu        sync.Mutex // guards listeners, shutdown and open
 	listeners map[net.Listener]struct{}
 	shutdown  bool
+	open      map[*tls.Conn]string // authenticated connections by certificate serial
 }
 
 // NewServer validates cfg and returns a server.
@@ -83,7 +84,7 @@ func NewServer(cfg Config) (*Server, error) {
 	t := cfg.TLS.Clone()
 	t.NextProtos = []string{wire.ProtoProxy, wire.ProtoWake}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, tls: t, ctx: ctx, cancel: cancel, listeners: map[net.Listener]struct{}{}}, nil
+	return &Server{cfg: cfg, tls: t, ctx: ctx, cancel: cancel, listeners: map[net.Listener]struct{}{}, open: map[*tls.Conn]string{}}, nil
 }
 
 // Serve accepts connections on ln until Shutdown.
@@ -175,6 +176,15 @@ func (s *Server) handle(c net.Conn) {
 		s.cfg.Log.Warn("connection refused: no verified identity", "remote", remote)
 		return
 	}
+	serial := cs.PeerCertificates[0].SerialNumber.String()
+	s.mu.Lock()
+	s.open[tc] = serial
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.open, tc)
+		s.mu.Unlock()
+	}()
 	eng := s.cfg.Pool.Route(id)
 	log := s.cfg.Log.With("identity", id, "engine", eng.ID(), "remote", remote)
 	if cs.NegotiatedProtocol == wire.ProtoWake {
@@ -182,6 +192,25 @@ func (s *Server) handle(c net.Conn) {
 		return
 	}
 	s.serveProxy(setup, tc, eng, log, began)
+}
+
+// CloseSerial closes every open connection authenticated by the
+// certificate with serial (decimal), as after its revocation, and says how
+// many there were.
+func (s *Server) CloseSerial(serial string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c, sn := range s.open {
+		if sn == serial {
+			c.NetConn().Close()
+			n++
+		}
+	}
+	if n > 0 {
+		s.cfg.Log.Warn("closed connections of a revoked certificate", "serial", serial, "connections", n)
+	}
+	return n
 }
 
 func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, eng *Engine, log *slog.Logger, began time.Time) {

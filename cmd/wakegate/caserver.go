@@ -21,13 +21,14 @@ type caService struct {
 	srv      *http.Server
 	announce func()
 	cancel   context.CancelFunc
+	certTTL  time.Duration  // lifetime of the server certificates it issues itself
 	wg       sync.WaitGroup // API server and renewers
 }
 
 // startCA opens the authority on ca and, unless listen is "", serves its
 // API there with a server certificate it renews itself.
-func startCA(ca *certs.CA, listen, sans string, maxClientTTL time.Duration, log *slog.Logger) (*caService, error) {
-	s := &caService{}
+func startCA(ca *certs.CA, listen, sans string, maxClientTTL, certTTL time.Duration, log *slog.Logger) (*caService, error) {
+	s := &caService{certTTL: certTTL}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	var ln net.Listener
@@ -84,7 +85,7 @@ func startCA(ca *certs.CA, listen, sans string, maxClientTTL time.Duration, log 
 // selfRenewing issues a server certificate from the authority and keeps it
 // renewed at two thirds of its life until the service closes.
 func (s *caService) selfRenewing(ctx context.Context, name string, sans []string, log *slog.Logger) (*certs.Renewer, error) {
-	leaf, err := s.auth.Issue(ctx, certs.Server, name, sans, certs.ServerTTL)
+	leaf, err := s.auth.Issue(ctx, certs.Server, name, sans, s.certTTL)
 	if err != nil {
 		return nil, fmt.Errorf("%s certificate: %w", name, err)
 	}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
+	"text/tabwriter"
 	"time"
 
 	"github.com/wakegate/wakegate/certs"
@@ -24,6 +26,10 @@ func runCerts(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return helpOK(runCertsToken(args[1:], stdout, stderr))
 	case "fingerprint":
 		return helpOK(runCertsFingerprint(args[1:], stdout, stderr))
+	case "revoke":
+		return helpOK(runCertsRevoke(ctx, args[1:], stdout, stderr))
+	case "list":
+		return helpOK(runCertsList(ctx, args[1:], stdout, stderr))
 	case "-h", "--help", "-help", "help":
 		certsUsage(stdout)
 		return nil
@@ -44,6 +50,8 @@ Subcommands:
   issue        issue client credentials (client.crt, client.key, ca.crt) for an identity
   token        print a single-use token that 'wakegate connect --token' exchanges for a certificate
   fingerprint  print the root's SHA-256 fingerprint, for --ca-fingerprint
+  revoke       revoke a certificate by serial, or every valid one of an identity
+  list         list issued certificates with identity, expiry and status
 
 The CA's private keys are encrypted with the password from --password-file or
 $WAKEGATE_CA_PASSWORD. Commands that issue work whether or not a gateway is
@@ -196,4 +204,94 @@ Prints the SHA-256 fingerprint of the CA's root, which clients pass as
 	}
 	fmt.Fprintln(stdout, fp)
 	return nil
+}
+
+func runCertsRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("certs revoke", "certs revoke --dir CA (SERIAL | --name NAME) [--reason TEXT] [--kill]", `
+Revokes a certificate by its serial number (decimal, as 'certs list' shows
+it), or with --name every valid certificate of that identity. Gateways
+refuse a revoked certificate at their next handshake; with --kill a running
+gateway also closes the connections it has open.`, stdout, stderr)
+	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
+	name := fs.String("name", "", "revoke every valid certificate of this identity")
+	reason := fs.String("reason", "", "reason recorded with the revocation")
+	kill := fs.Bool("kill", false, "also close the revoked certificates' open connections on the running gateway")
+	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	serials := fs.Args()
+	switch {
+	case *dir == "":
+		return usageError("certs revoke", "--dir is required")
+	case (*name == "") == (len(serials) == 0):
+		return usageError("certs revoke", "give either serial numbers or --name")
+	}
+	ca, err := loadCA(*dir, *pwFile)
+	if err != nil {
+		return err
+	}
+	op, err := ca.Operator()
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	if *name != "" {
+		recs, err := op.Records(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if r.Identity == *name && r.Status == "valid" {
+				serials = append(serials, r.Serial)
+			}
+		}
+		if len(serials) == 0 {
+			return fmt.Errorf("certs revoke: no valid certificate for identity %q", *name)
+		}
+	}
+	for _, sn := range serials {
+		if err := op.Revoke(ctx, sn, *reason, *kill); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked %s\n", sn)
+	}
+	return nil
+}
+
+func runCertsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("certs list", "certs list --dir CA [--json]", `
+Lists the certificates the CA issued: serial, identity, expiry and status
+(valid, expired or revoked), newest expiry first.`, stdout, stderr)
+	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return usageError("certs list", "--dir is required")
+	}
+	ca, err := loadCA(*dir, *pwFile)
+	if err != nil {
+		return err
+	}
+	op, err := ca.Operator()
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	recs, err := op.Records(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(recs)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERIAL\tIDENTITY\tNOT AFTER\tSTATUS")
+	for _, r := range recs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Serial, r.Identity, r.NotAfter.UTC().Format(time.RFC3339), r.Status)
+	}
+	return tw.Flush()
 }
