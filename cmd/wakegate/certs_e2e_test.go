@@ -207,7 +207,7 @@ func TestRotationUnderContinuousTraffic(t *testing.T) {
 	}()
 
 	renewed := func(w *logWatch, cert string) int {
-		return len(regexp.MustCompile(`msg="certificate renewed" cert=` + cert + ` `).FindAllString(w.String(), -1))
+		return len(regexp.MustCompile(`msg="certificate renewed" cert=`+cert+` `).FindAllString(w.String(), -1))
 	}
 	deadline := time.Now().Add(3 * time.Minute)
 	for renewed(sc, "client") < 5 || renewed(g.logs, "wakegate-gateway") < 5 || renewed(g.logs, "ca-api") < 5 {
