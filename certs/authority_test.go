@@ -1,7 +1,11 @@
 package certs
 
 import (
+	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -9,6 +13,7 @@ import (
 	"time"
 
 	"github.com/smallstep/certificates/ca"
+	"go.step.sm/crypto/keyutil"
 )
 
 // servedAuthority opens the embedded authority on a fresh CA and serves its
@@ -165,4 +170,177 @@ func TestEncryptedCANeedsItsPassword(t *testing.T) {
 	if _, err := Load(c.Dir, []byte("s3cret")); err != nil {
 		t.Fatalf("Load with the password: %v", err)
 	}
+}
+
+func TestIntermediateRotationKeepsOldCertificatesValid(t *testing.T) {
+	pw := []byte("pw")
+	c, err := Init(t.TempDir(), "rot", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.OpenAuthority(AuthorityConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := a.Issue(t.Context(), Client, "old-client", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+
+	rotated, err := RotateIntermediate(c.Dir, "rot", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated.Intermediate.Equal(c.Intermediate) {
+		t.Fatal("the intermediate did not change")
+	}
+	if !rotated.Root.Equal(c.Root) {
+		t.Fatal("rotating the intermediate changed the root")
+	}
+	a, err = rotated.OpenAuthority(AuthorityConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	after, err := a.Issue(t.Context(), Server, "new-server", []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := after.Cert.CheckSignatureFrom(rotated.Intermediate); err != nil {
+		t.Fatalf("new certificate not signed by the new intermediate: %v", err)
+	}
+
+	// The old client still completes an mTLS handshake with a server whose
+	// certificate comes from the new intermediate: both chain to the root.
+	srv, cli := net.Pipe()
+	defer srv.Close()
+	defer cli.Close()
+	errc := make(chan error, 1)
+	go func() {
+		s := tls.Server(srv, ServerTLS(after.TLSCertificate, rotated.Pool()))
+		errc <- s.HandshakeContext(t.Context())
+	}()
+	cc := tls.Client(cli, ClientTLS(before.TLSCertificate, rotated.Pool(), "127.0.0.1"))
+	if err := cc.HandshakeContext(t.Context()); err != nil {
+		t.Fatalf("client handshake: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("a certificate from the old intermediate was refused after rotation: %v", err)
+	}
+
+	// And it renews, now under the new intermediate.
+	chain, err := a.Renew(t.Context(), before.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chain[0].CheckSignatureFrom(rotated.Intermediate); err != nil {
+		t.Fatalf("renewed certificate not signed by the new intermediate: %v", err)
+	}
+}
+
+func TestEnrollRefusesAnExpiredTokenBeforeAnyRequest(t *testing.T) {
+	c, err := Init(t.TempDir(), "t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.Clients.tokenFor("ci", nil, time.Now().Add(-time.Hour), time.Now().Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No CA listens at this address: the expiry is caught first.
+	_, err = Enroll(t.Context(), "https://127.0.0.1:1", c.Fingerprint(), tok)
+	if err == nil || !strings.Contains(err.Error(), "token expired at") {
+		t.Fatalf("Enroll with an expired token = %v, want a clear expiry error", err)
+	}
+}
+
+func TestGatewayProfileRefusesExpiredAndRevokedClients(t *testing.T) {
+	c, err := Init(t.TempDir(), "t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.OpenAuthority(AuthorityConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	server, err := a.Issue(t.Context(), Server, "gw", []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := a.Issue(t.Context(), Client, "good", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, err := a.Issue(t.Context(), Client, "gone", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Revoke(t.Context(), revoked.Cert.SerialNumber.String(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	// An expired client certificate, signed by the real intermediate.
+	expired, err := signExpiredClient(c, "late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cert *tls.Certificate
+		want string // "" accepts
+	}{
+		{"valid", good.TLSCertificate(), ""},
+		{"revoked", revoked.TLSCertificate(), "is revoked"},
+		{"expired", expired, "expired"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, cli := net.Pipe()
+			defer srv.Close()
+			defer cli.Close()
+			errc := make(chan error, 1)
+			go func() {
+				cfg := RefuseRevoked(ServerTLS(server.TLSCertificate, c.Pool()), a.IsRevoked)
+				s := tls.Server(srv, cfg)
+				err := s.HandshakeContext(t.Context())
+				s.Close()
+				errc <- err
+			}()
+			cc := tls.Client(cli, ClientTLS(func() *tls.Certificate { return tc.cert }, c.Pool(), "127.0.0.1"))
+			cc.HandshakeContext(t.Context())
+			cc.Read(make([]byte, 1)) // TLS 1.3: the server's verdict arrives after the client's handshake
+			cc.Close()
+			err := <-errc
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("valid client refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("server handshake = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func signExpiredClient(c *CA, name string) (*tls.Certificate, error) {
+	key, err := keyutil.GenerateDefaultSigner()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-2 * time.Hour),
+		NotAfter:     time.Now().Add(-time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.Intermediate, key.Public(), c.signer)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der, c.Intermediate.Raw}, PrivateKey: key, Leaf: leaf}, nil
 }

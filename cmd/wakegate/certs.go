@@ -30,6 +30,8 @@ func runCerts(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return helpOK(runCertsRevoke(ctx, args[1:], stdout, stderr))
 	case "list":
 		return helpOK(runCertsList(ctx, args[1:], stdout, stderr))
+	case "rotate-intermediate":
+		return helpOK(runCertsRotate(args[1:], stdout, stderr))
 	case "-h", "--help", "-help", "help":
 		certsUsage(stdout)
 		return nil
@@ -52,6 +54,8 @@ Subcommands:
   fingerprint  print the root's SHA-256 fingerprint, for --ca-fingerprint
   revoke       revoke a certificate by serial, or every valid one of an identity
   list         list issued certificates with identity, expiry and status
+  rotate-intermediate
+               replace the intermediate CA; certificates it issued stay valid
 
 The CA's private keys are encrypted with the password from --password-file or
 $WAKEGATE_CA_PASSWORD. Commands that issue work whether or not a gateway is
@@ -294,4 +298,33 @@ Lists the certificates the CA issued: serial, identity, expiry and status
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Serial, r.Identity, r.NotAfter.UTC().Format(time.RFC3339), r.Status)
 	}
 	return tw.Flush()
+}
+
+func runCertsRotate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("certs rotate-intermediate", "certs rotate-intermediate --dir CA [--name NAME]", `
+Replaces the intermediate CA with a new one signed by the same root, keeping
+the old one beside it. Every party trusts the root and every certificate
+carries its own intermediate, so certificates issued before stay valid
+until they expire; restart the gateway to issue and renew with the new one.
+See docs/certificates.md.`, stdout, stderr)
+	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
+	name := fs.String("name", "wakegate", "name that prefixes the new intermediate's common name")
+	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return usageError("certs rotate-intermediate", "--dir is required")
+	}
+	password, err := caPassword(*pwFile)
+	if err != nil {
+		return err
+	}
+	ca, err := certs.RotateIntermediate(*dir, *name, password)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "new intermediate %s (serial %s), valid until %s\nrestart the gateway on %s to issue with it\n",
+		ca.Intermediate.Subject.CommonName, ca.Intermediate.SerialNumber.Text(16), ca.Intermediate.NotAfter.UTC().Format(time.RFC3339), *dir)
+	return nil
 }

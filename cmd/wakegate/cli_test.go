@@ -12,6 +12,8 @@ func TestHelpCoversEveryCommand(t *testing.T) {
 		{"help", "gateway"}, {"gateway", "-h"},
 		{"help", "connect"}, {"connect", "--help"},
 		{"help", "certs"}, {"certs", "init", "-h"}, {"certs", "issue", "-h"},
+		{"certs", "token", "-h"}, {"certs", "fingerprint", "-h"}, {"certs", "revoke", "-h"},
+		{"certs", "list", "-h"}, {"certs", "rotate-intermediate", "-h"},
 	} {
 		out := newLogWatch()
 		if err := run(t.Context(), args, out, out); err != nil {
@@ -25,6 +27,8 @@ func TestHelpCoversEveryCommand(t *testing.T) {
 }
 
 func TestBadFlagsFailBeforeAnythingStarts(t *testing.T) {
+	t.Setenv("WAKEGATE_CA_PASSWORD", "")
+	t.Setenv("WAKEGATE_TOKEN", "")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -42,6 +46,9 @@ func TestBadFlagsFailBeforeAnythingStarts(t *testing.T) {
 		{[]string{"certs", "init", "--dir", "x"}, "need a password"},
 		{[]string{"certs", "fingerprint", "--dir", "/nonexistent"}, "certs init"},
 		{[]string{"certs", "token", "--dir", "x"}, "--name is required"},
+		{[]string{"certs", "revoke", "--dir", "x"}, "either serial numbers or --name"},
+		{[]string{"certs", "list"}, "--dir is required"},
+		{[]string{"gateway", "--ca-dir", "ca", "--state", "s", "--cert-ttl", "1s"}, "--cert-ttl must be between"},
 		{[]string{"connect", "--gateway", "h:1", "--creds", "c", "--wait", "--", "true"}, "exclusive"},
 		{[]string{"connect", "--gateway", "h:1", "--creds", "/nonexistent"}, "certs issue"},
 		{[]string{"certs", "issue", "--dir", "ca", "--name", "x"}, "--out is required"},
