@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -13,8 +14,10 @@ import (
 	"time"
 
 	"github.com/moby/buildkit/client"
+	stepca "github.com/smallstep/certificates/ca"
 	"github.com/wakegate/wakegate/connect"
 	"github.com/wakegate/wakegate/engine"
+	"go.step.sm/crypto/pemutil"
 )
 
 var caListeningRE = regexp.MustCompile(`msg="CA API listening" addr=(\S+)`)
@@ -100,6 +103,47 @@ func TestTokenEnrolment(t *testing.T) {
 		if out, err := g.connectWait(t, "--ca-url", g.caURL, "--ca-fingerprint", g.fp); err != nil || !strings.Contains(out, "identity=env-job") {
 			t.Fatalf("connect with $WAKEGATE_TOKEN = %v\n%s", err, out)
 		}
+	})
+	t.Run("a certificate from smallstep's own client is accepted by the gateway", func(t *testing.T) {
+		sc, err := stepca.NewClient(g.caURL, stepca.WithRootSHA256(g.fp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := strings.TrimSpace(mustRun(t, "certs", "token", "--dir", g.caDir, "--name", "step-client"))
+		req, key, err := stepca.CreateSignRequest(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := sc.Sign(req)
+		if err != nil {
+			t.Fatalf("smallstep client sign: %v", err)
+		}
+		root, err := sc.Root(g.fp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		var chain []byte
+		for _, c := range resp.CertChainPEM {
+			chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+		keyPEM, err := pemutil.Serialize(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, data := range map[string][]byte{
+			"client.crt": chain,
+			"client.key": pem.EncodeToMemory(keyPEM),
+			"ca.crt":     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.RootPEM.Raw}),
+		} {
+			if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out, err := g.connectWait(t, "--creds", dir); err != nil {
+			t.Fatalf("the gateway refused a certificate from smallstep's client: %v\n%s", err, out)
+		}
+		g.logs.waitFor(t, regexp.MustCompile(`identity=step-client`), 0, 5*time.Second)
 	})
 	t.Run("issue and list go through the running gateway", func(t *testing.T) {
 		mustRun(t, "certs", "issue", "--dir", g.caDir, "--name", "operator-issued", "--out", filepath.Join(t.TempDir(), "c"))
