@@ -249,7 +249,7 @@ func TestEnrollRefusesAnExpiredTokenBeforeAnyRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No CA listens at this address: the expiry is caught first.
-	_, err = Enroll(t.Context(), "https://127.0.0.1:1", c.Fingerprint(), tok)
+	_, err = Enroll(t.Context(), "https://127.0.0.1:1", c.Fingerprint(), tok, 0)
 	if err == nil || !strings.Contains(err.Error(), "token expired at") {
 		t.Fatalf("Enroll with an expired token = %v, want a clear expiry error", err)
 	}

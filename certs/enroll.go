@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smallstep/certificates/authority/provisioner"
 	stepca "github.com/smallstep/certificates/ca"
 	"go.step.sm/crypto/jose"
 	"go.step.sm/crypto/x509util"
@@ -24,8 +25,9 @@ type Enrollment struct {
 
 // Enroll exchanges a one-time token for a client certificate at the CA API
 // at caURL, trusting only a root whose SHA-256 fingerprint is fingerprint.
-// No long-lived secret is needed: the token is spent by the exchange.
-func Enroll(ctx context.Context, caURL, fingerprint, token string) (*Enrollment, error) {
+// No long-lived secret is needed: the token is spent by the exchange. A
+// zero ttl takes the CA's default lifetime for clients.
+func Enroll(ctx context.Context, caURL, fingerprint, token string, ttl time.Duration) (*Enrollment, error) {
 	if err := checkTokenFresh(token); err != nil {
 		return nil, err
 	}
@@ -43,6 +45,9 @@ func Enroll(ctx context.Context, caURL, fingerprint, token string) (*Enrollment,
 	req, key, err := stepca.CreateSignRequest(token)
 	if err != nil {
 		return nil, fmt.Errorf("read token: %w", err)
+	}
+	if ttl > 0 {
+		req.NotAfter = provisioner.NewTimeDuration(time.Now().Add(ttl))
 	}
 	resp, err := client.SignWithContext(ctx, req)
 	if err != nil {

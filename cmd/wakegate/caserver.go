@@ -27,7 +27,7 @@ type caService struct {
 
 // startCA opens the authority on ca and, unless listen is "", serves its
 // API there with a server certificate it renews itself.
-func startCA(ca *certs.CA, listen, sans string, maxClientTTL, certTTL time.Duration, log *slog.Logger) (*caService, error) {
+func startCA(ca *certs.CA, listen, sans string, acfg certs.AuthorityConfig, certTTL time.Duration, log *slog.Logger) (*caService, error) {
 	s := &caService{certTTL: certTTL}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -42,7 +42,8 @@ func startCA(ca *certs.CA, listen, sans string, maxClientTTL, certTTL time.Durat
 		addr = ln.Addr().String()
 	}
 	names := serverSANs(addr, sans)
-	auth, err := ca.OpenAuthority(certs.AuthorityConfig{Address: addr, DNSNames: names, MaxClientTTL: maxClientTTL})
+	acfg.Address, acfg.DNSNames = addr, names
+	auth, err := ca.OpenAuthority(acfg)
 	if err != nil {
 		if ln != nil {
 			ln.Close()

@@ -73,6 +73,21 @@ func TestTokenEnrolment(t *testing.T) {
 			t.Fatalf("connect did not enrol as ci-job and reach a ready engine:\n%s", out)
 		}
 	})
+	t.Run("an enrolment asks for the lifetime given", func(t *testing.T) {
+		tok := strings.TrimSpace(mustRun(t, "certs", "token", "--dir", g.caDir, "--name", "short-lived"))
+		out, err := g.connectWait(t, "--ca-url", g.caURL, "--ca-fingerprint", g.fp, "--token", tok, "--cert-ttl", "2m")
+		if err != nil {
+			t.Fatalf("connect --cert-ttl 2m: %v\n%s", err, out)
+		}
+		m := regexp.MustCompile(`identity=short-lived serial=\d+ not_after=(\S+)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no enrolment line:\n%s", out)
+		}
+		notAfter, err := time.Parse(time.RFC3339, m[1])
+		if left := time.Until(notAfter); err != nil || left < time.Minute || left > 3*time.Minute {
+			t.Fatalf("enrolled certificate expires in %s, want about 2m", left)
+		}
+	})
 	t.Run("a used token is refused", func(t *testing.T) {
 		_, err := g.connectWait(t, "--ca-url", g.caURL, "--ca-fingerprint", g.fp, "--token", tok)
 		if err == nil || !strings.Contains(err.Error(), "refused the token") {

@@ -54,6 +54,7 @@ engine is held by the gateway while it wakes.`, stdout, stderr)
 	caFP := fs.String("ca-fingerprint", "", "SHA-256 fingerprint of the CA root ('wakegate certs fingerprint'), with --token")
 	token := fs.String("token", "", "single-use enrolment token (prefer $WAKEGATE_TOKEN or --token-file: arguments are visible to other users)")
 	tokenFile := fs.String("token-file", "", "file holding the single-use enrolment token")
+	certTTL := fs.Duration("cert-ttl", 0, "lifetime to ask for when enrolling with a token (default: the CA's, 1h)")
 	listen := fs.String("listen", "127.0.0.1:9080", "local address for plain TCP clients")
 	serverName := fs.String("server-name", "", "name to verify in the gateway's certificate (default: the --gateway host)")
 	wait := fs.Bool("wait", false, "wake the engine, wait until it is ready, then exit")
@@ -84,7 +85,7 @@ engine is held by the gateway while it wakes.`, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	renewer, roots, err := clientIdentity(ctx, *creds, *caURL, *caFP, *token, *tokenFile, log)
+	renewer, roots, err := clientIdentity(ctx, *creds, *caURL, *caFP, *token, *tokenFile, *certTTL, log)
 	if err != nil {
 		return err
 	}
@@ -151,7 +152,7 @@ engine is held by the gateway while it wakes.`, stdout, stderr)
 // directory or by enrolling with a token) and the renewer that keeps it
 // fresh. Without a CA URL the renewer never renews: the certificate serves
 // until it expires.
-func clientIdentity(ctx context.Context, creds, caURL, caFP, token, tokenFile string, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
+func clientIdentity(ctx context.Context, creds, caURL, caFP, token, tokenFile string, certTTL time.Duration, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)
 		if err != nil {
@@ -166,7 +167,7 @@ func clientIdentity(ctx context.Context, creds, caURL, caFP, token, tokenFile st
 		if caURL == "" || caFP == "" {
 			return nil, nil, usageError("connect", "a token needs --ca-url and --ca-fingerprint ('wakegate certs fingerprint' prints it)")
 		}
-		e, err := certs.Enroll(ctx, caURL, caFP, token)
+		e, err := certs.Enroll(ctx, caURL, caFP, token, certTTL)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -25,7 +25,7 @@ type gatewayFlags struct {
 	caDir, listen, admin, provider, state, buildkitd, sans, logLevel string
 	caListen, caSANs, passwordFile                                   string
 	engines                                                          int
-	idle, wakeTimeout, maxClientTTL, certTTL                         time.Duration
+	idle, wakeTimeout, maxClientTTL, clientTTL, certTTL              time.Duration
 }
 
 func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -60,6 +60,7 @@ installed. The admin address serves GET /healthz and GET /engines.`, stdout, std
 	fs.StringVar(&f.caSANs, "ca-san", "", "extra comma-separated DNS names or IPs for the CA API's certificate")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
 	fs.DurationVar(&f.maxClientTTL, "max-client-ttl", certs.MaxClientTTL, "longest client certificate the CA signs")
+	fs.DurationVar(&f.clientTTL, "client-ttl", certs.DefaultClientTTL, "lifetime of client certificates that ask for none")
 	fs.DurationVar(&f.certTTL, "cert-ttl", certs.ServerTTL, "lifetime of the gateway's own certificates (renewed at two thirds)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args, stdout); err != nil {
@@ -87,7 +88,7 @@ installed. The admin address serves GET /healthz and GET /engines.`, stdout, std
 	if err != nil {
 		return err
 	}
-	caSvc, err := startCA(ca, f.caListen, f.caSANs, f.maxClientTTL, f.certTTL, log)
+	caSvc, err := startCA(ca, f.caListen, f.caSANs, certs.AuthorityConfig{MaxClientTTL: f.maxClientTTL, DefaultClientTTL: f.clientTTL}, f.certTTL, log)
 	if err != nil {
 		return err
 	}
@@ -184,6 +185,8 @@ func (f *gatewayFlags) validate() error {
 		return usageError("gateway", "--cert-ttl must be between %s and %s", certs.MinTTL, certs.ServerTTL)
 	case f.maxClientTTL < certs.MinTTL:
 		return usageError("gateway", "--max-client-ttl must be at least %s", certs.MinTTL)
+	case f.clientTTL < certs.MinTTL || f.clientTTL > f.maxClientTTL:
+		return usageError("gateway", "--client-ttl must be between %s and --max-client-ttl", certs.MinTTL)
 	}
 	if _, _, err := net.SplitHostPort(f.listen); err != nil {
 		return usageError("gateway", "--listen %q: %v", f.listen, err)
