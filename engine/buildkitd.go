@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -16,17 +17,48 @@ import (
 // its terminating NUL).
 const maxSocketPath = 107
 
-// Buildkitd describes one buildkitd process and its state directory.
+// Buildkitd describes one engine process — buildkitd, or another engine
+// such as Dagger's through Cmd — and its state directory.
 type Buildkitd struct {
 	// Bin is the buildkitd executable.
 	Bin string
+	// Cmd, if set, replaces buildkitd: a command line in which {socket},
+	// {root} and {config} stand for the socket path, the cache root and
+	// the generated buildkitd.toml.
+	Cmd []string
 	// Dir is the engine's persistent state: BuildKit's root (the cache),
 	// its socket and its log.
 	Dir string
 	// Snapshotter is BuildKit's OCI worker snapshotter ("native" works on
 	// any filesystem).
 	Snapshotter string
-	Log         *slog.Logger
+	// Config is a buildkitd.toml to pass with --config ("" passes none).
+	Config string
+	Log    *slog.Logger
+}
+
+// Root is the engine's cache root inside Dir.
+func (b *Buildkitd) Root() string { return filepath.Join(b.Dir, "root") }
+
+// command is the engine's command line.
+func (b *Buildkitd) command() (string, []string) {
+	if len(b.Cmd) > 0 {
+		r := strings.NewReplacer("{socket}", b.Socket(), "{root}", b.Root(), "{config}", b.Config)
+		args := make([]string, len(b.Cmd)-1)
+		for i, a := range b.Cmd[1:] {
+			args[i] = r.Replace(a)
+		}
+		return b.Cmd[0], args
+	}
+	snap := b.Snapshotter
+	if snap == "" {
+		snap = "native"
+	}
+	args := []string{"--root", b.Root(), "--addr", b.Addr(), "--oci-worker-snapshotter", snap, "--containerd-worker=false"}
+	if b.Config != "" {
+		args = append(args, "--config", b.Config)
+	}
+	return b.Bin, args
 }
 
 // Socket is where buildkitd listens.
@@ -47,8 +79,7 @@ func (b *Buildkitd) Start() (*Process, error) {
 	if len(b.Socket()) > maxSocketPath {
 		return nil, fmt.Errorf("start buildkitd: socket path %s is longer than %d bytes; use a shorter state directory", b.Socket(), maxSocketPath)
 	}
-	root := filepath.Join(b.Dir, "root")
-	if err := os.MkdirAll(root, 0o700); err != nil {
+	if err := os.MkdirAll(b.Root(), 0o700); err != nil {
 		return nil, fmt.Errorf("start buildkitd: %w", err)
 	}
 	// A socket left by a killed process would make buildkitd fail to bind.
@@ -60,22 +91,14 @@ func (b *Buildkitd) Start() (*Process, error) {
 		return nil, fmt.Errorf("start buildkitd: %w", err)
 	}
 	defer logf.Close() // the child holds its own copy
-	snap := b.Snapshotter
-	if snap == "" {
-		snap = "native"
-	}
-	cmd := exec.Command(b.Bin,
-		"--root", root,
-		"--addr", b.Addr(),
-		"--oci-worker-snapshotter", snap,
-		"--containerd-worker=false",
-	)
+	bin, args := b.command()
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C at the terminal reaches wakegate,
 	// which stops engines in order, not buildkitd directly.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start buildkitd %s: %w (build it with 'make tools')", b.Bin, err)
+		return nil, fmt.Errorf("start engine %s: %w (for buildkitd, build it with 'make tools')", bin, err)
 	}
 	p := &Process{cmd: cmd, exited: make(chan struct{})}
 	go func() {

@@ -1,0 +1,325 @@
+package engine
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/moby/buildkit/client"
+
+	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/proxy"
+	"github.com/wakegate/wakegate/wire"
+)
+
+// ProtoStatus is the ALPN name of status requests (HTTP/1.1) on an engine's
+// mTLS port; every other connection is proxied to BuildKit.
+const ProtoStatus = "http/1.1"
+
+// Config configures an engine machine's entrypoint.
+type Config struct {
+	// Backend is the engine process and its state directory.
+	Backend Buildkitd
+	// UserConfig is the operator's buildkitd.toml; "" writes one whose GC
+	// is bounded by the volume's size.
+	UserConfig string
+	// TLS is the server side of the mTLS port (certs.ServerTLS).
+	TLS *tls.Config
+	// Allow lists the client identities that may connect (the gateway's).
+	Allow []string
+	// Idle, if positive, makes the engine exit after this long with no
+	// connections and no builds in progress.
+	Idle time.Duration
+	// DrainTimeout bounds how long running builds may finish at shutdown.
+	DrainTimeout time.Duration
+	// StopTimeout is the engine process's own stop budget after SIGTERM
+	// (Dagger's engine takes up to 5 minutes to stop cleanly).
+	StopTimeout time.Duration
+	// ReadyTimeout bounds the wait for BuildKit to answer at start.
+	ReadyTimeout time.Duration
+	Log          *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Backend.Dir == "" {
+		return errors.New("engine: no state directory")
+	}
+	if len(c.Allow) == 0 {
+		return errors.New("engine: no client identity is allowed to connect")
+	}
+	if c.TLS == nil || c.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+		return errors.New("engine: TLS config must require and verify client certificates")
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Minute
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = time.Minute
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = time.Minute
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Engine runs one engine machine: the engine process on a unix socket in
+// its state directory, an mTLS front that admits only the gateway, status
+// over HTTP on the same port, idle self-exit, and a clean stop that never
+// leaves the cache database half written.
+type Engine struct {
+	cfg   Config
+	tls   *tls.Config
+	bk    *client.Client // to the local socket, for status
+	conns atomic.Int64   // proxied connections open
+	ready atomic.Bool
+
+	lastBusy atomic.Int64 // unix nanos of the last moment with connections or builds
+}
+
+// New validates cfg.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg}
+	t := cfg.TLS.Clone()
+	t.NextProtos = []string{wire.ProtoProxy, ProtoStatus}
+	prev := t.VerifyConnection
+	t.VerifyConnection = func(cs tls.ConnectionState) error {
+		if prev != nil {
+			if err := prev(cs); err != nil {
+				return err
+			}
+		}
+		if id := certs.Identity(cs); !slices.Contains(cfg.Allow, id) {
+			return fmt.Errorf("identity %q may not use this engine", id)
+		}
+		return nil
+	}
+	e.tls = t
+	return e, nil
+}
+
+// Run prepares the state directory, starts the engine process, waits until
+// BuildKit answers, then serves ln until ctx ends or the engine has been
+// idle for Idle. Either way it stops cleanly: stop accepting, let builds
+// finish (bounded), close connections, one SIGTERM, wait for the process.
+// It returns nil after a clean stop.
+func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
+	defer ln.Close()
+	b := &e.cfg.Backend
+	log := e.cfg.Log
+	if err := os.MkdirAll(b.Dir, 0o700); err != nil {
+		return fmt.Errorf("engine state %s: %w", b.Dir, err)
+	}
+	if err := checkCacheDBs(b.Root(), log); err != nil {
+		return err
+	}
+	b.Config = e.cfg.UserConfig
+	if b.Config == "" {
+		p, err := writeConfig(b.Dir)
+		if err != nil {
+			return err
+		}
+		b.Config = p
+	}
+	if b.Snapshotter == "" {
+		b.Snapshotter = "native"
+		if overlaySupported(b.Dir) {
+			b.Snapshotter = "overlayfs"
+		}
+	}
+	p, err := b.Start()
+	if err != nil {
+		return err
+	}
+	log.Info("engine process started", "pid", p.Pid(), "state", b.Dir, "snapshotter", b.Snapshotter, "config", b.Config)
+	stopProcess := func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+		defer cancel()
+		began := time.Now()
+		err := p.Stop(sctx)
+		log.Info("engine process stopped", "stop_ms", time.Since(began).Milliseconds(), "err", err)
+		return err
+	}
+	if e.bk, err = client.New(ctx, b.Addr()); err != nil {
+		stopProcess()
+		return fmt.Errorf("engine client: %w", err)
+	}
+	defer e.bk.Close()
+	if err := e.waitReady(ctx, p); err != nil {
+		stopProcess()
+		return err
+	}
+	e.ready.Store(true)
+	e.markBusy()
+	log.Info("engine ready", "addr", ln.Addr().String(), "allow", e.cfg.Allow, "idle", e.cfg.Idle.String())
+
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	status := newStatusServer(e)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.accept(serveCtx, ln, status)
+	}()
+
+	reason := e.waitForStop(ctx, p)
+	log.Info("engine stopping", "reason", reason)
+	ln.Close() // stop accepting
+	e.drain()
+	stopServing() // close what is still connected
+	status.close()
+	wg.Wait()
+	return stopProcess()
+}
+
+func (e *Engine) waitReady(ctx context.Context, p *Process) error {
+	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadyTimeout)
+	defer cancel()
+	var last error
+	for {
+		pctx, pcancel := context.WithTimeout(rctx, 5*time.Second)
+		last = Probe(pctx, e.cfg.Backend.Addr())
+		pcancel()
+		if last == nil {
+			return nil
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-p.Exited():
+			t.Stop()
+			return fmt.Errorf("engine process exited before it was ready (see %s/buildkitd.log): %v", e.cfg.Backend.Dir, p.err)
+		case <-rctx.Done():
+			t.Stop()
+			return fmt.Errorf("engine not ready after %s: %w", e.cfg.ReadyTimeout, last)
+		case <-t.C:
+		}
+	}
+}
+
+func (e *Engine) markBusy() { e.lastBusy.Store(time.Now().UnixNano()) }
+
+// waitForStop returns why the engine should stop: ctx ended (a signal),
+// the idle bound passed, or the process died.
+func (e *Engine) waitForStop(ctx context.Context, p *Process) string {
+	var tick <-chan time.Time
+	if e.cfg.Idle > 0 {
+		t := time.NewTicker(min(max(e.cfg.Idle/4, 50*time.Millisecond), time.Second))
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return "signal"
+		case <-p.Exited():
+			e.cfg.Log.Error("engine process exited on its own", "err", p.err)
+			return "process exited"
+		case <-tick:
+			if e.busy(ctx) {
+				e.markBusy()
+				continue
+			}
+			if idle := time.Since(time.Unix(0, e.lastBusy.Load())); idle >= e.cfg.Idle {
+				return fmt.Sprintf("idle for %s", idle.Round(time.Millisecond))
+			}
+		}
+	}
+}
+
+// busy says whether any connection is open or any build runs. If BuildKit
+// cannot be asked, it counts as busy: never stop on a guess.
+func (e *Engine) busy(ctx context.Context) bool {
+	if e.conns.Load() > 0 {
+		return true
+	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := activeBuilds(qctx, e.bk)
+	if err != nil {
+		e.cfg.Log.Warn("cannot ask BuildKit for active builds; treating the engine as busy", "err", err)
+		return true
+	}
+	return n > 0
+}
+
+// drain waits, up to DrainTimeout, for builds in progress to finish.
+func (e *Engine) drain() {
+	deadline := time.Now().Add(e.cfg.DrainTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		n, err := activeBuilds(ctx, e.bk)
+		cancel()
+		if err == nil && n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.cfg.Log.Warn("builds still running at the drain bound; stopping anyway", "builds", n, "err", err)
+			return
+		}
+		e.cfg.Log.Info("waiting for builds to finish before stopping", "builds", n)
+		time.Sleep(250 * time.Millisecond) // polling BuildKit, bounded by the drain deadline
+	}
+}
+
+func (e *Engine) accept(ctx context.Context, ln net.Listener, status *statusServer) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := proxy.Accept(ln, ctx.Done(), e.cfg.Log)
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.handle(ctx, c, status)
+		}()
+	}
+}
+
+func (e *Engine) handle(ctx context.Context, c net.Conn, status *statusServer) {
+	tc := tls.Server(c, e.tls)
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		e.cfg.Log.Info("connection refused: handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	if tc.ConnectionState().NegotiatedProtocol == ProtoStatus {
+		status.serve(tc)
+		return
+	}
+	e.conns.Add(1)
+	e.markBusy()
+	defer func() {
+		e.markBusy()
+		e.conns.Add(-1)
+	}()
+	var d net.Dialer
+	bc, err := d.DialContext(ctx, "unix", e.cfg.Backend.Socket())
+	if err != nil {
+		e.cfg.Log.Error("connection closed: engine socket unreachable", "err", err)
+		tc.Close()
+		return
+	}
+	res := proxy.Join(ctx, tc, bc, "gateway", "engine", 0)
+	if res.Err != nil {
+		e.cfg.Log.Warn("connection closed", "bytes_in", res.BytesAToB, "bytes_out", res.BytesBToA, "err", res.Err)
+	}
+}

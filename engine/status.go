@@ -1,0 +1,111 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Status is what an engine reports about itself, as JSON, to the gateway.
+type Status struct {
+	Ready       bool   `json:"ready"`
+	Connections int64  `json:"connections"`
+	Builds      int    `json:"builds"`
+	CacheBytes  int64  `json:"cache_bytes"`
+	IdleSeconds int64  `json:"idle_seconds"`
+	Error       string `json:"error,omitempty"`
+}
+
+// Status asks BuildKit for builds in progress and cache usage.
+func (e *Engine) Status(ctx context.Context) Status {
+	s := Status{Ready: e.ready.Load(), Connections: e.conns.Load()}
+	if e.conns.Load() == 0 {
+		s.IdleSeconds = int64(time.Since(time.Unix(0, e.lastBusy.Load())).Seconds())
+	}
+	if !s.Ready {
+		return s
+	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var err error
+	if s.Builds, err = activeBuilds(qctx, e.bk); err == nil {
+		s.CacheBytes, err = cacheBytes(qctx, e.bk)
+	}
+	if err != nil {
+		// Unknown is not idle: a gateway must not stop this engine.
+		s.Ready, s.Error = false, err.Error()
+	}
+	return s
+}
+
+// statusServer answers GET /ready and GET /status on connections that
+// negotiated HTTP/1.1 on the mTLS port.
+type statusServer struct {
+	srv   *http.Server
+	conns chan net.Conn
+	done  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+func newStatusServer(e *Engine) *statusServer {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		if !e.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(e.Status(r.Context()))
+	})
+	s := &statusServer{
+		srv:   &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute},
+		conns: make(chan net.Conn),
+		done:  make(chan struct{}),
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.srv.Serve(chanListener{s})
+	}()
+	return s
+}
+
+// serve hands an established connection to the HTTP server.
+func (s *statusServer) serve(c net.Conn) {
+	select {
+	case s.conns <- c:
+	case <-s.done:
+		c.Close()
+	}
+}
+
+func (s *statusServer) close() {
+	s.once.Do(func() {
+		close(s.done)
+		s.srv.Close()
+	})
+	s.wg.Wait()
+}
+
+// chanListener is a net.Listener fed by statusServer.serve.
+type chanListener struct{ s *statusServer }
+
+func (l chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.s.conns:
+		return c, nil
+	case <-l.s.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l chanListener) Close() error { return nil }
+
+func (l chanListener) Addr() net.Addr { return &net.UnixAddr{Name: "status", Net: "unix"} }
