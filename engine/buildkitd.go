@@ -86,19 +86,32 @@ func (b *Buildkitd) Start() (*Process, error) {
 	if err := os.Remove(b.Socket()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("start buildkitd: remove stale socket: %w", err)
 	}
-	logf, err := os.OpenFile(filepath.Join(b.Dir, "buildkitd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	bin, args := b.command()
+	p, err := startProcess(bin, args, nil, filepath.Join(b.Dir, "buildkitd.log"))
 	if err != nil {
-		return nil, fmt.Errorf("start buildkitd: %w", err)
+		return nil, fmt.Errorf("start engine %s: %w (for buildkitd, build it with 'make tools')", bin, err)
+	}
+	return p, nil
+}
+
+// startProcess starts bin with args (and extra environment) in its own
+// process group, appending its output to logPath.
+func startProcess(bin string, args, env []string, logPath string) (*Process, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
 	}
 	defer logf.Close() // the child holds its own copy
-	bin, args := b.command()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// Its own process group: a Ctrl-C at the terminal reaches wakegate,
-	// which stops engines in order, not buildkitd directly.
+	// which stops engines in order, not the engine directly.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start engine %s: %w (for buildkitd, build it with 'make tools')", bin, err)
+		return nil, err
 	}
 	p := &Process{cmd: cmd, exited: make(chan struct{})}
 	go func() {

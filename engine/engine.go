@@ -153,15 +153,17 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 		log.Info("engine process stopped", "stop_ms", time.Since(began).Milliseconds(), "err", err)
 		return err
 	}
+	if err := e.waitReady(ctx, p); err != nil {
+		stopProcess()
+		return err
+	}
+	// Only now: a gRPC client made before the socket opened would sit out
+	// gRPC's reconnect backoff (a second) before its first answer.
 	if e.bk, err = client.New(ctx, b.Addr()); err != nil {
 		stopProcess()
 		return fmt.Errorf("engine client: %w", err)
 	}
 	defer e.bk.Close()
-	if err := e.waitReady(ctx, p); err != nil {
-		stopProcess()
-		return err
-	}
 	e.ready.Store(true)
 	e.markBusy()
 	log.Info("engine ready", "addr", ln.Addr().String(), "allow", e.cfg.Allow, "idle", e.cfg.Idle.String())

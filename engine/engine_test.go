@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -51,36 +50,17 @@ func probeUntilReady(t *testing.T, addr string) {
 	t.Fatalf("engine at %s never became ready: %v", addr, err)
 }
 
-func TestLocalStartsProbesAndStopsRealBuildkitd(t *testing.T) {
-	l, err := NewLocal(shortDir(t), buildkitdBin(t), 2, nil)
+func TestBuildkitdStartsAnswersAndStops(t *testing.T) {
+	b := &Buildkitd{Bin: buildkitdBin(t), Dir: shortDir(t)}
+	p, err := b.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids, _ := l.Engines(t.Context())
-	if strings.Join(ids, ",") != "engine-0,engine-1" {
-		t.Fatalf("engines = %v", ids)
-	}
-	addr, err := l.Start(t.Context(), "engine-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Stop(context.Background(), "engine-1") })
-	if !strings.HasPrefix(addr, "unix://") || !strings.Contains(addr, "engine-1") {
-		t.Fatalf("address %q is not engine-1's socket", addr)
-	}
-	probeUntilReady(t, addr)
-
-	again, err := l.Start(t.Context(), "engine-1")
-	if err != nil || again != addr {
-		t.Fatalf("second Start = %q, %v; want the running engine's %q", again, err, addr)
-	}
-	l.mu.Lock()
-	p := l.procs["engine-1"]
-	l.mu.Unlock()
-
+	t.Cleanup(func() { p.Stop(context.Background()) })
+	probeUntilReady(t, b.Addr())
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := l.Stop(ctx, "engine-1"); err != nil {
+	if err := p.Stop(ctx); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
 	select {
@@ -88,41 +68,18 @@ func TestLocalStartsProbesAndStopsRealBuildkitd(t *testing.T) {
 	default:
 		t.Fatal("Stop returned while buildkitd still runs")
 	}
-	if err := Probe(t.Context(), addr); err == nil {
+	if err := Probe(t.Context(), b.Addr()); err == nil {
 		t.Fatal("probe of a stopped engine succeeded")
-	}
-	if _, err := l.Start(t.Context(), "engine-9"); err == nil {
-		t.Fatal("Start of an unknown engine succeeded")
 	}
 }
 
-func TestLocalRestartsAnEngineThatCrashed(t *testing.T) {
-	l, err := NewLocal(shortDir(t), buildkitdBin(t), 1, nil)
-	if err != nil {
-		t.Fatal(err)
+func TestEngineCmdReplacesBuildkitd(t *testing.T) {
+	b := &Buildkitd{Dir: "/state", Config: "/state/buildkitd.toml", Cmd: []string{"dagger-engine", "--addr", "unix://{socket}", "--root={root}", "--config", "{config}"}}
+	bin, args := b.command()
+	want := "dagger-engine --addr unix:///state/buildkitd.sock --root=/state/root --config /state/buildkitd.toml"
+	if got := strings.Join(append([]string{bin}, args...), " "); got != want {
+		t.Fatalf("command = %q, want %q", got, want)
 	}
-	addr, err := l.Start(t.Context(), "engine-0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Stop(context.Background(), "engine-0") })
-	probeUntilReady(t, addr)
-	l.mu.Lock()
-	first := l.procs["engine-0"]
-	l.mu.Unlock()
-	syscall.Kill(first.Pid(), syscall.SIGKILL)
-	<-first.Exited()
-
-	if _, err := l.Start(t.Context(), "engine-0"); err != nil {
-		t.Fatal(err)
-	}
-	l.mu.Lock()
-	second := l.procs["engine-0"]
-	l.mu.Unlock()
-	if second == first {
-		t.Fatal("Start reused a crashed process")
-	}
-	probeUntilReady(t, addr)
 }
 
 func TestStopKillsAnEngineThatIgnoresSIGTERM(t *testing.T) {
@@ -163,7 +120,8 @@ func TestStopKillsAnEngineThatIgnoresSIGTERM(t *testing.T) {
 
 func TestLocalRefusesStateDirTooLongForASocket(t *testing.T) {
 	long := "/tmp/" + strings.Repeat("x", 120)
-	if _, err := NewLocal(long, "buildkitd", 1, nil); err == nil || !strings.Contains(err.Error(), "shorter --state") {
+	tok := func(string) (string, error) { return "t", nil }
+	if _, err := NewLocal(LocalConfig{Dir: long, N: 1, Wakegate: "wakegate", Token: tok}); err == nil || !strings.Contains(err.Error(), "shorter --state") {
 		t.Fatalf("NewLocal with a long state dir = %v, want an error asking for a shorter --state", err)
 	}
 }

@@ -1,104 +1,171 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 )
 
-// Local is the embedded default provider: each engine of the pool is a
-// buildkitd process on this machine with its own state directory under Dir,
-// which persists across stops like a cache volume.
-type Local struct {
-	dir   string
-	bin   string
-	ids   []string
-	log   *slog.Logger
-	mu    sync.Mutex          // guards procs
-	procs map[string]*Process // running engines by id
+// LocalConfig configures the local provider.
+type LocalConfig struct {
+	// Dir holds one state directory per engine (its cache volume).
+	Dir string
+	// N is the number of engines, named engine-0 … engine-(N-1).
+	N int
+	// Wakegate is the wakegate binary that runs each engine
+	// ('wakegate engine'), so local and remote engines share one code path.
+	Wakegate string
+	// Buildkitd is passed to each engine.
+	Buildkitd string
+	// EngineArgs are extra arguments for 'wakegate engine' (the CA URL and
+	// fingerprint, drain and stop bounds, an --engine-cmd).
+	EngineArgs []string
+	// Token returns a single-use token with which engine id enrols for its
+	// server certificate; it travels in the child's environment, never its
+	// arguments.
+	Token func(id string) (string, error)
+	Log   *slog.Logger
 }
 
-// NewLocal returns a provider of n engines named engine-0 … engine-(n-1),
-// run from the buildkitd binary bin with state under dir.
-func NewLocal(dir, bin string, n int, log *slog.Logger) (*Local, error) {
-	if n < 1 {
-		return nil, fmt.Errorf("local provider: need at least one engine, got %d", n)
+// Local is the embedded default provider: each engine of the pool is a
+// 'wakegate engine' process on this machine, serving mTLS on a loopback
+// port, with its own state directory under Dir that persists across stops
+// like a cache volume.
+type Local struct {
+	cfg   LocalConfig
+	ids   []string
+	mu    sync.Mutex          // guards procs
+	procs map[string]*running // running engines by id
+}
+
+type running struct {
+	p    *Process
+	addr string
+}
+
+// NewLocal validates cfg.
+func NewLocal(cfg LocalConfig) (*Local, error) {
+	if cfg.N < 1 {
+		return nil, fmt.Errorf("local provider: need at least one engine, got %d", cfg.N)
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if cfg.Wakegate == "" || cfg.Token == nil {
+		return nil, errors.New("local provider: no wakegate binary or token source")
 	}
-	l := &Local{dir: dir, bin: bin, log: log, procs: map[string]*Process{}}
-	for i := range n {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	l := &Local{cfg: cfg, procs: map[string]*running{}}
+	for i := range cfg.N {
 		l.ids = append(l.ids, fmt.Sprintf("engine-%d", i))
 	}
 	for _, id := range l.ids {
-		if b := l.buildkitd(id); len(b.Socket()) > maxSocketPath {
+		if b := l.backend(id); len(b.Socket()) > maxSocketPath {
 			return nil, fmt.Errorf("local provider: socket path %s is longer than %d bytes; use a shorter --state", b.Socket(), maxSocketPath)
 		}
 	}
 	return l, nil
 }
 
-func (l *Local) buildkitd(id string) *Buildkitd {
-	return &Buildkitd{Bin: l.bin, Dir: filepath.Join(l.dir, id), Log: l.log}
+func (l *Local) backend(id string) *Buildkitd {
+	return &Buildkitd{Bin: l.cfg.Buildkitd, Dir: filepath.Join(l.cfg.Dir, id)}
 }
 
 // Engines lists the engine ids.
 func (l *Local) Engines(context.Context) ([]string, error) { return l.ids, nil }
 
-// Start launches the engine's buildkitd unless it is already running, and
-// returns its socket address.
+// Start launches 'wakegate engine' for id unless it is running, and returns
+// the engine's mTLS address ("tls://127.0.0.1:PORT") once it listens. That
+// is not readiness: the gateway asks the engine's status for that.
 func (l *Local) Start(ctx context.Context, id string) (string, error) {
-	b, err := l.lookup(id)
-	if err != nil {
-		return "", err
+	if !l.known(id) {
+		return "", fmt.Errorf("local provider: no engine %q", id)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if p, ok := l.procs[id]; ok {
+	if r, ok := l.procs[id]; ok {
 		select {
-		case <-p.Exited():
-			// It crashed or was killed since; start a new one.
-			l.log.Warn("engine process had exited", "engine", id, "pid", p.Pid(), "err", p.err)
+		case <-r.p.Exited():
+			l.cfg.Log.Warn("engine process had exited", "engine", id, "pid", r.p.Pid(), "err", r.p.err)
 		default:
-			return b.Addr(), nil
+			return r.addr, nil
 		}
 	}
-	p, err := b.Start()
-	if err != nil {
+	dir := filepath.Join(l.cfg.Dir, id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("engine %s: %w", id, err)
 	}
-	l.procs[id] = p
-	l.log.Info("engine process started", "engine", id, "pid", p.Pid(), "state", b.Dir)
-	return b.Addr(), nil
+	addrFile := filepath.Join(dir, "engine.addr")
+	os.Remove(addrFile)
+	tok, err := l.cfg.Token(id)
+	if err != nil {
+		return "", fmt.Errorf("engine %s: token: %w", id, err)
+	}
+	args := append([]string{"engine", "--state", dir, "--listen", "127.0.0.1:0", "--addr-file", addrFile,
+		"--name", "wakegate-" + id, "--buildkitd", l.cfg.Buildkitd}, l.cfg.EngineArgs...)
+	p, err := startProcess(l.cfg.Wakegate, args, []string{"WAKEGATE_TOKEN=" + tok}, filepath.Join(dir, "engine.log"))
+	if err != nil {
+		return "", fmt.Errorf("engine %s: start %s: %w", id, l.cfg.Wakegate, err)
+	}
+	l.cfg.Log.Info("engine process started", "engine", id, "pid", p.Pid(), "state", dir)
+	addr, err := waitAddr(ctx, addrFile, p)
+	if err != nil {
+		p.Stop(context.Background())
+		return "", fmt.Errorf("engine %s: %w (see %s)", id, err, filepath.Join(dir, "engine.log"))
+	}
+	l.procs[id] = &running{p: p, addr: "tls://" + addr}
+	return "tls://" + addr, nil
 }
 
-// Stop stops the engine's buildkitd with SIGTERM and waits for it, killing it
-// when ctx ends first.
+// waitAddr waits for the engine to write the address it listens on.
+func waitAddr(ctx context.Context, path string, p *Process) (string, error) {
+	for {
+		if b, err := os.ReadFile(path); err == nil && bytes.HasSuffix(b, []byte("\n")) {
+			return strings.TrimSpace(string(b)), nil
+		}
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-p.Exited():
+			t.Stop()
+			return "", fmt.Errorf("engine exited before listening: %v", p.err)
+		case <-ctx.Done():
+			t.Stop()
+			return "", fmt.Errorf("engine not listening: %w", ctx.Err())
+		case <-t.C: // polling the file, bounded by ctx
+		}
+	}
+}
+
+// Stop sends the engine SIGTERM — it lets builds finish, stops BuildKit
+// cleanly and exits — and waits, killing it if ctx ends first.
 func (l *Local) Stop(ctx context.Context, id string) error {
-	if _, err := l.lookup(id); err != nil {
-		return err
+	if !l.known(id) {
+		return fmt.Errorf("local provider: no engine %q", id)
 	}
 	l.mu.Lock()
-	p, ok := l.procs[id]
+	r, ok := l.procs[id]
 	delete(l.procs, id)
 	l.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	if err := p.Stop(ctx); err != nil {
+	if err := r.p.Stop(ctx); err != nil {
 		return fmt.Errorf("engine %s: %w", id, err)
 	}
 	return nil
 }
 
-func (l *Local) lookup(id string) (*Buildkitd, error) {
+func (l *Local) known(id string) bool {
 	for _, x := range l.ids {
 		if x == id {
-			return l.buildkitd(id), nil
+			return true
 		}
 	}
-	return nil, fmt.Errorf("local provider: no engine %q", id)
+	return false
 }

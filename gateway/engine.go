@@ -34,7 +34,12 @@ type EngineConfig struct {
 	StopTimeout time.Duration
 	// ProbeInterval is the pause between readiness probes.
 	ProbeInterval time.Duration
-	Log           *slog.Logger
+	// BeforeStop, if set, asks the engine itself whether anyone uses it
+	// (through any gateway) before an idle stop; a busy engine is kept for
+	// another idle period. An engine that cannot answer three times in a
+	// row is stopped: it cannot serve either.
+	BeforeStop func(ctx context.Context, addr string) (busy bool, err error)
+	Log        *slog.Logger
 }
 
 func (c *EngineConfig) setDefaults() {
@@ -73,6 +78,7 @@ type Engine struct {
 	closed   bool          // Close was called: no new wakes
 	lastWake time.Duration // duration of the last successful wake
 	wakes    int           // successful wakes so far
+	unknown  int           // consecutive idle checks the engine could not answer
 }
 
 // attempt is one wake, shared by every connection that waits for it.
@@ -104,6 +110,10 @@ type Lease struct {
 // Release gives the lease back; the last release starts the idle timer.
 // Calling it twice is harmless.
 func (l *Lease) Release() { l.once.Do(l.e.release) }
+
+// Broken reports that the engine could not be reached at the lease's
+// address: it is stopped, and the next connection wakes it again.
+func (l *Lease) Broken() { l.e.broken(l.Addr) }
 
 // Acquire returns a lease on the running engine, waking it first if needed.
 // It waits at most until ctx ends; a failed wake is returned to every waiter.
@@ -175,12 +185,62 @@ func (e *Engine) cancelIdleLocked() {
 func (e *Engine) idleFired(gen uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if gen != e.idleGen || e.conns > 0 || e.state != Running || e.closed {
+	if !e.stillIdleLocked(gen) {
 		return
 	}
 	e.idle = nil
-	e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.cfg.Idle.String())
-	e.beginStopLocked()
+	if e.cfg.BeforeStop == nil {
+		e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.cfg.Idle.String())
+		e.beginStopLocked()
+		return
+	}
+	// Ask the engine without holding mu; a connection arriving meanwhile
+	// bumps idleGen and wins.
+	addr := e.addr
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+		busy, err := e.cfg.BeforeStop(ctx, addr)
+		cancel()
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if !e.stillIdleLocked(gen) {
+			return
+		}
+		switch {
+		case err != nil && e.unknown < 2:
+			e.unknown++
+			e.cfg.Log.Warn("engine idle here but its status is unknown; keeping it", "engine", e.cfg.ID, "err", err)
+			e.armIdleLocked()
+		case err == nil && busy:
+			e.unknown = 0
+			e.cfg.Log.Info("engine idle here but in use elsewhere; keeping it", "engine", e.cfg.ID)
+			e.armIdleLocked()
+		default:
+			e.unknown = 0
+			e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.cfg.Idle.String(), "status_err", err)
+			e.beginStopLocked()
+		}
+	}()
+}
+
+// stillIdleLocked says whether the idle timer of generation gen still
+// stands: nobody connected and nothing else happened since.
+func (e *Engine) stillIdleLocked(gen uint64) bool {
+	return gen == e.idleGen && e.conns == 0 && e.state == Running && !e.closed
+}
+
+// broken stops an engine found dead at addr (a dial failed), so that the
+// next connection wakes it again instead of dialing a corpse.
+func (e *Engine) broken(addr string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state == Running && e.addr == addr && !e.closed {
+		e.cfg.Log.Warn("engine unreachable, restarting it on the next connection", "engine", e.cfg.ID, "addr", addr)
+		e.cancelIdleLocked()
+		e.beginStopLocked()
+	}
 }
 
 func (e *Engine) beginWakeLocked() {
@@ -244,6 +304,7 @@ func (e *Engine) start(ctx context.Context) (string, error) {
 		if last = e.cfg.Probe(ctx, addr); last == nil {
 			return addr, nil
 		}
+		e.cfg.Log.Debug("engine not ready yet", "engine", e.cfg.ID, "err", last)
 		t.Reset(e.cfg.ProbeInterval)
 	}
 }

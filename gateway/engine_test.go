@@ -319,3 +319,67 @@ func TestCloseStopsRunningEngineAndRefusesNewConnections(t *testing.T) {
 		}
 	})
 }
+
+func TestIdleStopAsksTheEngineFirst(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		answers   []error // nil: idle; errBusy: busy; other: unknown
+		wantStops int32
+		idleRuns  int // idle periods to let pass
+	}{
+		{"idle everywhere", []error{nil}, 1, 1},
+		{"in use through another gateway", []error{errBusy, errBusy, nil}, 1, 3},
+		{"busy until the end", []error{errBusy, errBusy, errBusy}, 0, 3},
+		{"status unknown three times", []error{errUnknown, errUnknown, errUnknown}, 1, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := &fakeHost{}
+				var asked atomic.Int32
+				e := NewEngine(EngineConfig{ID: "e0", Provider: h, Probe: readyProbe, Idle: testIdle,
+					BeforeStop: func(ctx context.Context, addr string) (bool, error) {
+						i := int(asked.Add(1)) - 1
+						switch err := tc.answers[min(i, len(tc.answers)-1)]; err {
+						case nil:
+							return false, nil
+						case errBusy:
+							return true, nil
+						default:
+							return false, err
+						}
+					}})
+				defer e.Close()
+				mustAcquire(t, e).Release()
+				for range tc.idleRuns {
+					time.Sleep(testIdle + time.Second)
+					synctest.Wait()
+				}
+				if got := h.stops.Load(); got != tc.wantStops {
+					t.Fatalf("stops = %d, want %d (asked %d times)", got, tc.wantStops, asked.Load())
+				}
+			})
+		})
+	}
+}
+
+var (
+	errBusy    = errors.New("busy")
+	errUnknown = errors.New("status unreachable")
+)
+
+func TestBrokenEngineIsRestartedOnTheNextConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &fakeHost{}
+		e := newTestEngine(h, nil)
+		defer e.Close()
+		l := mustAcquire(t, e)
+		l.Broken()
+		l.Release()
+		synctest.Wait()
+		wantState(t, e, Stopped)
+		mustAcquire(t, e).Release()
+		if got := h.starts.Load(); got != 2 {
+			t.Fatalf("starts = %d, want a new start after the engine broke", got)
+		}
+	})
+}

@@ -223,6 +223,7 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, eng *Engine, lo
 	held := time.Since(began)
 	ec, err := s.cfg.Dial(setup, lease.Addr)
 	if err != nil {
+		lease.Broken()
 		log.Error("connection closed: engine dial failed", "addr", lease.Addr, "err", err)
 		return
 	}

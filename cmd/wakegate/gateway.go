@@ -42,9 +42,11 @@ database) and serves the step-ca API on --ca-listen, where 'wakegate connect
 that authority and renewed at two thirds of their life. Every handshake is
 checked against the CA's revocation records.
 
-Provider "local" (the default) runs each engine as a buildkitd process on
-this machine, with its cache under --state/engine-N; run as root with runc
-installed. The admin address serves GET /healthz and GET /engines.`, stdout, stderr)
+Provider "local" (the default) runs each engine as a 'wakegate engine'
+process on this machine (the same entrypoint remote engine machines run),
+with its cache under --state/engine-N; run as root with runc installed.
+Before stopping an idle engine the gateway asks the engine itself whether
+anyone (through any gateway) still uses it. The admin address serves GET /healthz and GET /engines.`, stdout, stderr)
 	var f gatewayFlags
 	fs.StringVar(&f.caDir, "ca-dir", "", "CA directory made by 'certs init' (required)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8443", "address for client mTLS connections")
@@ -84,7 +86,7 @@ installed. The admin address serves GET /healthz and GET /engines.`, stdout, std
 	if err != nil {
 		return err
 	}
-	provider, err := engine.NewLocal(f.state, bin, f.engines, log)
+	self, err := wakegateBin()
 	if err != nil {
 		return err
 	}
@@ -101,8 +103,25 @@ installed. The admin address serves GET /healthz and GET /engines.`, stdout, std
 	}
 	tlsCfg := certs.RefuseRevoked(certs.ServerTLS(gwCert.Current, ca.Pool()), caSvc.auth.IsRevoked)
 
+	// Each local engine is a 'wakegate engine' process that enrols at the
+	// CA API with a single-use token from the servers provisioner.
+	provider, err := engine.NewLocal(engine.LocalConfig{
+		Dir: f.state, N: f.engines, Wakegate: self, Buildkitd: bin,
+		EngineArgs: []string{"--ca-url", caSvc.url, "--ca-fingerprint", ca.Fingerprint(),
+			"--drain-timeout", "30s", "--stop-timeout", "30s"},
+		Token: func(id string) (string, error) {
+			name := "wakegate-" + id
+			return ca.Servers.Token(name, []string{name, "127.0.0.1", "localhost"}, 5*time.Minute)
+		},
+		Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	ec := &engine.Client{TLS: certs.ClientTLS(gwCert.Current, ca.Pool(), "")}
 	pool, err := gateway.NewPool(ctx, provider, gateway.EngineConfig{
-		Probe:       engine.Probe,
+		Probe:       ec.Ready,
+		BeforeStop:  ec.Busy,
 		Idle:        f.idle,
 		WakeTimeout: f.wakeTimeout,
 		Log:         log,
@@ -114,6 +133,7 @@ installed. The admin address serves GET /healthz and GET /engines.`, stdout, std
 	srv, err := gateway.NewServer(gateway.Config{
 		TLS:  tlsCfg,
 		Pool: pool,
+		Dial: ec.Dial,
 		// A held connection may wait out a stop, then a whole wake.
 		HoldTimeout: f.wakeTimeout + time.Minute,
 		Log:         log,
@@ -175,6 +195,8 @@ func (f *gatewayFlags) validate() error {
 		return usageError("gateway", "--provider %q is not supported; use local", f.provider)
 	case f.state == "":
 		return usageError("gateway", "--state is required for the local provider")
+	case f.caListen == "":
+		return usageError("gateway", "the local provider's engines enrol at the CA API: --ca-listen cannot be empty")
 	case f.engines < 1:
 		return usageError("gateway", "--engines must be at least 1")
 	case f.idle <= 0:
@@ -219,6 +241,19 @@ func serverSANs(listen, extra string) []string {
 		}
 	}
 	return sans
+}
+
+// wakegateBin is the binary that runs local engines: $WAKEGATE_BIN, or this
+// executable.
+func wakegateBin() (string, error) {
+	if p := os.Getenv("WAKEGATE_BIN"); p != "" {
+		return p, nil
+	}
+	p, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find the wakegate binary for local engines (set WAKEGATE_BIN): %w", err)
+	}
+	return p, nil
 }
 
 // findBuildkitd resolves the buildkitd binary: the flag, then

@@ -49,6 +49,7 @@ func commands() []command {
 		{"certs", "manage the certificate authority and client credentials", runCerts},
 		{"gateway", "run the mTLS gateway that wakes engines on demand", runGateway},
 		{"connect", "run the localhost sidecar a CI step talks to", runConnect},
+		{"engine", "run an engine machine: BuildKit behind mTLS, idle self-stop, clean shutdown", runEngine},
 		{"help", "show help for a command", runHelp},
 	}
 }

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/engine"
+)
+
+func runEngine(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("engine", "engine --state DIR --ca-url URL --ca-fingerprint FP [--listen ADDR] [flags]", `
+Runs an engine machine: buildkitd (or another engine, through --engine-cmd)
+on a unix socket inside DIR, with its cache in DIR/root, exposed on --listen
+over mTLS to the gateway's identity only. Its server certificate comes from
+a single-use token (servers provisioner; $WAKEGATE_TOKEN or --token-file)
+exchanged at --ca-url, and is renewed there at two thirds of its life.
+
+The same port answers GET /ready and GET /status (HTTP/1.1 over mTLS):
+connections, builds in progress and cache usage, as JSON the gateway reads.
+
+With --idle D it exits 0 after D with no connections and no builds in
+progress, so a machine host records it stopped even with no gateway alive.
+On SIGTERM or SIGINT it stops accepting, lets running builds finish (up to
+--drain-timeout), closes connections, sends the engine one SIGTERM and waits
+up to --stop-timeout, so the cache database is never left half written. A
+cache database that cannot be opened is set aside, loudly, and the engine
+starts empty. Unless --buildkitd-config is given it writes buildkitd.toml
+with garbage collection bounded by the volume's size, and uses the overlayfs
+snapshotter where the volume supports it (native otherwise).
+
+For a Dagger engine, give its command with {socket}, {root} and {config}
+placeholders and a 300s --stop-timeout: Dagger wipes its cache at start
+unless its last stop completed.`, stdout, stderr)
+	state := fs.String("state", "", "engine state directory: the cache volume (required)")
+	listen := fs.String("listen", "127.0.0.1:8372", "mTLS address for the gateway")
+	addrFile := fs.String("addr-file", "", "write the address actually listened on to this file")
+	name := fs.String("name", "wakegate-engine-0", "this engine's certificate name (must start with "+engine.EngineNamePrefix+")")
+	bkd := fs.String("buildkitd", "", "buildkitd binary (default: $WAKEGATE_BUILDKITD, then beside wakegate, then $PATH)")
+	engineCmd := fs.String("engine-cmd", "", "engine command replacing buildkitd, space-separated, with {socket}, {root}, {config}")
+	userConfig := fs.String("buildkitd-config", "", "your own buildkitd.toml instead of the generated one")
+	snapshotter := fs.String("snapshotter", "", "BuildKit snapshotter (default: overlayfs where supported, else native)")
+	allow := fs.String("allow", "wakegate-gateway", "comma-separated client identities that may connect")
+	idle := fs.Duration("idle", 0, "exit after this long with no connections and no builds (0: never)")
+	drain := fs.Duration("drain-timeout", 10*time.Minute, "at shutdown, how long running builds may finish")
+	stopTimeout := fs.Duration("stop-timeout", time.Minute, "how long the engine process may take to stop after SIGTERM (300s for Dagger)")
+	caURL := fs.String("ca-url", "", "the gateway's CA API, to enrol and renew (required)")
+	caFP := fs.String("ca-fingerprint", "", "SHA-256 fingerprint of the CA root (required)")
+	tokenFile := fs.String("token-file", "", "file holding the single-use enrolment token (default: $WAKEGATE_TOKEN)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args, stdout); err != nil {
+		return helpOK(err)
+	}
+	switch {
+	case *state == "":
+		return usageError("engine", "--state is required")
+	case *caURL == "" || *caFP == "":
+		return usageError("engine", "--ca-url and --ca-fingerprint are required")
+	case !strings.HasPrefix(*name, engine.EngineNamePrefix):
+		return usageError("engine", "--name must start with %s", engine.EngineNamePrefix)
+	case *idle < 0 || *drain <= 0 || *stopTimeout <= 0:
+		return usageError("engine", "--idle, --drain-timeout and --stop-timeout must not be negative")
+	}
+	if _, _, err := net.SplitHostPort(*listen); err != nil {
+		return usageError("engine", "--listen %q: %v", *listen, err)
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	backend := engine.Buildkitd{Dir: *state, Snapshotter: *snapshotter}
+	if *engineCmd != "" {
+		backend.Cmd = strings.Fields(*engineCmd)
+	} else if backend.Bin, err = findBuildkitd(*bkd); err != nil {
+		return err
+	}
+	token := os.Getenv("WAKEGATE_TOKEN")
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return fmt.Errorf("read --token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" {
+		return usageError("engine", "a single-use token is required ($WAKEGATE_TOKEN or --token-file)")
+	}
+	enr, err := certs.Enroll(ctx, *caURL, *caFP, token, 0)
+	if err != nil {
+		return err
+	}
+	if cn := enr.Cert.Leaf.Subject.CommonName; cn != *name {
+		return fmt.Errorf("the token was for %q, not this engine's --name %q", cn, *name)
+	}
+	renewer, err := certs.NewRenewer(*name, enr.Cert, enr.Renew, log)
+	if err != nil {
+		return err
+	}
+	rctx, stopRenewing := context.WithCancel(context.Background())
+	renewing := make(chan struct{})
+	go func() {
+		defer close(renewing)
+		renewer.Run(rctx)
+	}()
+	defer func() { stopRenewing(); <-renewing }()
+
+	e, err := engine.New(engine.Config{
+		Backend:      backend,
+		UserConfig:   *userConfig,
+		TLS:          certs.ServerTLS(renewer.Current, enr.Roots),
+		Allow:        strings.Split(*allow, ","),
+		Idle:         *idle,
+		DrainTimeout: *drain,
+		StopTimeout:  *stopTimeout,
+		Log:          log.With("engine", *name),
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("engine: listen on %s: %w", *listen, err)
+	}
+	if *addrFile != "" {
+		if err := os.WriteFile(*addrFile, []byte(ln.Addr().String()+"\n"), 0o644); err != nil {
+			ln.Close()
+			return fmt.Errorf("engine: write --addr-file: %w", err)
+		}
+	}
+	log.Info("engine listening", "addr", ln.Addr().String())
+	return e.Run(ctx, ln)
+}

@@ -1,0 +1,125 @@
+package engine
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/wakegate/wakegate/wire"
+)
+
+// Client is the gateway's side of an engine's mTLS port: proxied streams,
+// readiness and status. Addresses are "tls://host:port".
+type Client struct {
+	// TLS presents the gateway's identity and trusts the CA root. Engines
+	// move between hosts (Fly gives a machine a new address when it
+	// migrates), so the engine's certificate is checked against the root
+	// and for the server role, not for a host name.
+	TLS *tls.Config
+}
+
+func (c *Client) dial(ctx context.Context, addr, proto string) (*tls.Conn, error) {
+	hostport, ok := strings.CutPrefix(addr, "tls://")
+	if !ok {
+		return nil, fmt.Errorf("engine address %q: want tls://host:port", addr)
+	}
+	cfg := c.TLS.Clone()
+	cfg.NextProtos = []string{proto}
+	roots := cfg.RootCAs
+	// Verified below, by chain and role, instead of by host name.
+	cfg.InsecureSkipVerify = true
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return verifyEngine(cs, roots) }
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: cfg}
+	conn, err := d.DialContext(ctx, "tcp", hostport)
+	if err != nil {
+		return nil, fmt.Errorf("dial engine %s: %w", hostport, err)
+	}
+	return conn.(*tls.Conn), nil
+}
+
+// Dial opens a stream to the engine's BuildKit.
+func (c *Client) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	return c.dial(ctx, addr, wire.ProtoProxy)
+}
+
+// Status asks the engine for its status.
+func (c *Client) Status(ctx context.Context, addr string) (Status, error) {
+	conn, err := c.dial(ctx, addr, ProtoStatus)
+	if err != nil {
+		return Status{}, err
+	}
+	defer conn.Close()
+	hc := &http.Client{Transport: &http.Transport{
+		DialTLSContext:    func(context.Context, string, string) (net.Conn, error) { return conn, nil },
+		DisableKeepAlives: true,
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://engine/status", nil)
+	if err != nil {
+		return Status{}, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return Status{}, fmt.Errorf("engine status: %w", err)
+	}
+	defer resp.Body.Close()
+	var s Status
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&s); err != nil {
+		return Status{}, fmt.Errorf("engine status: %w", err)
+	}
+	return s, nil
+}
+
+// Ready succeeds once the engine reports that BuildKit answers.
+func (c *Client) Ready(ctx context.Context, addr string) error {
+	s, err := c.Status(ctx, addr)
+	if err != nil {
+		return err
+	}
+	if !s.Ready {
+		return fmt.Errorf("engine not ready yet %s", s.Error)
+	}
+	return nil
+}
+
+// Busy reports whether anyone uses the engine (connections or builds),
+// whichever gateway they came through.
+func (c *Client) Busy(ctx context.Context, addr string) (bool, error) {
+	s, err := c.Status(ctx, addr)
+	if err != nil {
+		return false, err
+	}
+	if !s.Ready {
+		return true, fmt.Errorf("engine cannot tell: %s", s.Error)
+	}
+	return s.Connections > 0 || s.Builds > 0, nil
+}
+
+// EngineNamePrefix begins the common name of every engine's certificate.
+const EngineNamePrefix = "wakegate-engine-"
+
+// verifyEngine accepts a peer whose certificate chains to roots, may serve,
+// and names an engine.
+func verifyEngine(cs tls.ConnectionState, roots *x509.CertPool) error {
+	if len(cs.PeerCertificates) == 0 {
+		return fmt.Errorf("engine presented no certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return fmt.Errorf("engine certificate: %w", err)
+	}
+	if !strings.HasPrefix(leaf.Subject.CommonName, EngineNamePrefix) {
+		return fmt.Errorf("peer %q is not an engine", leaf.Subject.CommonName)
+	}
+	return nil
+}
