@@ -35,6 +35,8 @@ func (a *Authority) adminRoutes(next http.Handler) http.Handler {
 		switch {
 		case r.Method == http.MethodGet && r.URL.Path == listPath:
 			a.serveList(w, r)
+		case r.Method == http.MethodGet && r.URL.Path == revokedPath:
+			a.serveRevoked(w, r)
 		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/revoke") && r.Header.Get(killHeader) != "":
 			a.serveRevokeAndKill(w, r, next)
 		default:

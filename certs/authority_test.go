@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -343,4 +344,46 @@ func signExpiredClient(c *CA, name string) (*tls.Certificate, error) {
 		return nil, err
 	}
 	return &tls.Certificate{Certificate: [][]byte{der, c.Intermediate.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+func TestRevocationPollerSeesARevocationWithinItsInterval(t *testing.T) {
+	a, url := servedAuthority(t, nil)
+	leaf, err := a.Issue(t.Context(), Server, "wakegate-gateway", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := leaf.Cert.SerialNumber.String()
+	p := NewRevocationPoller(url, a.CA().Pool(), 100*time.Millisecond, nil)
+	if _, err := p.IsRevoked(serial); err == nil {
+		t.Fatal("a poller with no list yet did not refuse")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		revoked, err := p.IsRevoked(serial)
+		if err == nil && !revoked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("poller never fetched a list: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+	if err := a.Revoke(t.Context(), serial, "test"); err != nil {
+		t.Fatal(err)
+	}
+	revokedAt := time.Now()
+	for {
+		if revoked, _ := p.IsRevoked(serial); revoked {
+			break
+		}
+		if time.Since(revokedAt) > 5*time.Second {
+			t.Fatal("the poller did not see the revocation within 5s")
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
 }

@@ -17,7 +17,8 @@ func runEngine(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("engine", "engine --state DIR --ca-url URL --ca-fingerprint FP [--listen ADDR] [flags]", `
 Runs an engine machine: buildkitd (or another engine, through --engine-cmd)
 on a unix socket inside DIR, with its cache in DIR/root, exposed on --listen
-over mTLS to the gateway's identity only. Its server certificate comes from
+over mTLS to the gateway's identity only, refusing certificates the CA has
+revoked (its list is polled every 2s). Its server certificate comes from
 a single-use token (servers provisioner; $WAKEGATE_TOKEN or --token-file)
 exchanged at --ca-url, and is renewed there at two thirds of its life.
 
@@ -109,10 +110,24 @@ unless its last stop completed.`, stdout, stderr)
 	}()
 	defer func() { stopRenewing(); <-renewing }()
 
+	// The engine does not hold the CA's database: it polls the CA's list of
+	// revoked serials, so a revoked gateway certificate is refused within
+	// two seconds.
+	revoked := certs.NewRevocationPoller(*caURL, enr.Roots, 2*time.Second, log)
+	if err := revoked.Refresh(ctx); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	polling := make(chan struct{})
+	go func() {
+		defer close(polling)
+		revoked.Run(rctx)
+	}()
+	defer func() { stopRenewing(); <-polling }()
+
 	e, err := engine.New(engine.Config{
 		Backend:      backend,
 		UserConfig:   *userConfig,
-		TLS:          certs.ServerTLS(renewer.Current, enr.Roots),
+		TLS:          certs.RefuseRevoked(certs.ServerTLS(renewer.Current, enr.Roots), revoked.IsRevoked),
 		Allow:        strings.Split(*allow, ","),
 		Idle:         *idle,
 		DrainTimeout: *drain,
