@@ -24,8 +24,8 @@ var caListeningRE = regexp.MustCompile(`msg="CA API listening" addr=(\S+)`)
 
 // certGateway runs a gateway with a real engine and its CA API on loopback.
 type certGateway struct {
-	caDir, addr, caURL, fp string
-	logs                   *logWatch
+	caDir, addr, caURL, fp, state string
+	logs                          *logWatch
 }
 
 func startCertGateway(t *testing.T, extra ...string) *certGateway {
@@ -43,6 +43,7 @@ func startCertGateway(t *testing.T, extra ...string) *certGateway {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(state) })
+	g.state = state
 	args := append([]string{"gateway", "--ca-dir", g.caDir, "--state", state, "--buildkitd", tool(t, "WAKEGATE_BUILDKITD", "buildkitd"),
 		"--listen", "127.0.0.1:0", "--admin", "", "--ca-listen", "127.0.0.1:0", "--idle", "30s"}, extra...)
 	g.logs = background(t, args...)
@@ -215,10 +216,11 @@ func TestRevokedClientIsRefusedAndKilled(t *testing.T) {
 	}
 }
 
-// TestRotationUnderContinuousTraffic gives every party 10-second
-// certificates and keeps connections flowing through connect and the
-// gateway for at least five rotations of each: not one may fail, and a
-// connection opened before the rotations survives them.
+// TestRotationUnderContinuousTraffic gives every party — client, gateway,
+// CA API, engine — 10-second certificates and keeps connections flowing
+// through connect, the gateway and the engine for at least five rotations
+// of each: not one may fail, and a connection opened before the rotations
+// survives them.
 func TestRotationUnderContinuousTraffic(t *testing.T) {
 	g := startCertGateway(t, "--cert-ttl", "10s")
 	creds := filepath.Join(t.TempDir(), "creds")
@@ -268,13 +270,20 @@ func TestRotationUnderContinuousTraffic(t *testing.T) {
 	renewed := func(w *logWatch, cert string) int {
 		return len(regexp.MustCompile(`msg="certificate renewed" cert=`+cert+` `).FindAllString(w.String(), -1))
 	}
+	engineLog := filepath.Join(g.state, "engine-0", "engine.log")
+	engineRenewed := func() int {
+		b, _ := os.ReadFile(engineLog)
+		w := newLogWatch()
+		w.Write(b)
+		return renewed(w, "wakegate-engine-0")
+	}
 	deadline := time.Now().Add(3 * time.Minute)
-	for renewed(sc, "client") < 5 || renewed(g.logs, "wakegate-gateway") < 5 || renewed(g.logs, "ca-api") < 5 {
+	for renewed(sc, "client") < 5 || renewed(g.logs, "wakegate-gateway") < 5 || renewed(g.logs, "ca-api") < 5 || engineRenewed() < 5 {
 		if time.Now().After(deadline) {
 			stop()
 			wg.Wait()
-			t.Fatalf("too few rotations in 3 minutes: client %d, gateway %d, CA API %d",
-				renewed(sc, "client"), renewed(g.logs, "wakegate-gateway"), renewed(g.logs, "ca-api"))
+			t.Fatalf("too few rotations in 3 minutes: client %d, gateway %d, CA API %d, engine %d",
+				renewed(sc, "client"), renewed(g.logs, "wakegate-gateway"), renewed(g.logs, "ca-api"), engineRenewed())
 		}
 		if failed.Load() > 0 {
 			break
@@ -286,8 +295,8 @@ func TestRotationUnderContinuousTraffic(t *testing.T) {
 	if n := failed.Load(); n > 0 {
 		t.Fatalf("%d of %d connections failed during rotation; first: %v", n, n+ok.Load(), firstErr.Load())
 	}
-	t.Logf("%d connections, 0 failed, across %d client, %d gateway and %d CA API rotations",
-		ok.Load(), renewed(sc, "client"), renewed(g.logs, "wakegate-gateway"), renewed(g.logs, "ca-api"))
+	t.Logf("%d connections, 0 failed, across %d client, %d gateway, %d CA API and %d engine rotations",
+		ok.Load(), renewed(sc, "client"), renewed(g.logs, "wakegate-gateway"), renewed(g.logs, "ca-api"), engineRenewed())
 	if ok.Load() < 50 {
 		t.Fatalf("only %d connections succeeded: not continuous traffic", ok.Load())
 	}

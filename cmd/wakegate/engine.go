@@ -53,6 +53,7 @@ unless its last stop completed.`, stdout, stderr)
 	caURL := fs.String("ca-url", "", "the gateway's CA API, to enrol and renew (required)")
 	caFP := fs.String("ca-fingerprint", "", "SHA-256 fingerprint of the CA root (required)")
 	tokenFile := fs.String("token-file", "", "file holding the single-use enrolment token (default: $WAKEGATE_TOKEN)")
+	certTTL := fs.Duration("cert-ttl", certs.ServerTTL, "lifetime of this engine's certificate (renewed at two thirds)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args, stdout); err != nil {
 		return helpOK(err)
@@ -64,6 +65,8 @@ unless its last stop completed.`, stdout, stderr)
 		return usageError("engine", "--ca-url and --ca-fingerprint are required")
 	case !strings.HasPrefix(*name, engine.EngineNamePrefix):
 		return usageError("engine", "--name must start with %s", engine.EngineNamePrefix)
+	case *certTTL < certs.MinTTL || *certTTL > certs.ServerTTL:
+		return usageError("engine", "--cert-ttl must be between %s and %s", certs.MinTTL, certs.ServerTTL)
 	case *idle < 0 || *drain <= 0 || *stopTimeout <= 0:
 		return usageError("engine", "--idle, --drain-timeout and --stop-timeout must not be negative")
 	}
@@ -91,7 +94,7 @@ unless its last stop completed.`, stdout, stderr)
 	if token == "" {
 		return usageError("engine", "a single-use token is required ($WAKEGATE_TOKEN or --token-file)")
 	}
-	enr, err := certs.Enroll(ctx, *caURL, *caFP, token, 0)
+	enr, err := certs.Enroll(ctx, *caURL, *caFP, token, *certTTL)
 	if err != nil {
 		return err
 	}

@@ -63,7 +63,7 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	fs.StringVar(&f.passwordFile, "password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
 	fs.DurationVar(&f.maxClientTTL, "max-client-ttl", certs.MaxClientTTL, "longest client certificate the CA signs")
 	fs.DurationVar(&f.clientTTL, "client-ttl", certs.DefaultClientTTL, "lifetime of client certificates that ask for none")
-	fs.DurationVar(&f.certTTL, "cert-ttl", certs.ServerTTL, "lifetime of the gateway's own certificates (renewed at two thirds)")
+	fs.DurationVar(&f.certTTL, "cert-ttl", certs.ServerTTL, "lifetime of the gateway's and its local engines' certificates (renewed at two thirds)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args, stdout); err != nil {
 		return helpOK(err)
@@ -108,7 +108,7 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	provider, err := engine.NewLocal(engine.LocalConfig{
 		Dir: f.state, N: f.engines, Wakegate: self, Buildkitd: bin,
 		EngineArgs: []string{"--ca-url", caSvc.url, "--ca-fingerprint", ca.Fingerprint(),
-			"--drain-timeout", "30s", "--stop-timeout", "30s"},
+			"--drain-timeout", "30s", "--stop-timeout", "30s", "--cert-ttl", f.certTTL.String()},
 		Token: func(id string) (string, error) {
 			name := "wakegate-" + id
 			return ca.Servers.Token(name, []string{name, "127.0.0.1", "localhost"}, 5*time.Minute)
