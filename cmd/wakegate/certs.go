@@ -111,6 +111,20 @@ func loadCA(dir, pwFile string) (*certs.CA, error) {
 	return certs.Load(dir, password)
 }
 
+// openOperator loads the CA and opens it for an operator command: in
+// process, or through a running gateway's API.
+func openOperator(dir, pwFile string) (*certs.CA, *certs.Operator, error) {
+	ca, err := loadCA(dir, pwFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	op, err := ca.Operator()
+	if err != nil {
+		return nil, nil, err
+	}
+	return ca, op, nil
+}
+
 func runCertsIssue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("certs issue", "certs issue --dir CA --name NAME [--ttl 1h] --out DIR", `
 Issues a client certificate for identity NAME and writes DIR/client.crt (the
@@ -137,11 +151,7 @@ gateway's CA API.`, stdout, stderr)
 	case *ttl < certs.MinTTL || *ttl > certs.MaxClientTTL:
 		return usageError("certs issue", "--ttl %s must be between %s and %s", *ttl, certs.MinTTL, certs.MaxClientTTL)
 	}
-	ca, err := loadCA(*dir, *pwFile)
-	if err != nil {
-		return err
-	}
-	op, err := ca.Operator()
+	ca, op, err := openOperator(*dir, *pwFile)
 	if err != nil {
 		return err
 	}
@@ -231,11 +241,7 @@ gateway also closes the connections it has open.`, stdout, stderr)
 	case (*name == "") == (len(serials) == 0):
 		return usageError("certs revoke", "give either serial numbers or --name")
 	}
-	ca, err := loadCA(*dir, *pwFile)
-	if err != nil {
-		return err
-	}
-	op, err := ca.Operator()
+	_, op, err := openOperator(*dir, *pwFile)
 	if err != nil {
 		return err
 	}
@@ -276,11 +282,7 @@ Lists the certificates the CA issued: serial, identity, expiry and status
 	if *dir == "" {
 		return usageError("certs list", "--dir is required")
 	}
-	ca, err := loadCA(*dir, *pwFile)
-	if err != nil {
-		return err
-	}
-	op, err := ca.Operator()
+	_, op, err := openOperator(*dir, *pwFile)
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 	"time"
 
@@ -89,13 +88,8 @@ engine is held by the gateway while it wakes.`, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	rctx, stopRenewing := context.WithCancel(context.Background())
-	renewing := make(chan struct{})
-	go func() {
-		defer close(renewing)
-		renewer.Run(rctx)
-	}()
-	defer func() { stopRenewing(); <-renewing }()
+	stopRenewing := goBackground(renewer.Run)
+	defer stopRenewing()
 	sc, err := connect.New(connect.Config{
 		Gateway: *gw,
 		TLS:     certs.ClientTLS(renewer.Current, roots, *serverName),
@@ -153,15 +147,11 @@ engine is held by the gateway while it wakes.`, stdout, stderr)
 // fresh. Without a CA URL the renewer never renews: the certificate serves
 // until it expires.
 func clientIdentity(ctx context.Context, creds, caURL, caFP, token, tokenFile string, certTTL time.Duration, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
-	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("read --token-file: %w", err)
+	if creds == "" || token != "" || tokenFile != "" {
+		var err error
+		if token, err = readToken(token, tokenFile); err != nil {
+			return nil, nil, err
 		}
-		token = strings.TrimSpace(string(b))
-	}
-	if token == "" && creds == "" {
-		token = os.Getenv("WAKEGATE_TOKEN")
 	}
 	if token != "" {
 		if caURL == "" || caFP == "" {

@@ -83,13 +83,9 @@ unless its last stop completed.`, stdout, stderr)
 	} else if backend.Bin, err = findBuildkitd(*bkd); err != nil {
 		return err
 	}
-	token := os.Getenv("WAKEGATE_TOKEN")
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return fmt.Errorf("read --token-file: %w", err)
-		}
-		token = strings.TrimSpace(string(b))
+	token, err := readToken("", *tokenFile)
+	if err != nil {
+		return err
 	}
 	if token == "" {
 		return usageError("engine", "a single-use token is required ($WAKEGATE_TOKEN or --token-file)")
@@ -105,14 +101,6 @@ unless its last stop completed.`, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	rctx, stopRenewing := context.WithCancel(context.Background())
-	renewing := make(chan struct{})
-	go func() {
-		defer close(renewing)
-		renewer.Run(rctx)
-	}()
-	defer func() { stopRenewing(); <-renewing }()
-
 	// The engine does not hold the CA's database: it polls the CA's list of
 	// revoked serials, so a revoked gateway certificate is refused within
 	// two seconds.
@@ -120,12 +108,8 @@ unless its last stop completed.`, stdout, stderr)
 	if err := revoked.Refresh(ctx); err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	polling := make(chan struct{})
-	go func() {
-		defer close(polling)
-		revoked.Run(rctx)
-	}()
-	defer func() { stopRenewing(); <-polling }()
+	stopBackground := goBackground(renewer.Run, revoked.Run)
+	defer stopBackground()
 
 	e, err := engine.New(engine.Config{
 		Backend:      backend,
