@@ -27,7 +27,7 @@ type tlsConfigs struct{ server, client *tls.Config }
 
 // newTLS makes a CA and a server and client leaf, as the gateway and connect
 // use them.
-func newTLS(t *testing.T) tlsConfigs {
+func newTLS(t testing.TB) tlsConfigs {
 	t.Helper()
 	ca, err := certs.Init(t.TempDir(), "Proxy Test", nil)
 	if err != nil {
@@ -48,7 +48,7 @@ func newTLS(t *testing.T) tlsConfigs {
 }
 
 // tcpPair returns the two ends of one loopback TCP connection.
-func tcpPair(t *testing.T) (accepted, dialed net.Conn) {
+func tcpPair(t testing.TB) (accepted, dialed net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -81,7 +81,7 @@ func tcpPair(t *testing.T) (accepted, dialed net.Conn) {
 
 // tlsPair returns the two ends of one mTLS connection over loopback TCP,
 // handshake done, and the raw TCP conn under the client end.
-func tlsPair(t *testing.T, cfg tlsConfigs) (server, client *tls.Conn, rawClient net.Conn) {
+func tlsPair(t testing.TB, cfg tlsConfigs) (server, client *tls.Conn, rawClient net.Conn) {
 	t.Helper()
 	rawServer, rawClient := tcpPair(t)
 	server = tls.Server(rawServer, cfg.server)
