@@ -14,6 +14,9 @@ import (
 // per machine, so the first retry waits at least that long. Requests still
 // end with their context: a retry never outlives the caller's deadline.
 func retryingTransport(base http.RoundTripper, log *slog.Logger) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
 	c := retryablehttp.NewClient()
 	c.HTTPClient = &http.Client{Transport: base}
 	c.RetryMax = 5

@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
+	"sort"
 	"sync"
 )
 
@@ -47,6 +50,39 @@ func (p *Pool) Route(key string) *Engine {
 		}
 	}
 	return best
+}
+
+// Ranked lists every engine for key, home first, in rendezvous order.
+func (p *Pool) Ranked(key string) []*Engine {
+	out := append([]*Engine(nil), p.engines...)
+	sort.SliceStable(out, func(i, j int) bool { return score(key, out[i].ID()) > score(key, out[j].ID()) })
+	return out
+}
+
+// hostUnavailable is what a provider's error implements when the engine's
+// host cannot take it now (no capacity, its volume attached elsewhere):
+// the connection goes to the next engine instead of failing.
+type hostUnavailable interface{ HostUnavailable() bool }
+
+// Acquire leases key's home engine, waking it if needed; if its host
+// cannot take it, the next-ranked engine is tried, and so on.
+func (p *Pool) Acquire(ctx context.Context, key string, log *slog.Logger) (*Engine, *Lease, error) {
+	var firstErr error
+	for _, e := range p.Ranked(key) {
+		l, err := e.Acquire(ctx)
+		if err == nil {
+			return e, l, nil
+		}
+		var hu hostUnavailable
+		if !errors.As(err, &hu) || !hu.HostUnavailable() {
+			return e, nil, err
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		log.Warn("engine's host cannot take it; trying the next engine", "engine", e.ID(), "err", err)
+	}
+	return nil, nil, firstErr
 }
 
 func score(key, id string) uint64 {

@@ -185,13 +185,12 @@ func (s *Server) handle(c net.Conn) {
 		delete(s.open, tc)
 		s.mu.Unlock()
 	}()
-	eng := s.cfg.Pool.Route(id)
-	log := s.cfg.Log.With("identity", id, "engine", eng.ID(), "remote", remote)
+	log := s.cfg.Log.With("identity", id, "remote", remote)
 	if cs.NegotiatedProtocol == wire.ProtoWake {
-		s.serveWake(setup, tc, eng, log, began)
+		s.serveWake(setup, tc, id, log, began)
 		return
 	}
-	s.serveProxy(setup, tc, eng, log, began)
+	s.serveProxy(setup, tc, id, log, began)
 }
 
 // CloseSerial closes every open connection authenticated by the
@@ -213,12 +212,13 @@ func (s *Server) CloseSerial(serial string) int {
 	return n
 }
 
-func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, eng *Engine, log *slog.Logger, began time.Time) {
-	lease, err := eng.Acquire(setup)
+func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, id string, log *slog.Logger, began time.Time) {
+	eng, lease, err := s.cfg.Pool.Acquire(setup, id, log)
 	if err != nil {
 		log.Warn("connection closed: no engine", "held_ms", time.Since(began).Milliseconds(), "err", err)
 		return
 	}
+	log = log.With("engine", eng.ID())
 	defer lease.Release()
 	held := time.Since(began)
 	ec, err := s.cfg.Dial(setup, lease.Addr)

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -290,5 +291,59 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 			t.Fatalf("%d goroutines after shutdown, baseline %d:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(time.Millisecond) // polling with a deadline
+	}
+}
+
+// hostErr is a provider error saying the host cannot take the engine.
+type hostErr struct{}
+
+func (hostErr) Error() string         { return "could not reserve resource: no capacity" }
+func (hostErr) HostUnavailable() bool { return true }
+
+// twoHosts has two engines; starting full fails with a host error.
+type twoHosts struct {
+	full, addr string
+	mu         sync.Mutex
+	started    []string
+}
+
+func (h *twoHosts) Engines(context.Context) ([]string, error) { return []string{"e0", "e1"}, nil }
+func (h *twoHosts) Stop(context.Context, string) error          { return nil }
+func (h *twoHosts) Start(_ context.Context, id string) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.started = append(h.started, id)
+	if id == h.full {
+		return "", hostErr{}
+	}
+	return h.addr, nil
+}
+
+func TestConnectionGoesToAnotherEngineWhenTheHostIsFull(t *testing.T) {
+	pool, err := NewPool(t.Context(), &twoHosts{}, EngineConfig{Probe: readyProbe, Idle: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	home := pool.Route("ci").ID()
+	h := &twoHosts{full: home, addr: "tcp://127.0.0.1:1"}
+	pool2, err := NewPool(t.Context(), h, EngineConfig{Probe: readyProbe, Idle: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool2.Close()
+	e, l, err := pool2.Acquire(t.Context(), "ci", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("Acquire with a full home host: %v", err)
+	}
+	defer l.Release()
+	if e.ID() == home {
+		t.Fatalf("served by the full home engine %s", home)
+	}
+	if len(h.started) != 2 || h.started[0] != home {
+		t.Fatalf("starts = %v, want the home %s first, then the next", h.started, home)
+	}
+	if ranked := pool2.Ranked("ci"); ranked[0].ID() != home {
+		t.Fatalf("ranking changed: %v", ranked[0].ID())
 	}
 }

@@ -15,20 +15,24 @@ import (
 const progressWriteTimeout = 5 * time.Second
 
 type acquired struct {
-	lease *Lease
-	err   error
+	engine *Engine
+	lease  *Lease
+	err    error
 }
 
 // serveWake answers a wake request: progress lines while the engine wakes,
 // then a ready line, then the engine is kept awake until the client closes
 // the connection.
-func (s *Server) serveWake(setup context.Context, tc *tls.Conn, eng *Engine, log *slog.Logger, began time.Time) {
+func (s *Server) serveWake(setup context.Context, tc *tls.Conn, id string, log *slog.Logger, began time.Time) {
 	actx, cancel := context.WithCancel(setup)
 	defer cancel()
+	// Progress names the home engine; if its host cannot take it, the
+	// ready line names the engine that served.
+	eng := s.cfg.Pool.Route(id)
 	result := make(chan acquired, 1)
 	go func() {
-		l, err := eng.Acquire(actx)
-		result <- acquired{l, err}
+		e, l, err := s.cfg.Pool.Acquire(actx, id, log)
+		result <- acquired{e, l, err}
 	}()
 	send := func(e wire.Event) bool {
 		e.Engine = eng.ID()
@@ -64,6 +68,8 @@ wait:
 		return
 	}
 	defer r.lease.Release()
+	eng = r.engine
+	log = log.With("engine", eng.ID())
 	if !send(wire.Event{Kind: wire.Ready, State: string(Running)}) {
 		return
 	}

@@ -41,3 +41,11 @@ func readToken(flagValue, file string) (string, error) {
 	}
 	return os.Getenv("WAKEGATE_TOKEN"), nil
 }
+
+// envOr is $key, or def when it is unset or empty.
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/wakegate/wakegate/certs"
 	"github.com/wakegate/wakegate/engine"
+	"github.com/wakegate/wakegate/fly"
 	"github.com/wakegate/wakegate/gateway"
 )
 
@@ -23,7 +25,8 @@ const shutdownGrace = 10 * time.Second
 
 type gatewayFlags struct {
 	caDir, listen, admin, provider, state, buildkitd, sans, logLevel string
-	caListen, caSANs, passwordFile                                   string
+	caListen, caSANs, passwordFile, flyApp, flyPool, engineCAURL     string
+	flySuspend                                                       bool
 	engines                                                          int
 	idle, wakeTimeout, maxClientTTL, clientTTL, certTTL              time.Duration
 }
@@ -51,7 +54,11 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	fs.StringVar(&f.caDir, "ca-dir", "", "CA directory made by 'certs init' (required)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8443", "address for client mTLS connections")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:8444", `address of the admin HTTP endpoint ("" disables it)`)
-	fs.StringVar(&f.provider, "provider", "local", `engine host: "local"`)
+	fs.StringVar(&f.provider, "provider", "local", `engine host: "local" or "fly"`)
+	fs.StringVar(&f.flyApp, "fly-app", "", "Fly app holding the engine machines (provider fly; token from $FLY_API_TOKEN)")
+	fs.StringVar(&f.flyPool, "fly-pool", "engines", "engine pool within the Fly app (machine metadata "+fly.PoolKey+")")
+	fs.BoolVar(&f.flySuspend, "fly-suspend", false, "suspend idle Fly machines instead of stopping them (faster wakes; see docs/fly.md)")
+	fs.StringVar(&f.engineCAURL, "engine-ca-url", "", "the CA API's URL as remote engines reach it (default: the --ca-listen URL)")
 	fs.IntVar(&f.engines, "engines", 1, "number of engines in the pool")
 	fs.StringVar(&f.state, "state", "", "directory for the engines' persistent state (required for local)")
 	fs.DurationVar(&f.idle, "idle", 30*time.Second, "stop an engine this long after its last connection closes")
@@ -78,9 +85,11 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	if err != nil {
 		return err
 	}
-	bin, err := findBuildkitd(f.buildkitd)
-	if err != nil {
-		return err
+	var bin string
+	if f.provider == "local" {
+		if bin, err = findBuildkitd(f.buildkitd); err != nil {
+			return err
+		}
 	}
 	ca, err := loadCA(f.caDir, f.passwordFile)
 	if err != nil {
@@ -103,22 +112,11 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	}
 	tlsCfg := certs.RefuseRevoked(certs.ServerTLS(gwCert.Current, ca.Pool()), caSvc.auth.IsRevoked)
 
-	// Each local engine is a 'wakegate engine' process that enrols at the
-	// CA API with a single-use token from the servers provisioner.
-	provider, err := engine.NewLocal(engine.LocalConfig{
-		Dir: f.state, N: f.engines, Wakegate: self, Buildkitd: bin,
-		EngineArgs: []string{"--ca-url", caSvc.url, "--ca-fingerprint", ca.Fingerprint(),
-			"--drain-timeout", "30s", "--stop-timeout", "30s", "--cert-ttl", f.certTTL.String()},
-		Token: func(id string) (string, error) {
-			name := "wakegate-" + id
-			return ca.Servers.Token(name, []string{name, "127.0.0.1", "localhost"}, 5*time.Minute)
-		},
-		Log: log,
-	})
+	ec := &engine.Client{TLS: certs.ClientTLS(gwCert.Current, ca.Pool(), "")}
+	provider, err := f.newProvider(ctx, ca, caSvc, self, bin, ec, log)
 	if err != nil {
 		return err
 	}
-	ec := &engine.Client{TLS: certs.ClientTLS(gwCert.Current, ca.Pool(), "")}
 	pool, err := gateway.NewPool(ctx, provider, gateway.EngineConfig{
 		Probe:       ec.Ready,
 		BeforeStop:  ec.Busy,
@@ -191,12 +189,16 @@ func (f *gatewayFlags) validate() error {
 	switch {
 	case f.caDir == "":
 		return usageError("gateway", "--ca-dir is required")
-	case f.provider != "local":
-		return usageError("gateway", "--provider %q is not supported; use local", f.provider)
-	case f.state == "":
+	case f.provider != "local" && f.provider != "fly":
+		return usageError("gateway", "--provider %q is not supported; use local or fly", f.provider)
+	case f.provider == "local" && f.state == "":
 		return usageError("gateway", "--state is required for the local provider")
+	case f.provider == "fly" && f.flyApp == "":
+		return usageError("gateway", "--fly-app is required for the fly provider")
+	case f.provider == "fly" && os.Getenv("FLY_API_TOKEN") == "":
+		return usageError("gateway", "the fly provider needs a Fly API token in $FLY_API_TOKEN")
 	case f.caListen == "":
-		return usageError("gateway", "the local provider's engines enrol at the CA API: --ca-listen cannot be empty")
+		return usageError("gateway", "engines enrol at the CA API: --ca-listen cannot be empty")
 	case f.engines < 1:
 		return usageError("gateway", "--engines must be at least 1")
 	case f.idle <= 0:
@@ -241,6 +243,42 @@ func serverSANs(listen, extra string) []string {
 		}
 	}
 	return sans
+}
+
+// newProvider builds the engine host. Engines enrol at the CA API with a
+// single-use token from the servers provisioner: local engines get it in
+// their environment at spawn, Fly machines in their config just before
+// each start.
+func (f *gatewayFlags) newProvider(ctx context.Context, ca *certs.CA, caSvc *caService, self, bkd string, ec *engine.Client, log *slog.Logger) (gateway.Provider, error) {
+	caURL := f.engineCAURL
+	if caURL == "" {
+		caURL = caSvc.url
+	}
+	token := func(name string) (string, error) {
+		return ca.Servers.Token(name, []string{name, "127.0.0.1", "localhost"}, 10*time.Minute)
+	}
+	if f.provider == "fly" {
+		return fly.New(ctx, fly.Config{
+			App: f.flyApp, Token: os.Getenv("FLY_API_TOKEN"), Pool: f.flyPool, Suspend: f.flySuspend,
+			StartTimeout: f.wakeTimeout, Busy: ec.Busy, Log: log,
+			Prepare: func(_ context.Context, id string) (map[string]string, error) {
+				name := engine.EngineNamePrefix + id
+				tok, err := token(name)
+				return map[string]string{"WAKEGATE_TOKEN": tok, "WAKEGATE_ENGINE_NAME": name,
+					"WAKEGATE_CA_URL": caURL, "WAKEGATE_CA_FINGERPRINT": ca.Fingerprint()}, err
+			},
+		})
+	}
+	if bkd == "" {
+		return nil, errors.New("buildkitd not found: run 'make tools' to build it into bin/, or pass --buildkitd PATH")
+	}
+	return engine.NewLocal(engine.LocalConfig{
+		Dir: f.state, N: f.engines, Wakegate: self, Buildkitd: bkd,
+		EngineArgs: []string{"--ca-url", caURL, "--ca-fingerprint", ca.Fingerprint(),
+			"--drain-timeout", "30s", "--stop-timeout", "30s", "--cert-ttl", f.certTTL.String()},
+		Token: func(id string) (string, error) { return token("wakegate-" + id) },
+		Log:   log,
+	})
 }
 
 // wakegateBin is the binary that runs local engines: $WAKEGATE_BIN, or this

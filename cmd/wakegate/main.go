@@ -50,6 +50,8 @@ func commands() []command {
 		{"gateway", "run the mTLS gateway that wakes engines on demand", runGateway},
 		{"connect", "run the localhost sidecar a CI step talks to", runConnect},
 		{"engine", "run an engine machine: BuildKit behind mTLS, idle self-stop, clean shutdown", runEngine},
+		{"fly", "create and inspect the engine pool on Fly Machines", runFly},
+		{"dev", "developer tools: a local Fly Machines API emulator", runDev},
 		{"help", "show help for a command", runHelp},
 	}
 }

@@ -34,6 +34,10 @@ type Options struct {
 	Dir string
 	// Runner runs started machines (nil: nothing runs).
 	Runner Runner
+	// FirstAddr is the last octet of the first private address handed
+	// out (127.0.0.FirstAddr); default 2. Emulators running side by side
+	// use different ranges.
+	FirstAddr int
 	// RatePerSecond and Burst limit each (action, machine) pair; zero
 	// disables the limit. Fly: about 1/s with a burst of 3.
 	RatePerSecond float64
@@ -72,7 +76,10 @@ func New(opts Options) *Emulator {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	e := &Emulator{opts: opts, apps: map[string]*app{}, nextIP: 2, buckets: map[string]*bucket{}, calls: map[string]int{}}
+	if opts.FirstAddr < 2 || opts.FirstAddr > 254 {
+		opts.FirstAddr = 2
+	}
+	e := &Emulator{opts: opts, apps: map[string]*app{}, nextIP: opts.FirstAddr, buckets: map[string]*bucket{}, calls: map[string]int{}}
 	e.changed = sync.NewCond(&e.mu)
 	e.mux = http.NewServeMux()
 	p := "/v1/apps/{app}"
@@ -192,7 +199,9 @@ func newID(n int) string {
 // nextAddrLocked hands out a private address: 127.0.0.2, .3, …
 func (e *Emulator) nextAddrLocked() string {
 	ip := fmt.Sprintf("127.0.0.%d", e.nextIP)
-	e.nextIP++
+	if e.nextIP++; e.nextIP > 254 {
+		e.nextIP = e.opts.FirstAddr
+	}
 	return ip
 }
 

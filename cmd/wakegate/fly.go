@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/wakegate/wakegate/fly"
+	"github.com/wakegate/wakegate/fly/flytest"
+)
+
+func runFly(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	sub := ""
+	if len(args) > 0 {
+		sub = args[0]
+	}
+	switch sub {
+	case "init":
+		return helpOK(runFlyInit(ctx, args[1:], stdout, stderr))
+	case "status":
+		return helpOK(runFlyStatus(ctx, args[1:], stdout, stderr))
+	case "-h", "--help", "-help", "help":
+		flyUsage(stdout)
+		return nil
+	}
+	if sub != "" {
+		fmt.Fprintf(stderr, "wakegate fly: unknown subcommand %q\n\n", sub)
+	}
+	flyUsage(stderr)
+	return errUsage
+}
+
+func flyUsage(w io.Writer) {
+	fmt.Fprint(w, `Usage:
+  wakegate fly <subcommand> [flags]
+
+Subcommands:
+  init    create, idempotently, the engine pool's volumes and machines (left stopped)
+  status  list the pool's machines with state and volume
+
+The API token comes from $FLY_API_TOKEN; the API's address from
+$FLY_FLAPS_BASE_URL (default https://api.machines.dev), which also points
+these commands at 'wakegate dev fly-emulator'. See docs/fly.md.
+`)
+}
+
+func runFlyInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("fly init", "fly init --app APP --region R --engines N --volume-size GB --image IMAGE", `
+Creates one volume and one machine per engine in APP: the volume mounted at
+`+fly.StatePath+`, the machine running 'wakegate engine' from IMAGE (see
+engine/Dockerfile), a kill timeout of 300 s so an engine always stops
+cleanly, no restart policy, tagged with the pool's metadata. Machines are
+left stopped: the gateway wakes them. Re-running converges: it adds what is
+missing and never destroys a volume.`, stdout, stderr)
+	var cfg fly.InitConfig
+	fs.StringVar(&cfg.App, "app", "", "Fly app for the engine machines (required)")
+	fs.StringVar(&cfg.Region, "region", "", "Fly region, e.g. ams (required)")
+	fs.IntVar(&cfg.Engines, "engines", 1, "number of engines")
+	fs.IntVar(&cfg.VolumeGB, "volume-size", 50, "cache volume size in GB")
+	fs.StringVar(&cfg.Image, "image", "", "engine image (required)")
+	fs.StringVar(&cfg.Pool, "pool", "engines", "pool name, matched by the gateway's --fly-pool")
+	fs.DurationVar(&cfg.Idle, "idle", 10*time.Minute, "each engine's own idle self-stop, for when no gateway is alive (0: none)")
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	cfg.Token = os.Getenv("FLY_API_TOKEN")
+	ms, err := fly.Init(ctx, cfg)
+	printMachines(stdout, ms)
+	return err
+}
+
+func runFlyStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("fly status", "fly status --app APP [--pool NAME] [--json]", `
+Lists the pool's engine machines with their state, region, private address
+and volume.`, stdout, stderr)
+	app := fs.String("app", "", "Fly app of the engine machines (required)")
+	pool := fs.String("pool", "engines", "pool name")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	if *app == "" {
+		return usageError("fly status", "--app is required")
+	}
+	ms, err := fly.Status(ctx, *app, *pool, os.Getenv("FLY_API_TOKEN"))
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(ms)
+	}
+	printMachines(stdout, ms)
+	return nil
+}
+
+func printMachines(w io.Writer, ms []fly.MachineStatus) {
+	if len(ms) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tID\tSTATE\tREGION\tADDRESS\tVOLUME\t")
+	for _, m := range ms {
+		note := ""
+		if m.Created {
+			note = "(created)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.ID, m.State, m.Region, m.PrivateIP, m.Volume, note)
+	}
+	tw.Flush()
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "fly-emulator" {
+		fmt.Fprint(stderr, "Usage:\n  wakegate dev fly-emulator --listen ADDR --dir DIR\n")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			return nil
+		}
+		return errUsage
+	}
+	fs := newFlags("dev fly-emulator", "dev fly-emulator [--listen 127.0.0.1:4280] [--dir DIR]", `
+Runs an emulator of the Fly Machines API on this machine, so the Fly path
+can be tried with no account: machines it starts are real 'wakegate engine'
+processes, each on its own loopback address (127.0.0.x). Point the gateway
+and the fly commands at it with FLY_FLAPS_BASE_URL=http://ADDR and any
+FLY_API_TOKEN.`, stdout, stderr)
+	listen := fs.String("listen", "127.0.0.1:4280", "address to serve the API on")
+	dir := fs.String("dir", "", "directory for the machines' volumes (required)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args[1:], stdout); err != nil {
+		return helpOK(err)
+	}
+	if *dir == "" {
+		return usageError("dev fly-emulator", "--dir is required")
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	bin, err := wakegateBin()
+	if err != nil {
+		return err
+	}
+	em := flytest.New(flytest.Options{Dir: *dir, StartDelay: 400 * time.Millisecond, StopDelay: 100 * time.Millisecond,
+		RatePerSecond: 1, Burst: 3, Runner: &flytest.EngineRunner{Bin: bin, Log: log}, Log: log})
+	defer em.Close()
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("fly emulator: listen on %s: %w", *listen, err)
+	}
+	srv := &http.Server{Handler: em, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("fly emulator listening", "addr", ln.Addr().String(), "hint", "export FLY_FLAPS_BASE_URL=http://"+ln.Addr().String())
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
