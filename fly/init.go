@@ -23,7 +23,7 @@ const KillTimeout = 300 * time.Second
 // InitConfig describes the engine pool 'wakegate fly init' converges to.
 type InitConfig struct {
 	App, Region, Image, Pool, Token string
-	Engines, VolumeGB, Port          int
+	Engines, VolumeGB, Port         int
 	// Idle is each engine's own idle self-stop (so a machine stops even
 	// with no gateway alive).
 	Idle time.Duration

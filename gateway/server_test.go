@@ -308,7 +308,7 @@ type twoHosts struct {
 }
 
 func (h *twoHosts) Engines(context.Context) ([]string, error) { return []string{"e0", "e1"}, nil }
-func (h *twoHosts) Stop(context.Context, string) error          { return nil }
+func (h *twoHosts) Stop(context.Context, string) error        { return nil }
 func (h *twoHosts) Start(_ context.Context, id string) (string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
