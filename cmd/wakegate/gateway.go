@@ -26,6 +26,7 @@ const shutdownGrace = 10 * time.Second
 type gatewayFlags struct {
 	caDir, listen, admin, provider, state, buildkitd, sans, logLevel string
 	caListen, caSANs, passwordFile, flyApp, flyPool, engineCAURL     string
+	execStart, execStop, execStatus                                  string
 	flySuspend                                                       bool
 	engines                                                          int
 	idle, wakeTimeout, maxClientTTL, clientTTL, certTTL              time.Duration
@@ -54,7 +55,10 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	fs.StringVar(&f.caDir, "ca-dir", "", "CA directory made by 'certs init' (required)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8443", "address for client mTLS connections")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:8444", `address of the admin HTTP endpoint ("" disables it)`)
-	fs.StringVar(&f.provider, "provider", "local", `engine host: "local" or "fly"`)
+	fs.StringVar(&f.provider, "provider", "local", `engine host: "local", "fly" or "exec"`)
+	fs.StringVar(&f.execStart, "exec-start", "", "provider exec: shell command that starts engine $WAKEGATE_ENGINE and prints its host:port")
+	fs.StringVar(&f.execStop, "exec-stop", "", "provider exec: shell command that stops engine $WAKEGATE_ENGINE")
+	fs.StringVar(&f.execStatus, "exec-status", "", "provider exec: optional shell command that prints running or stopped")
 	fs.StringVar(&f.flyApp, "fly-app", "", "Fly app holding the engine machines (provider fly; token from $FLY_API_TOKEN)")
 	fs.StringVar(&f.flyPool, "fly-pool", "engines", "engine pool within the Fly app (machine metadata "+fly.PoolKey+")")
 	fs.BoolVar(&f.flySuspend, "fly-suspend", false, "suspend idle Fly machines instead of stopping them (faster wakes; see docs/fly.md)")
@@ -189,8 +193,10 @@ func (f *gatewayFlags) validate() error {
 	switch {
 	case f.caDir == "":
 		return usageError("gateway", "--ca-dir is required")
-	case f.provider != "local" && f.provider != "fly":
-		return usageError("gateway", "--provider %q is not supported; use local or fly", f.provider)
+	case f.provider != "local" && f.provider != "fly" && f.provider != "exec":
+		return usageError("gateway", "--provider %q is not supported; use local, fly or exec", f.provider)
+	case f.provider == "exec" && (f.execStart == "" || f.execStop == ""):
+		return usageError("gateway", "the exec provider needs --exec-start and --exec-stop")
 	case f.provider == "local" && f.state == "":
 		return usageError("gateway", "--state is required for the local provider")
 	case f.provider == "fly" && f.flyApp == "":
@@ -267,6 +273,20 @@ func (f *gatewayFlags) newProvider(ctx context.Context, ca *certs.CA, caSvc *caS
 				return map[string]string{"WAKEGATE_TOKEN": tok, "WAKEGATE_ENGINE_NAME": name,
 					"WAKEGATE_CA_URL": caURL, "WAKEGATE_CA_FINGERPRINT": ca.Fingerprint()}, err
 			},
+		})
+	}
+	if f.provider == "exec" {
+		var ids []string
+		for i := range f.engines {
+			ids = append(ids, fmt.Sprintf("engine-%d", i))
+		}
+		// The command starts 'wakegate engine --name wakegate-$WAKEGATE_ENGINE'
+		// with WAKEGATE_TOKEN in the machine's environment.
+		return engine.NewExec(engine.ExecConfig{
+			IDs: ids, Start: f.execStart, Stop: f.execStop, Status: f.execStatus,
+			Token: func(id string) (string, error) { return token("wakegate-" + id) },
+			Env:   []string{"WAKEGATE_CA_URL=" + caURL, "WAKEGATE_CA_FINGERPRINT=" + ca.Fingerprint()},
+			Log:   log,
 		})
 	}
 	if bkd == "" {

@@ -1,0 +1,346 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ExecConfig configures the exec provider: three command lines, run with
+// /bin/sh -c, that start, stop and report an engine machine on any host
+// (a cloud CLI, a hypervisor's tool, ssh to a box under a desk).
+//
+// Every command gets the process environment, Env, and WAKEGATE_ENGINE=<id>.
+// Start also gets WAKEGATE_TOKEN, the engine's single-use enrolment token;
+// pass it on to the machine (e.g. as its environment), never as an argument
+// where ps and audit logs would see it.
+type ExecConfig struct {
+	// IDs are the engine ids of the pool (e.g. engine-0 … engine-(N-1)).
+	IDs []string
+	// Start starts the machine unless it is running, and prints its
+	// engine's mTLS address host:port as the last non-empty line of stdout
+	// once the engine listens. It must also print the address when the
+	// machine was already running: the gateway asks at every wake.
+	Start string
+	// Stop returns once the machine has stopped.
+	Stop string
+	// Status is optional; it prints one word: running or stopped (anything
+	// else is reported as-is).
+	Status string
+	// Token returns a fresh single-use enrolment token for each start.
+	Token func(id string) (string, error)
+	// Env is extra environment (KEY=value) for every command, e.g.
+	// WAKEGATE_CA_URL and WAKEGATE_CA_FINGERPRINT.
+	Env []string
+	Log *slog.Logger
+}
+
+// Exec is a provider whose machines are started, stopped and reported by
+// the operator's command lines. It keeps no state — the host is the source
+// of truth about its machines — so it is safe for concurrent use.
+type Exec struct {
+	cfg       ExecConfig
+	waitDelay time.Duration // execWaitDelay; shorter in tests
+}
+
+const (
+	// execOutputCap bounds what is kept of each of a command's stdout and
+	// stderr: a chatty CLI must not grow the gateway's memory. The tail is
+	// kept, since that is where the address and the reason for a failure are.
+	execOutputCap = 64 << 10
+	// execErrTail bounds the stderr quoted in an error message.
+	execErrTail = 1 << 10
+	// execWaitDelay is how long a command has to exit after SIGTERM once
+	// its ctx ends, before it is killed and its pipes closed.
+	execWaitDelay = 5 * time.Second
+)
+
+// NewExec validates cfg.
+func NewExec(cfg ExecConfig) (*Exec, error) {
+	if len(cfg.IDs) == 0 {
+		return nil, errors.New("exec provider: no engine ids")
+	}
+	seen := map[string]bool{}
+	for _, id := range cfg.IDs {
+		if id == "" {
+			return nil, errors.New("exec provider: empty engine id")
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("exec provider: engine id %q listed twice", id)
+		}
+		seen[id] = true
+	}
+	if strings.TrimSpace(cfg.Start) == "" || strings.TrimSpace(cfg.Stop) == "" {
+		return nil, errors.New("exec provider: need both a start and a stop command")
+	}
+	if cfg.Token == nil {
+		return nil, errors.New("exec provider: no token source")
+	}
+	for _, kv := range cfg.Env {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("exec provider: environment entry %q is not KEY=value", kv)
+		}
+		if k == "WAKEGATE_ENGINE" || k == "WAKEGATE_TOKEN" {
+			return nil, fmt.Errorf("exec provider: %s is set by the provider, not in the environment list", k)
+		}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	cfg.IDs = slices.Clone(cfg.IDs)
+	cfg.Env = slices.Clone(cfg.Env)
+	return &Exec{cfg: cfg, waitDelay: execWaitDelay}, nil
+}
+
+// Engines lists the engine ids.
+func (x *Exec) Engines(context.Context) ([]string, error) {
+	return slices.Clone(x.cfg.IDs), nil
+}
+
+// Start runs the start command with a fresh token and returns the address
+// it printed as "tls://host:port". That is not readiness: the gateway asks
+// the engine's status for that.
+func (x *Exec) Start(ctx context.Context, id string) (string, error) {
+	if err := x.known(id); err != nil {
+		return "", err
+	}
+	tok, err := x.cfg.Token(id)
+	if err != nil {
+		return "", fmt.Errorf("exec provider: start %s: token: %w", id, err)
+	}
+	if tok == "" {
+		return "", fmt.Errorf("exec provider: start %s: token source returned an empty token", id)
+	}
+	out, err := x.run(ctx, "start", x.cfg.Start, id, tok)
+	if err != nil {
+		return "", err
+	}
+	addr, err := lastLine(out)
+	if err == nil {
+		err = checkHostPort(addr)
+	}
+	if err != nil {
+		return "", fmt.Errorf("exec provider: start %s: %s", id, redact(err.Error(), tok))
+	}
+	return "tls://" + addr, nil
+}
+
+// Stop runs the stop command, which returns once the machine has stopped.
+func (x *Exec) Stop(ctx context.Context, id string) error {
+	if err := x.known(id); err != nil {
+		return err
+	}
+	_, err := x.run(ctx, "stop", x.cfg.Stop, id, "")
+	return err
+}
+
+// Status runs the status command and returns the word it printed,
+// normally "running" or "stopped".
+func (x *Exec) Status(ctx context.Context, id string) (string, error) {
+	if err := x.known(id); err != nil {
+		return "", err
+	}
+	if strings.TrimSpace(x.cfg.Status) == "" {
+		return "", fmt.Errorf("exec provider: status %s: no status command configured", id)
+	}
+	out, err := x.run(ctx, "status", x.cfg.Status, id, "")
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(out))
+	if s == "" {
+		return "", fmt.Errorf("exec provider: status %s: status command printed nothing; it must print running or stopped", id)
+	}
+	return s, nil
+}
+
+func (x *Exec) known(id string) error {
+	if !slices.Contains(x.cfg.IDs, id) {
+		return fmt.Errorf("exec provider: no engine %q (engines are %s)", id, strings.Join(x.cfg.IDs, ", "))
+	}
+	return nil
+}
+
+// run runs one command line for engine id and returns its (capped) stdout.
+// tok, if set, is passed as WAKEGATE_TOKEN and scrubbed from anything the
+// command printed before it reaches an error message.
+func (x *Exec) run(ctx context.Context, kind, line, id, tok string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
+	cmd.Env = x.env(id, tok)
+	var stdout, stderr tailBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// Its own process group, so that the end of ctx reaches what the shell
+	// started (a CLI, its helpers), not only the shell.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		if errors.Is(err, syscall.ESRCH) {
+			return os.ErrProcessDone
+		}
+		return err
+	}
+	// If the group ignores SIGTERM, os/exec kills the shell and closes the
+	// pipes after this, so Wait returns even if a grandchild holds them.
+	cmd.WaitDelay = x.waitDelay
+
+	t0 := time.Now()
+	err := cmd.Run()
+	if err != nil && ctx.Err() != nil && cmd.Process != nil {
+		// Sweep anything of the group that outlived SIGTERM (os/exec killed
+		// only the shell). The kernel does not reuse a process group id while
+		// a member lives; if none is left this finds no one, unless another
+		// process took the id and led a group of its own in the moment since
+		// Wait, which is accepted.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	code := -1
+	if cmd.ProcessState != nil {
+		code = cmd.ProcessState.ExitCode()
+	}
+	log := x.cfg.Log.With("engine", id, "kind", kind, "duration_ms", time.Since(t0).Milliseconds(), "exit_code", code)
+	if err == nil {
+		log.Info("exec provider command")
+		return stdout.Bytes(), nil
+	}
+	log.Warn("exec provider command failed", "err", err)
+
+	var tail string
+	if t := errTail(redact(string(stderr.Bytes()), tok), execErrTail); t != "" {
+		tail = ": " + t
+	}
+	var exitErr *exec.ExitError
+	switch {
+	case cmd.Process == nil:
+		return nil, fmt.Errorf("exec provider: %s %s: not started: %w", kind, id, err)
+	case ctx.Err() != nil:
+		// Wrap the ctx error for callers that branch on it.
+		return nil, fmt.Errorf("exec provider: %s %s: %w: command stopped (%v)%s", kind, id, ctx.Err(), err, tail)
+	case errors.As(err, &exitErr) && exitErr.ExitCode() == 127:
+		return nil, fmt.Errorf("exec provider: %s %s: %v (command not found: check the %s command line and PATH)%s", kind, id, err, kind, tail)
+	case errors.As(err, &exitErr) && exitErr.ExitCode() == 126:
+		return nil, fmt.Errorf("exec provider: %s %s: %v (not executable: check the %s command's permissions)%s", kind, id, err, kind, tail)
+	}
+	return nil, fmt.Errorf("exec provider: %s %s: %v%s", kind, id, err, tail)
+}
+
+// env is the process environment, the configured extra environment and
+// the provider's own variables, later entries winning. An inherited
+// WAKEGATE_TOKEN is dropped: only Start may see a token, and only its own.
+func (x *Exec) env(id, tok string) []string {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "WAKEGATE_TOKEN=")
+	})
+	env = append(env, x.cfg.Env...)
+	env = append(env, "WAKEGATE_ENGINE="+id)
+	if tok != "" {
+		env = append(env, "WAKEGATE_TOKEN="+tok)
+	}
+	return env
+}
+
+// lastLine returns the last non-empty line of out, trimmed.
+func lastLine(out []byte) (string, error) {
+	lines := strings.Split(string(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l, nil
+		}
+	}
+	return "", errors.New("start command printed no address; it must print host:port as its last line")
+}
+
+// checkHostPort accepts host:port with a non-empty host and a numeric port,
+// which is what the gateway will dial.
+func checkHostPort(addr string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("start command printed %q as its last line: %s; it must print host:port as its last line", addr, why)
+	}
+	if strings.Contains(addr, "://") {
+		return bad("print host:port without a scheme")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return bad(err.Error())
+	}
+	if host == "" {
+		return bad("no host")
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return bad("port is not a number from 1 to 65535")
+	}
+	return nil
+}
+
+// redact replaces tok in s: a start command that echoes its environment
+// must not put the token into an error message, and from there a log.
+func redact(s, tok string) string {
+	if tok == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, tok, "[token]")
+}
+
+// errTail returns at most n bytes from the end of s, trimmed, starting at
+// a line boundary when there is one so that no line is quoted cut.
+func errTail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 && i < len(s)-1 {
+		s = s[i+1:]
+	}
+	return "…" + strings.TrimSpace(s)
+}
+
+// tailBuffer keeps the last execOutputCap bytes written to it. It grows to
+// twice that before moving the tail down, so a CLI that writes a byte at a
+// time costs amortised constant work per byte. os/exec writes each of
+// stdout and stderr from its own goroutine, and they are read only after
+// Wait, so it needs no lock.
+type tailBuffer struct {
+	b         []byte
+	truncated bool
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) > execOutputCap {
+		p = p[len(p)-execOutputCap:]
+		t.b = t.b[:0]
+		t.truncated = true
+	}
+	if len(t.b)+len(p) > 2*execOutputCap {
+		t.b = t.b[:copy(t.b, t.b[len(t.b)-execOutputCap:])]
+		t.truncated = true
+	}
+	t.b = append(t.b, p...)
+	return n, nil
+}
+
+// Bytes returns the last execOutputCap bytes written, from a line boundary
+// if the front was cut.
+func (t *tailBuffer) Bytes() []byte {
+	b, cut := t.b, t.truncated
+	if len(b) > execOutputCap {
+		b, cut = b[len(b)-execOutputCap:], true
+	}
+	if cut {
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			return b[i+1:]
+		}
+	}
+	return b
+}
