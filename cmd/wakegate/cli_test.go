@@ -14,6 +14,8 @@ func TestHelpCoversEveryCommand(t *testing.T) {
 		{"help", "certs"}, {"certs", "init", "-h"}, {"certs", "issue", "-h"},
 		{"certs", "token", "-h"}, {"certs", "fingerprint", "-h"}, {"certs", "revoke", "-h"},
 		{"certs", "list", "-h"}, {"certs", "rotate-intermediate", "-h"},
+		{"help", "engine"}, {"engine", "-h"}, {"help", "fly"}, {"fly", "init", "-h"}, {"fly", "status", "-h"},
+		{"dev", "fly-emulator", "-h"},
 	} {
 		out := newLogWatch()
 		if err := run(t.Context(), args, out, out); err != nil {
@@ -29,6 +31,9 @@ func TestHelpCoversEveryCommand(t *testing.T) {
 func TestBadFlagsFailBeforeAnythingStarts(t *testing.T) {
 	t.Setenv("WAKEGATE_CA_PASSWORD", "")
 	t.Setenv("WAKEGATE_TOKEN", "")
+	t.Setenv("FLY_API_TOKEN", "")
+	t.Setenv("WAKEGATE_CA_URL", "")
+	t.Setenv("WAKEGATE_CA_FINGERPRINT", "")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -49,6 +54,12 @@ func TestBadFlagsFailBeforeAnythingStarts(t *testing.T) {
 		{[]string{"certs", "revoke", "--dir", "x"}, "either serial numbers or --name"},
 		{[]string{"certs", "list"}, "--dir is required"},
 		{[]string{"gateway", "--ca-dir", "ca", "--state", "s", "--cert-ttl", "1s"}, "--cert-ttl must be between"},
+		{[]string{"gateway", "--ca-dir", "ca", "--provider", "fly"}, "--fly-app is required"},
+		{[]string{"gateway", "--ca-dir", "ca", "--provider", "exec"}, "--exec-start and --exec-stop"},
+		{[]string{"engine", "--state", "s"}, "--ca-url and --ca-fingerprint"},
+		{[]string{"engine", "--state", "s", "--ca-url", "u", "--ca-fingerprint", "f", "--name", "x"}, "must start with wakegate-engine-"},
+		{[]string{"fly", "init", "--app", "a"}, "--app, --region and --image are required"},
+		{[]string{"fly", "status"}, "--app is required"},
 		{[]string{"connect", "--gateway", "h:1", "--creds", "c", "--wait", "--", "true"}, "exclusive"},
 		{[]string{"connect", "--gateway", "h:1", "--creds", "/nonexistent"}, "certs issue"},
 		{[]string{"certs", "issue", "--dir", "ca", "--name", "x"}, "--out is required"},
