@@ -6,7 +6,8 @@ import (
 )
 
 // AdminHandler serves the operator's read-only view of the pool:
-// GET /healthz answers "ok"; GET /engines lists engine states as JSON.
+// GET /healthz answers "ok"; GET /engines lists engine states as JSON;
+// GET /metrics serves them in Prometheus' text format.
 func AdminHandler(p *Pool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -16,5 +17,6 @@ func AdminHandler(p *Pool) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(p.Status())
 	})
+	mux.HandleFunc("GET /metrics", metricsHandler(p))
 	return mux
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,6 +35,10 @@ type EngineConfig struct {
 	StopTimeout time.Duration
 	// ProbeInterval is the pause between readiness probes.
 	ProbeInterval time.Duration
+	// KeepWarm, if set, is asked when the idle timer fires: true keeps
+	// the engine running for another idle period (the pool's
+	// --min-running). It must not call back into this engine.
+	KeepWarm func() bool
 	// BeforeStop, if set, asks the engine itself whether anyone uses it
 	// (through any gateway) before an idle stop; a busy engine is kept for
 	// another idle period. An engine that cannot answer three times in a
@@ -79,7 +84,35 @@ type Engine struct {
 	lastWake time.Duration // duration of the last successful wake
 	wakes    int           // successful wakes so far
 	unknown  int           // consecutive idle checks the engine could not answer
+	up       time.Time     // when the engine left Stopped, while it is not Stopped
+	upTotal  time.Duration // machine time billed before up
+	wakeHist [wakeBucketCount + 1]int
+
+	running atomic.Bool // state == Running, readable without mu (routing)
 }
+
+const wakeBucketCount = 9
+
+// WakeBuckets are the upper bounds of the wake latency histogram.
+var WakeBuckets = [wakeBucketCount]time.Duration{100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second, 60 * time.Second}
+
+// setStateLocked changes state, keeping the billing clock: a machine bills
+// from the moment it leaves Stopped until it is Stopped again.
+func (e *Engine) setStateLocked(s State) {
+	now := time.Now()
+	if e.state == Stopped && s != Stopped {
+		e.up = now
+	}
+	if s == Stopped && e.state != Stopped {
+		e.upTotal += now.Sub(e.up)
+	}
+	e.state = s
+	e.running.Store(s == Running)
+}
+
+// Running says whether the engine is up and serving, without locking.
+func (e *Engine) Running() bool { return e.running.Load() }
 
 // attempt is one wake, shared by every connection that waits for it.
 type attempt struct {
@@ -105,11 +138,21 @@ type Lease struct {
 	Waited bool
 	once   sync.Once
 	e      *Engine
+	// onRelease, if set, runs after the engine's release (the pool's
+	// session accounting).
+	onRelease func()
 }
 
 // Release gives the lease back; the last release starts the idle timer.
 // Calling it twice is harmless.
-func (l *Lease) Release() { l.once.Do(l.e.release) }
+func (l *Lease) Release() {
+	l.once.Do(func() {
+		l.e.release()
+		if l.onRelease != nil {
+			l.onRelease()
+		}
+	})
+}
 
 // Broken reports that the engine could not be reached at the lease's
 // address: it is stopped, and the next connection wakes it again.
@@ -189,6 +232,10 @@ func (e *Engine) idleFired(gen uint64) {
 		return
 	}
 	e.idle = nil
+	if e.cfg.KeepWarm != nil && e.cfg.KeepWarm() {
+		e.armIdleLocked()
+		return
+	}
 	if e.cfg.BeforeStop == nil {
 		e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.cfg.Idle.String())
 		e.beginStopLocked()
@@ -244,7 +291,7 @@ func (e *Engine) broken(addr string) {
 }
 
 func (e *Engine) beginWakeLocked() {
-	e.state = Starting
+	e.setStateLocked(Starting)
 	a := &attempt{done: make(chan struct{})}
 	e.wake = a
 	e.wg.Add(1)
@@ -268,10 +315,15 @@ func (e *Engine) runWake(a *attempt) {
 		// Stop whatever half-started, so the next wake begins clean.
 		e.beginStopLocked()
 	} else {
-		e.state = Running
+		e.setStateLocked(Running)
 		e.addr = addr
 		e.lastWake = took
 		e.wakes++
+		b := 0
+		for b < len(WakeBuckets) && took > WakeBuckets[b] {
+			b++
+		}
+		e.wakeHist[b]++
 		e.cfg.Log.Info("engine ready", "engine", e.cfg.ID, "wake_ms", took.Milliseconds())
 		if e.closed {
 			e.beginStopLocked()
@@ -310,7 +362,7 @@ func (e *Engine) start(ctx context.Context) (string, error) {
 }
 
 func (e *Engine) beginStopLocked() {
-	e.state = Stopping
+	e.setStateLocked(Stopping)
 	e.addr = ""
 	ch := make(chan struct{})
 	e.stopped = ch
@@ -331,7 +383,7 @@ func (e *Engine) runStop(done chan struct{}) {
 		e.cfg.Log.Info("engine stopped", "engine", e.cfg.ID, "stop_ms", time.Since(began).Milliseconds())
 	}
 	e.mu.Lock()
-	e.state = Stopped
+	e.setStateLocked(Stopped)
 	e.stopped = nil
 	e.mu.Unlock()
 	close(done)
@@ -354,18 +406,28 @@ func (e *Engine) Close() {
 	e.wg.Wait()
 }
 
-// EngineStatus is a snapshot for the admin endpoint and tests.
+// EngineStatus is a snapshot for the admin endpoint, metrics and tests.
 type EngineStatus struct {
-	ID       string `json:"id"`
-	State    State  `json:"state"`
-	Conns    int    `json:"connections"`
-	Wakes    int    `json:"wakes"`
-	LastWake int64  `json:"last_wake_ms"`
+	ID             string  `json:"id"`
+	State          State   `json:"state"`
+	Conns          int     `json:"connections"`
+	Sessions       int     `json:"sessions"`
+	Wakes          int     `json:"wakes"`
+	LastWake       int64   `json:"last_wake_ms"`
+	MachineSeconds float64 `json:"machine_seconds"`
+	// WakeHistogram counts wakes per bucket of WakeBuckets, the last
+	// bucket being longer than all of them.
+	WakeHistogram []int `json:"wake_histogram"`
 }
 
 // Status reports the engine's current state.
 func (e *Engine) Status() EngineStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return EngineStatus{ID: e.cfg.ID, State: e.state, Conns: e.conns, Wakes: e.wakes, LastWake: e.lastWake.Milliseconds()}
+	billed := e.upTotal
+	if e.state != Stopped {
+		billed += time.Since(e.up)
+	}
+	return EngineStatus{ID: e.cfg.ID, State: e.state, Conns: e.conns, Wakes: e.wakes, LastWake: e.lastWake.Milliseconds(),
+		MachineSeconds: billed.Seconds(), WakeHistogram: append([]int(nil), e.wakeHist[:]...)}
 }

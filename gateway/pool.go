@@ -10,16 +10,30 @@ import (
 	"sync"
 )
 
-// Pool is the gateway's set of engines and the rule that picks one for a
-// client.
+// Pool is the gateway's set of engines and the policy that places each
+// client's session on one.
 type Pool struct {
 	engines []*Engine
+	policy  Policy
 	close   sync.Once
+
+	mu       sync.Mutex                 // guards sessions and freed
+	sessions map[*Engine]map[string]int // open connections per key per engine
+	freed    chan struct{}              // closed and replaced when a session ends
 }
 
 // NewPool asks the provider for its engines and makes a state machine for
-// each, all configured like tmpl (whose ID is ignored).
+// each, all configured like tmpl (whose ID is ignored), placing sessions by
+// DefaultPolicy.
 func NewPool(ctx context.Context, p Provider, tmpl EngineConfig) (*Pool, error) {
+	return NewPoolWithPolicy(ctx, p, tmpl, DefaultPolicy)
+}
+
+// NewPoolWithPolicy is NewPool with a placement policy.
+func NewPoolWithPolicy(ctx context.Context, p Provider, tmpl EngineConfig, policy Policy) (*Pool, error) {
+	if policy.Soft < 1 || policy.Hard < policy.Soft {
+		return nil, fmt.Errorf("pool policy: need 1 <= soft (%d) <= hard (%d)", policy.Soft, policy.Hard)
+	}
 	ids, err := p.Engines(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list engines: %w", err)
@@ -27,14 +41,52 @@ func NewPool(ctx context.Context, p Provider, tmpl EngineConfig) (*Pool, error) 
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("list engines: the provider has no engines")
 	}
-	pool := &Pool{}
+	if policy.MinRunning > len(ids) {
+		return nil, fmt.Errorf("pool policy: --min-running %d exceeds the %d engines", policy.MinRunning, len(ids))
+	}
+	pool := &Pool{policy: policy, sessions: map[*Engine]map[string]int{}, freed: make(chan struct{})}
 	for _, id := range ids {
 		cfg := tmpl
 		cfg.ID = id
 		cfg.Provider = p
-		pool.engines = append(pool.engines, NewEngine(cfg))
+		if policy.MinRunning > 0 {
+			cfg.KeepWarm = pool.keepWarm
+		}
+		e := NewEngine(cfg)
+		pool.engines = append(pool.engines, e)
+		pool.sessions[e] = map[string]int{}
 	}
 	return pool, nil
+}
+
+// keepWarm says whether an idle engine should stay up for --min-running.
+func (p *Pool) keepWarm() bool {
+	n := 0
+	for _, e := range p.engines {
+		if e.Running() {
+			n++
+		}
+	}
+	return n <= p.policy.MinRunning
+}
+
+// WarmUp wakes the MinRunning highest-ranked engines for no key in
+// particular, so the first clients find them running.
+func (p *Pool) WarmUp(ctx context.Context, log *slog.Logger) {
+	var wg sync.WaitGroup
+	for _, e := range p.Ranked("")[:p.policy.MinRunning] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := e.Acquire(ctx)
+			if err != nil {
+				log.Warn("could not warm engine", "engine", e.ID(), "err", err)
+				return
+			}
+			l.Release()
+		}()
+	}
+	wg.Wait()
 }
 
 // Route picks the engine for an affinity key (a client identity) by
@@ -64,15 +116,35 @@ func (p *Pool) Ranked(key string) []*Engine {
 // the connection goes to the next engine instead of failing.
 type hostUnavailable interface{ HostUnavailable() bool }
 
-// Acquire leases key's home engine, waking it if needed; if its host
-// cannot take it, the next-ranked engine is tried, and so on.
+// Acquire places key's session by the pool's policy and leases that
+// engine, waking it if needed. With every engine at its hard limit the
+// connection is held until a session ends (or ctx does). If an engine's
+// host cannot take it, the next choice is tried.
 func (p *Pool) Acquire(ctx context.Context, key string, log *slog.Logger) (*Engine, *Lease, error) {
+	excluded := map[*Engine]bool{}
 	var firstErr error
-	for _, e := range p.Ranked(key) {
+	for {
+		e, wait := p.reserve(key, excluded)
+		if e == nil && wait == nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%w: no engine can take %s", ErrEngineUnavailable, key)
+			}
+			return nil, nil, firstErr
+		}
+		if e == nil {
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, nil, fmt.Errorf("%w: every engine is at its limit of %d sessions: %w", ErrEngineUnavailable, p.policy.Hard, context.Cause(ctx))
+			}
+		}
 		l, err := e.Acquire(ctx)
 		if err == nil {
+			l.onRelease = func() { p.unreserve(e, key) }
 			return e, l, nil
 		}
+		p.unreserve(e, key)
 		var hu hostUnavailable
 		if !errors.As(err, &hu) || !hu.HostUnavailable() {
 			return e, nil, err
@@ -80,9 +152,45 @@ func (p *Pool) Acquire(ctx context.Context, key string, log *slog.Logger) (*Engi
 		if firstErr == nil {
 			firstErr = err
 		}
+		excluded[e] = true
 		log.Warn("engine's host cannot take it; trying the next engine", "engine", e.ID(), "err", err)
 	}
-	return nil, nil, firstErr
+}
+
+// reserve counts a connection of key on the engine the policy picks, or
+// returns a channel that is closed when a session ends. Both nil: every
+// engine is excluded.
+func (p *Pool) reserve(key string, excluded map[*Engine]bool) (*Engine, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ranked []*Engine
+	var cands []candidate
+	for _, e := range p.Ranked(key) {
+		if excluded[e] {
+			continue
+		}
+		ranked = append(ranked, e)
+		cands = append(cands, candidate{running: e.Running(), sessions: len(p.sessions[e]), mine: p.sessions[e][key] > 0})
+	}
+	if len(ranked) == 0 {
+		return nil, nil
+	}
+	i := p.policy.choose(cands)
+	if i < 0 {
+		return nil, p.freed
+	}
+	p.sessions[ranked[i]][key]++
+	return ranked[i], nil
+}
+
+func (p *Pool) unreserve(e *Engine, key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sessions[e][key]--; p.sessions[e][key] <= 0 {
+		delete(p.sessions[e], key)
+		close(p.freed)
+		p.freed = make(chan struct{})
+	}
 }
 
 func score(key, id string) uint64 {
@@ -104,11 +212,15 @@ func score(key, id string) uint64 {
 // Engines returns the pool's engines in provider order.
 func (p *Pool) Engines() []*Engine { return p.engines }
 
-// Status reports every engine.
+// Status reports every engine, with its sessions.
 func (p *Pool) Status() []EngineStatus {
 	out := make([]EngineStatus, 0, len(p.engines))
 	for _, e := range p.engines {
-		out = append(out, e.Status())
+		st := e.Status()
+		p.mu.Lock()
+		st.Sessions = len(p.sessions[e])
+		p.mu.Unlock()
+		out = append(out, st)
 	}
 	return out
 }

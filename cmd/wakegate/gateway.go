@@ -26,7 +26,8 @@ const shutdownGrace = 10 * time.Second
 type gatewayFlags struct {
 	caDir, listen, admin, provider, state, buildkitd, sans, logLevel string
 	caListen, caSANs, passwordFile, flyApp, flyPool, engineCAURL     string
-	execStart, execStop, execStatus                                  string
+	execStart, execStop, execStatus, prefer                          string
+	softLimit, hardLimit, minRunning                                 int
 	flySuspend                                                       bool
 	engines                                                          int
 	idle, wakeTimeout, maxClientTTL, clientTTL, certTTL              time.Duration
@@ -63,7 +64,11 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	fs.StringVar(&f.flyPool, "fly-pool", "engines", "engine pool within the Fly app (machine metadata "+fly.PoolKey+")")
 	fs.BoolVar(&f.flySuspend, "fly-suspend", false, "suspend idle Fly machines instead of stopping them (faster wakes; see docs/fly.md)")
 	fs.StringVar(&f.engineCAURL, "engine-ca-url", "", "the CA API's URL as remote engines reach it (default: the --ca-listen URL)")
-	fs.IntVar(&f.engines, "engines", 1, "number of engines in the pool")
+	fs.IntVar(&f.engines, "engines", 1, "number of engines in the pool (local and exec)")
+	fs.IntVar(&f.softLimit, "soft-limit", gateway.DefaultPolicy.Soft, "sessions an engine takes before clients go to another")
+	fs.IntVar(&f.hardLimit, "hard-limit", gateway.DefaultPolicy.Hard, "most sessions an engine ever takes; beyond, connections are held")
+	fs.StringVar(&f.prefer, "prefer", "home", `"home": wake a client's home engine (its cache) when it is free; "warm": any running engine first`)
+	fs.IntVar(&f.minRunning, "min-running", 0, "engines kept running when idle")
 	fs.StringVar(&f.state, "state", "", "directory for the engines' persistent state (required for local)")
 	fs.DurationVar(&f.idle, "idle", 30*time.Second, "stop an engine this long after its last connection closes")
 	fs.DurationVar(&f.wakeTimeout, "wake-timeout", 60*time.Second, "give up on a wake (start and BuildKit answering) after this long")
@@ -121,17 +126,22 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	if err != nil {
 		return err
 	}
-	pool, err := gateway.NewPool(ctx, provider, gateway.EngineConfig{
+	policy := gateway.Policy{Soft: f.softLimit, Hard: f.hardLimit, PreferWarm: f.prefer == "warm", MinRunning: f.minRunning}
+	pool, err := gateway.NewPoolWithPolicy(ctx, provider, gateway.EngineConfig{
 		Probe:       ec.Ready,
 		BeforeStop:  ec.Busy,
 		Idle:        f.idle,
 		WakeTimeout: f.wakeTimeout,
 		Log:         log,
-	})
+	}, policy)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if f.minRunning > 0 {
+		stopWarming := goBackground(func(ctx context.Context) { pool.WarmUp(ctx, log) })
+		defer stopWarming()
+	}
 	srv, err := gateway.NewServer(gateway.Config{
 		TLS:  tlsCfg,
 		Pool: pool,
@@ -207,6 +217,12 @@ func (f *gatewayFlags) validate() error {
 		return usageError("gateway", "engines enrol at the CA API: --ca-listen cannot be empty")
 	case f.engines < 1:
 		return usageError("gateway", "--engines must be at least 1")
+	case f.prefer != "home" && f.prefer != "warm":
+		return usageError("gateway", "--prefer must be home or warm")
+	case f.softLimit < 1 || f.hardLimit < f.softLimit:
+		return usageError("gateway", "need 1 <= --soft-limit <= --hard-limit")
+	case f.minRunning < 0:
+		return usageError("gateway", "--min-running must not be negative")
 	case f.idle <= 0:
 		return usageError("gateway", "--idle must be positive")
 	case f.wakeTimeout <= 0:
