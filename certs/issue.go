@@ -61,8 +61,11 @@ type Leaf struct {
 	Key   crypto.Signer
 }
 
-// Issue creates a key and a certificate for name, signed by the intermediate.
-// sans applies to server certificates only.
+// Issue creates a key and a certificate for name, signed directly by the
+// intermediate: no authority, no token, no database record. wakegate's own
+// commands issue through the Authority (Authority.Issue, Operator.Issue);
+// this offline path serves tests and tools that must not touch the
+// database. sans applies to server certificates only.
 func (ca *CA) Issue(kind Kind, name string, sans []string, ttl time.Duration) (*Leaf, error) {
 	if name == "" {
 		return nil, fmt.Errorf("issue certificate: a name is required")
