@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestCommittedTraceIsWhatTheGeneratorWrites keeps scripts/ci-week.csv and
+// its generator in step, and checks the trace's shape.
+func TestCommittedTraceIsWhatTheGeneratorWrites(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = w
+	done := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(r)
+		done <- b
+	}()
+	main()
+	w.Close()
+	os.Stdout = stdout
+	got := <-done
+	want, err := os.ReadFile("../ci-week.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("scripts/ci-week.csv is stale: go run ./scripts/gentrace > scripts/ci-week.csv")
+	}
+	lines := strings.Split(strings.TrimSpace(string(got)), "\n")
+	if lines[0] != "arrival_s,duration_s,key" {
+		t.Fatalf("header %q", lines[0])
+	}
+	weekday, weekend, last := 0, 0, -1
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		at, _ := strconv.Atoi(f[0])
+		if at < last {
+			t.Fatal("arrivals are not sorted")
+		}
+		last = at
+		if at/86400 >= 5 {
+			weekend++
+		} else {
+			weekday++
+		}
+	}
+	if weekday < 10*weekend {
+		t.Fatalf("weekday jobs %d vs weekend %d: the week has no shape", weekday, weekend)
+	}
+}
