@@ -50,15 +50,7 @@ func TestEndToEndBuildCachedAcrossIdleStop(t *testing.T) {
 	m, _ := gw.waitFor(t, listeningRE, 0, 10*time.Second)
 	gwAddr := m[1]
 
-	build := func(name string) string {
-		t.Helper()
-		out := newLogWatch()
-		args := append([]string{"connect", "--gateway", gwAddr, "--creds", creds, "--listen", "127.0.0.1:0", "--", buildctl}, buildctlArgs(bctx)...)
-		if err := run(t.Context(), args, out, out); err != nil {
-			t.Fatalf("%s: %v\n%s\ngateway log:\n%s", name, err, out, gw)
-		}
-		return out.String()
-	}
+	build := func(name string) string { return buildThrough(t, name, gwAddr, creds, buildctl, bctx, gw) }
 
 	t.Log("build 1: wakes the engine, runs the RUN step")
 	out := build("build 1")

@@ -36,15 +36,7 @@ func TestEndToEndThroughTheExecProvider(t *testing.T) {
 		"--listen", "127.0.0.1:0", "--admin", "", "--ca-listen", "127.0.0.1:0", "--idle", "2s")
 	m, _ := gw.waitFor(t, listeningRE, 0, 20*time.Second)
 	gwAddr := m[1]
-	build := func(name string) string {
-		t.Helper()
-		out := newLogWatch()
-		args := append([]string{"connect", "--gateway", gwAddr, "--creds", creds, "--listen", "127.0.0.1:0", "--", buildctl}, buildctlArgs(bctx)...)
-		if err := run(t.Context(), args, out, out); err != nil {
-			t.Fatalf("%s: %v\n%s\ngateway log:\n%s", name, err, out, gw)
-		}
-		return out.String()
-	}
+	build := func(name string) string { return buildThrough(t, name, gwAddr, creds, buildctl, bctx, gw) }
 	if out := build("build 1"); runStepCached(t, out) {
 		t.Fatalf("first build is CACHED:\n%s", out)
 	}

@@ -62,15 +62,7 @@ func TestEndToEndThroughTheFlyEmulator(t *testing.T) {
 		t.Fatalf("the machine is %s before any build", st)
 	}
 
-	build := func(name string) string {
-		t.Helper()
-		out := newLogWatch()
-		args := append([]string{"connect", "--gateway", gwAddr, "--creds", creds, "--listen", "127.0.0.1:0", "--", buildctl}, buildctlArgs(bctx)...)
-		if err := run(t.Context(), args, out, out); err != nil {
-			t.Fatalf("%s: %v\n%s\ngateway log:\n%s", name, err, out, gw)
-		}
-		return out.String()
-	}
+	build := func(name string) string { return buildThrough(t, name, gwAddr, creds, buildctl, bctx, gw) }
 	if out := build("build 1"); runStepCached(t, out) {
 		t.Fatalf("first build is CACHED on an empty volume:\n%s", out)
 	}

@@ -197,3 +197,16 @@ func mustRun(t *testing.T, args ...string) string {
 	}
 	return out.String()
 }
+
+// buildThrough runs buildctl on bctx through 'wakegate connect -- buildctl'
+// to the gateway at gwAddr, and returns connect's and buildctl's output;
+// a failure shows the gateway's log too.
+func buildThrough(t *testing.T, name, gwAddr, creds, buildctl, bctx string, gw *logWatch) string {
+	t.Helper()
+	out := newLogWatch()
+	args := append([]string{"connect", "--gateway", gwAddr, "--creds", creds, "--listen", "127.0.0.1:0", "--", buildctl}, buildctlArgs(bctx)...)
+	if err := run(t.Context(), args, out, out); err != nil {
+		t.Fatalf("%s: %v\n%s\ngateway log:\n%s", name, err, out, gw)
+	}
+	return out.String()
+}
