@@ -45,6 +45,8 @@ type EngineConfig struct {
 	// row is stopped: it cannot serve either.
 	BeforeStop func(ctx context.Context, addr string) (busy bool, err error)
 	Log        *slog.Logger
+	// Clock is RealClock unless a simulation supplies its own.
+	Clock Clock
 }
 
 func (c *EngineConfig) setDefaults() {
@@ -59,6 +61,9 @@ func (c *EngineConfig) setDefaults() {
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = RealClock{}
 	}
 }
 
@@ -78,7 +83,7 @@ type Engine struct {
 	conns    int           // leases held
 	wake     *attempt      // the wake in progress, while Starting
 	stopped  chan struct{} // closed when the stop in progress ends, while Stopping
-	idle     *time.Timer   // pending idle stop, while Running with no conns
+	idle     Timer         // pending idle stop, while Running with no conns
 	idleGen  uint64        // bumped to invalidate an idle timer that already fired
 	closed   bool          // Close was called: no new wakes
 	lastWake time.Duration // duration of the last successful wake
@@ -100,7 +105,7 @@ var WakeBuckets = [wakeBucketCount]time.Duration{100 * time.Millisecond, 250 * t
 // setStateLocked changes state, keeping the billing clock: a machine bills
 // from the moment it leaves Stopped until it is Stopped again.
 func (e *Engine) setStateLocked(s State) {
-	now := time.Now()
+	now := e.cfg.Clock.Now()
 	if e.state == Stopped && s != Stopped {
 		e.up = now
 	}
@@ -190,13 +195,11 @@ func (e *Engine) Acquire(ctx context.Context) (*Lease, error) {
 		if a != nil {
 			wait = a.done
 		}
-		select {
-		case <-wait:
-			if a != nil && a.err != nil {
-				return nil, a.err
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: engine %s: gave up waiting: %w", ErrEngineUnavailable, e.cfg.ID, context.Cause(ctx))
+		if err := e.cfg.Clock.Wait(ctx, wait); err != nil {
+			return nil, fmt.Errorf("%w: engine %s: gave up waiting: %w", ErrEngineUnavailable, e.cfg.ID, err)
+		}
+		if a != nil && a.err != nil {
+			return nil, a.err
 		}
 	}
 }
@@ -213,7 +216,7 @@ func (e *Engine) release() {
 func (e *Engine) armIdleLocked() {
 	e.cancelIdleLocked()
 	gen := e.idleGen
-	e.idle = time.AfterFunc(e.cfg.Idle, func() { e.idleFired(gen) })
+	e.idle = e.cfg.Clock.AfterFunc(e.cfg.Idle, func() { e.idleFired(gen) })
 }
 
 func (e *Engine) cancelIdleLocked() {
@@ -245,7 +248,7 @@ func (e *Engine) idleFired(gen uint64) {
 	// bumps idleGen and wins.
 	addr := e.addr
 	e.wg.Add(1)
-	go func() {
+	e.cfg.Clock.Go(func() {
 		defer e.wg.Done()
 		ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
 		busy, err := e.cfg.BeforeStop(ctx, addr)
@@ -269,7 +272,7 @@ func (e *Engine) idleFired(gen uint64) {
 			e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.cfg.Idle.String(), "status_err", err)
 			e.beginStopLocked()
 		}
-	}()
+	})
 }
 
 // stillIdleLocked says whether the idle timer of generation gen still
@@ -295,17 +298,16 @@ func (e *Engine) beginWakeLocked() {
 	a := &attempt{done: make(chan struct{})}
 	e.wake = a
 	e.wg.Add(1)
-	go e.runWake(a)
+	e.cfg.Clock.Go(func() { e.runWake(a) })
 }
 
 func (e *Engine) runWake(a *attempt) {
 	defer e.wg.Done()
-	began := time.Now()
+	clk := e.cfg.Clock
+	began := clk.Now()
 	e.cfg.Log.Info("engine waking", "engine", e.cfg.ID)
-	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.WakeTimeout)
-	addr, err := e.start(ctx)
-	cancel()
-	took := time.Since(began)
+	addr, err := e.start(e.ctx, began.Add(e.cfg.WakeTimeout))
+	took := clk.Now().Sub(began)
 
 	e.mu.Lock()
 	e.wake = nil
@@ -334,30 +336,32 @@ func (e *Engine) runWake(a *attempt) {
 		}
 	}
 	e.mu.Unlock()
-	close(a.done)
+	e.cfg.Clock.Close(a.done)
 }
 
 // start asks the host to start the engine, then probes it until BuildKit
-// answers or ctx ends.
-func (e *Engine) start(ctx context.Context) (string, error) {
+// answers, the deadline passes, or ctx ends.
+func (e *Engine) start(ctx context.Context, deadline time.Time) (string, error) {
+	clk := e.cfg.Clock
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// The deadline is the clock's (virtual in a simulation), so it is a
+	// clock timer rather than a context deadline.
+	t := clk.AfterFunc(deadline.Sub(clk.Now()), func() { cancel(context.DeadlineExceeded) })
+	defer t.Stop()
 	addr, err := e.cfg.Provider.Start(ctx, e.cfg.ID)
 	if err != nil {
 		return "", fmt.Errorf("start: %w", err)
 	}
-	t := time.NewTimer(0)
-	defer t.Stop()
 	var last error
 	for {
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("not ready at %s: %w (last probe: %v)", addr, context.Cause(ctx), last)
-		case <-t.C:
-		}
 		if last = e.cfg.Probe(ctx, addr); last == nil {
 			return addr, nil
 		}
 		e.cfg.Log.Debug("engine not ready yet", "engine", e.cfg.ID, "err", last)
-		t.Reset(e.cfg.ProbeInterval)
+		if err := clk.Sleep(ctx, e.cfg.ProbeInterval); err != nil {
+			return "", fmt.Errorf("not ready at %s: %w (last probe: %v)", addr, err, last)
+		}
 	}
 }
 
@@ -367,26 +371,30 @@ func (e *Engine) beginStopLocked() {
 	ch := make(chan struct{})
 	e.stopped = ch
 	e.wg.Add(1)
-	go e.runStop(ch)
+	e.cfg.Clock.Go(func() { e.runStop(ch) })
 }
 
 func (e *Engine) runStop(done chan struct{}) {
 	defer e.wg.Done()
-	began := time.Now()
+	clk := e.cfg.Clock
+	began := clk.Now()
 	// Not e.ctx: a gateway shutting down still stops its engines cleanly.
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	t := clk.AfterFunc(e.cfg.StopTimeout, func() { cancel(context.DeadlineExceeded) })
 	err := e.cfg.Provider.Stop(ctx, e.cfg.ID)
-	cancel()
+	t.Stop()
+	cancel(nil)
+	took := clk.Now().Sub(began)
 	if err != nil {
-		e.cfg.Log.Error("engine stop failed", "engine", e.cfg.ID, "stop_ms", time.Since(began).Milliseconds(), "err", err)
+		e.cfg.Log.Error("engine stop failed", "engine", e.cfg.ID, "stop_ms", took.Milliseconds(), "err", err)
 	} else {
-		e.cfg.Log.Info("engine stopped", "engine", e.cfg.ID, "stop_ms", time.Since(began).Milliseconds())
+		e.cfg.Log.Info("engine stopped", "engine", e.cfg.ID, "stop_ms", took.Milliseconds())
 	}
 	e.mu.Lock()
 	e.setStateLocked(Stopped)
 	e.stopped = nil
 	e.mu.Unlock()
-	close(done)
+	e.cfg.Clock.Close(done)
 }
 
 // Close abandons a wake in progress, stops the engine if it runs, and
@@ -426,7 +434,7 @@ func (e *Engine) Status() EngineStatus {
 	defer e.mu.Unlock()
 	billed := e.upTotal
 	if e.state != Stopped {
-		billed += time.Since(e.up)
+		billed += e.cfg.Clock.Now().Sub(e.up)
 	}
 	return EngineStatus{ID: e.cfg.ID, State: e.state, Conns: e.conns, Wakes: e.wakes, LastWake: e.lastWake.Milliseconds(),
 		MachineSeconds: billed.Seconds(), WakeHistogram: append([]int(nil), e.wakeHist[:]...)}

@@ -15,6 +15,7 @@ import (
 type Pool struct {
 	engines []*Engine
 	policy  Policy
+	clock   Clock
 	close   sync.Once
 
 	mu       sync.Mutex                 // guards sessions and freed
@@ -44,7 +45,10 @@ func NewPoolWithPolicy(ctx context.Context, p Provider, tmpl EngineConfig, polic
 	if policy.MinRunning > len(ids) {
 		return nil, fmt.Errorf("pool policy: --min-running %d exceeds the %d engines", policy.MinRunning, len(ids))
 	}
-	pool := &Pool{policy: policy, sessions: map[*Engine]map[string]int{}, freed: make(chan struct{})}
+	if tmpl.Clock == nil {
+		tmpl.Clock = RealClock{}
+	}
+	pool := &Pool{policy: policy, clock: tmpl.Clock, sessions: map[*Engine]map[string]int{}, freed: make(chan struct{})}
 	for _, id := range ids {
 		cfg := tmpl
 		cfg.ID = id
@@ -70,29 +74,24 @@ func (p *Pool) keepWarm() bool {
 	return n <= p.policy.MinRunning
 }
 
-// WarmUp wakes the MinRunning highest-ranked engines for no key in
-// particular, so the first clients find them running.
+// WarmUp starts waking the MinRunning highest-ranked engines, for no key
+// in particular, so the first clients find them running. It does not wait.
 func (p *Pool) WarmUp(ctx context.Context, log *slog.Logger) {
-	var wg sync.WaitGroup
 	for _, e := range p.Ranked("")[:p.policy.MinRunning] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		p.clock.Go(func() {
 			l, err := e.Acquire(ctx)
 			if err != nil {
 				log.Warn("could not warm engine", "engine", e.ID(), "err", err)
 				return
 			}
 			l.Release()
-		}()
+		})
 	}
-	wg.Wait()
 }
 
-// Route picks the engine for an affinity key (a client identity) by
-// rendezvous hashing: every key has a stable home engine, so a client keeps
-// landing where its cache is, and adding or removing an engine moves only
-// the keys that engine owned.
+// Route is key's home engine: the first by rendezvous hashing. Every key
+// has a stable home, so a client keeps landing where its cache is, and
+// adding or removing an engine moves only the keys that engine owned.
 func (p *Pool) Route(key string) *Engine {
 	var best *Engine
 	var bestScore uint64
@@ -132,12 +131,10 @@ func (p *Pool) Acquire(ctx context.Context, key string, log *slog.Logger) (*Engi
 			return nil, nil, firstErr
 		}
 		if e == nil {
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return nil, nil, fmt.Errorf("%w: every engine is at its limit of %d sessions: %w", ErrEngineUnavailable, p.policy.Hard, context.Cause(ctx))
+			if err := p.clock.Wait(ctx, wait); err != nil {
+				return nil, nil, fmt.Errorf("%w: every engine is at its limit of %d sessions: %w", ErrEngineUnavailable, p.policy.Hard, err)
 			}
+			continue
 		}
 		l, err := e.Acquire(ctx)
 		if err == nil {
@@ -188,7 +185,7 @@ func (p *Pool) unreserve(e *Engine, key string) {
 	defer p.mu.Unlock()
 	if p.sessions[e][key]--; p.sessions[e][key] <= 0 {
 		delete(p.sessions[e], key)
-		close(p.freed)
+		p.clock.Close(p.freed)
 		p.freed = make(chan struct{})
 	}
 }

@@ -213,6 +213,7 @@ func TestMinRunningKeepsEnginesWarm(t *testing.T) {
 		}
 		defer p.Close()
 		p.WarmUp(t.Context(), quiet)
+		synctest.Wait()
 		if got := h.starts.Load(); got != 1 {
 			t.Fatalf("warm-up started %d engines, want 1", got)
 		}

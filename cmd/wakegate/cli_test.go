@@ -15,7 +15,7 @@ func TestHelpCoversEveryCommand(t *testing.T) {
 		{"certs", "token", "-h"}, {"certs", "fingerprint", "-h"}, {"certs", "revoke", "-h"},
 		{"certs", "list", "-h"}, {"certs", "rotate-intermediate", "-h"},
 		{"help", "engine"}, {"engine", "-h"}, {"help", "fly"}, {"fly", "init", "-h"}, {"fly", "status", "-h"},
-		{"dev", "fly-emulator", "-h"},
+		{"dev", "fly-emulator", "-h"}, {"help", "simulate"},
 	} {
 		out := newLogWatch()
 		if err := run(t.Context(), args, out, out); err != nil {
@@ -80,5 +80,20 @@ func TestUnknownCommandIsAUsageError(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `unknown command "frobnicate"`) {
 		t.Fatalf("output does not name the unknown command:\n%s", out)
+	}
+}
+
+func TestSimulateComparesPoliciesOnTheSampleTrace(t *testing.T) {
+	out := newLogWatch()
+	if err := run(t.Context(), []string{"simulate", "--trace", "../../scripts/ci-week.csv", "--engines", "3"}, out, out); err != nil {
+		t.Fatalf("simulate: %v\n%s", err, out)
+	}
+	for _, want := range []string{"2127 jobs", "wakegate", "always-on", "fixed-idle=5m", "machine-hours", "cache hits"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if err := run(t.Context(), []string{"simulate", "--trace", "../../scripts/ci-week.csv", "--policy", "nonsense"}, out, out); err == nil {
+		t.Error("an unknown policy was accepted")
 	}
 }

@@ -138,10 +138,7 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 		return err
 	}
 	defer pool.Close()
-	if f.minRunning > 0 {
-		stopWarming := goBackground(func(ctx context.Context) { pool.WarmUp(ctx, log) })
-		defer stopWarming()
-	}
+	pool.WarmUp(ctx, log)
 	srv, err := gateway.NewServer(gateway.Config{
 		TLS:  tlsCfg,
 		Pool: pool,

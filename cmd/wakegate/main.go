@@ -51,6 +51,7 @@ func commands() []command {
 		{"connect", "run the localhost sidecar a CI step talks to", runConnect},
 		{"engine", "run an engine machine: BuildKit behind mTLS, idle self-stop, clean shutdown", runEngine},
 		{"fly", "create and inspect the engine pool on Fly Machines", runFly},
+		{"simulate", "replay a CI trace against the pool's real logic and compare policies", runSimulate},
 		{"dev", "developer tools: a local Fly Machines API emulator", runDev},
 		{"help", "show help for a command", runHelp},
 	}
