@@ -31,10 +31,10 @@ type Timer interface{ Stop() bool }
 // RealClock is wall-clock time and plain goroutines.
 type RealClock struct{}
 
-func (RealClock) Now() time.Time                              { return time.Now() }
+func (RealClock) Now() time.Time                            { return time.Now() }
 func (RealClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
-func (RealClock) Go(f func())                                 { go f() }
-func (RealClock) Close(ch chan struct{})                      { close(ch) }
+func (RealClock) Go(f func())                               { go f() }
+func (RealClock) Close(ch chan struct{})                    { close(ch) }
 
 func (RealClock) Wait(ctx context.Context, ch <-chan struct{}) error {
 	select {
