@@ -173,9 +173,9 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 
 // WriteReport prints results side by side.
 func WriteReport(w io.Writer, names []string, rs []Result) {
-	fmt.Fprintf(w, "%-16s %10s %14s %12s %10s %10s %10s\n", "policy", "jobs", "machine-hours", "cold starts", "wait p50", "wait p95", "cache hits")
+	fmt.Fprintf(w, "%-16s %8s %16s %14s %12s %10s %10s %10s\n", "policy", "jobs", "machine-seconds", "machine-hours", "cold starts", "wait p50", "wait p95", "cache hits")
 	for i, r := range rs {
-		fmt.Fprintf(w, "%-16s %10d %14.1f %12d %10s %10s %9.1f%%\n", names[i], r.Jobs, r.MachineSeconds/3600, r.ColdStarts,
+		fmt.Fprintf(w, "%-16s %8d %16.0f %14.1f %12d %10s %10s %9.1f%%\n", names[i], r.Jobs, r.MachineSeconds, r.MachineSeconds/3600, r.ColdStarts,
 			r.WaitP50.Round(time.Millisecond), r.WaitP95.Round(time.Millisecond), 100*r.CacheHitRate)
 	}
 }
