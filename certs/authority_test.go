@@ -387,3 +387,59 @@ func TestRevocationPollerSeesARevocationWithinItsInterval(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}
 }
+
+func TestRepositoryInTheCertificateIsTheAffinityKey(t *testing.T) {
+	a, url := servedAuthority(t, nil)
+	server, err := a.Issue(t.Context(), Server, "gw", []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Issued by the operator, and enrolled with a token by smallstep's client.
+	issued, err := a.Issue(t.Context(), Client, "job-1", []string{RepoURI("acme/app"), "evil.example"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := a.CA().Clients.Token("job-2", []string{"job-2", RepoURI("acme/app")}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Enroll(t.Context(), url, a.CA().Fingerprint(), tok, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := a.Issue(t.Context(), Client, "job-3", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		cert *tls.Certificate
+		want string
+	}{
+		{issued.TLSCertificate(), "repo:acme/app"},
+		{e.Cert, "repo:acme/app"},
+		{plain.TLSCertificate(), "job-3"},
+	} {
+		srv, cli := net.Pipe()
+		got := make(chan string, 1)
+		go func() {
+			s := tls.Server(srv, ServerTLS(server.TLSCertificate, a.CA().Pool()))
+			if err := s.HandshakeContext(t.Context()); err != nil {
+				got <- "handshake: " + err.Error()
+				return
+			}
+			got <- AffinityKey(s.ConnectionState())
+		}()
+		c := tls.Client(cli, ClientTLS(func() *tls.Certificate { return tc.cert }, a.CA().Pool(), "127.0.0.1"))
+		c.HandshakeContext(t.Context())
+		if k := <-got; k != tc.want {
+			t.Errorf("affinity key %q, want %q", k, tc.want)
+		}
+		srv.Close()
+		cli.Close()
+	}
+	for _, n := range issued.Cert.DNSNames {
+		if n == "evil.example" {
+			t.Fatal("a client certificate carried a DNS name it was not issued for")
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,8 +35,15 @@ func issue(ctx context.Context, s Signer, ca *CA, kind Kind, name string, sans [
 	if kind == Server {
 		prov = ca.Servers
 	} else {
-		// A client's identity is its name, and nothing else.
-		sans = nil
+		// A client's identity is its name; it may carry the repository it
+		// builds (a RepoURI), and nothing else.
+		var repo []string
+		for _, s := range sans {
+			if strings.HasPrefix(s, RepoURIPrefix) {
+				repo = append(repo, s)
+			}
+		}
+		sans = append([]string{name}, repo...)
 	}
 	if len(sans) == 0 {
 		sans = []string{name}

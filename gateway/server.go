@@ -185,12 +185,18 @@ func (s *Server) handle(c net.Conn) {
 		delete(s.open, tc)
 		s.mu.Unlock()
 	}()
+	// Sessions are placed by repository when the certificate names one,
+	// else by identity.
+	key := certs.AffinityKey(cs)
 	log := s.cfg.Log.With("identity", id, "remote", remote)
+	if key != id {
+		log = log.With("key", key)
+	}
 	if cs.NegotiatedProtocol == wire.ProtoWake {
-		s.serveWake(setup, tc, id, log, began)
+		s.serveWake(setup, tc, key, log, began)
 		return
 	}
-	s.serveProxy(setup, tc, id, log, began)
+	s.serveProxy(setup, tc, key, log, began)
 }
 
 // CloseSerial closes every open connection authenticated by the

@@ -137,6 +137,7 @@ gateway's CA API.`, stdout, stderr)
 	name := fs.String("name", "", "client identity, the certificate's common name (required)")
 	ttl := fs.Duration("ttl", certs.DefaultClientTTL, fmt.Sprintf("certificate lifetime (at most %s)", certs.MaxClientTTL))
 	out := fs.String("out", "", "directory to write the credentials to (required)")
+	repo := fs.String("repo", "", "repository the client builds (OWNER/NAME): the gateway places sessions by it")
 	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
@@ -156,7 +157,11 @@ gateway's CA API.`, stdout, stderr)
 		return err
 	}
 	defer op.Close()
-	leaf, err := op.Issue(ctx, certs.Client, *name, nil, *ttl)
+	var sans []string
+	if *repo != "" {
+		sans = []string{certs.RepoURI(*repo)}
+	}
+	leaf, err := op.Issue(ctx, certs.Client, *name, sans, *ttl)
 	if err != nil {
 		return err
 	}
@@ -179,6 +184,7 @@ Pass it to CI as a secret: it is a credential until it is used.`, stdout, stderr
 	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
 	name := fs.String("name", "", "client identity the token is for (required)")
 	ttl := fs.Duration("ttl", certs.DefaultTokenTTL, fmt.Sprintf("how long the token may wait to be used (at most %s)", certs.MaxTokenTTL))
+	repo := fs.String("repo", "", "repository the client builds (OWNER/NAME), carried in its certificate")
 	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
@@ -193,7 +199,11 @@ Pass it to CI as a secret: it is a credential until it is used.`, stdout, stderr
 	if err != nil {
 		return err
 	}
-	tok, err := ca.Clients.Token(*name, nil, *ttl)
+	sans := []string{*name}
+	if *repo != "" {
+		sans = append(sans, certs.RepoURI(*repo))
+	}
+	tok, err := ca.Clients.Token(*name, sans, *ttl)
 	if err != nil {
 		return err
 	}
