@@ -13,34 +13,18 @@ import (
 )
 
 func runCerts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub := ""
-	if len(args) > 0 {
-		sub = args[0]
+	noCtx := func(f func([]string, io.Writer, io.Writer) error) func(context.Context, []string, io.Writer, io.Writer) error {
+		return func(_ context.Context, a []string, o, e io.Writer) error { return f(a, o, e) }
 	}
-	switch sub {
-	case "init":
-		return helpOK(runCertsInit(args[1:], stdout, stderr))
-	case "issue":
-		return helpOK(runCertsIssue(ctx, args[1:], stdout, stderr))
-	case "token":
-		return helpOK(runCertsToken(args[1:], stdout, stderr))
-	case "fingerprint":
-		return helpOK(runCertsFingerprint(args[1:], stdout, stderr))
-	case "revoke":
-		return helpOK(runCertsRevoke(ctx, args[1:], stdout, stderr))
-	case "list":
-		return helpOK(runCertsList(ctx, args[1:], stdout, stderr))
-	case "rotate-intermediate":
-		return helpOK(runCertsRotate(args[1:], stdout, stderr))
-	case "-h", "--help", "-help", "help":
-		certsUsage(stdout)
-		return nil
-	}
-	if sub != "" {
-		fmt.Fprintf(stderr, "wakegate certs: unknown subcommand %q\n\n", sub)
-	}
-	certsUsage(stderr)
-	return errUsage
+	return dispatch(ctx, "certs", []subcommand{
+		{"init", noCtx(runCertsInit)},
+		{"issue", runCertsIssue},
+		{"token", noCtx(runCertsToken)},
+		{"fingerprint", noCtx(runCertsFingerprint)},
+		{"revoke", runCertsRevoke},
+		{"list", runCertsList},
+		{"rotate-intermediate", noCtx(runCertsRotate)},
+	}, certsUsage, args, stdout, stderr)
 }
 
 func certsUsage(w io.Writer) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -62,4 +63,34 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 // usageError reports a flag mistake in the command's terms.
 func usageError(cmd, format string, args ...any) error {
 	return fmt.Errorf("%s: %s (see 'wakegate help %s')", cmd, fmt.Sprintf(format, args...), strings.Fields(cmd)[0])
+}
+
+// subcommand is one verb of a command group such as 'certs' or 'fly'.
+type subcommand struct {
+	name string
+	run  func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// dispatch runs the subcommand args[0] of group, or prints usage: to
+// stdout when asked for, to stderr (with errUsage) on a mistake.
+func dispatch(ctx context.Context, group string, subs []subcommand, usage func(io.Writer), args []string, stdout, stderr io.Writer) error {
+	sub := ""
+	if len(args) > 0 {
+		sub = args[0]
+	}
+	for _, s := range subs {
+		if s.name == sub {
+			return helpOK(s.run(ctx, args[1:], stdout, stderr))
+		}
+	}
+	switch sub {
+	case "-h", "--help", "-help", "help":
+		usage(stdout)
+		return nil
+	case "":
+	default:
+		fmt.Fprintf(stderr, "wakegate %s: unknown subcommand %q\n\n", group, sub)
+	}
+	usage(stderr)
+	return errUsage
 }

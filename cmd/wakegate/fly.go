@@ -17,24 +17,7 @@ import (
 )
 
 func runFly(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub := ""
-	if len(args) > 0 {
-		sub = args[0]
-	}
-	switch sub {
-	case "init":
-		return helpOK(runFlyInit(ctx, args[1:], stdout, stderr))
-	case "status":
-		return helpOK(runFlyStatus(ctx, args[1:], stdout, stderr))
-	case "-h", "--help", "-help", "help":
-		flyUsage(stdout)
-		return nil
-	}
-	if sub != "" {
-		fmt.Fprintf(stderr, "wakegate fly: unknown subcommand %q\n\n", sub)
-	}
-	flyUsage(stderr)
-	return errUsage
+	return dispatch(ctx, "fly", []subcommand{{"init", runFlyInit}, {"status", runFlyStatus}}, flyUsage, args, stdout, stderr)
 }
 
 func flyUsage(w io.Writer) {
