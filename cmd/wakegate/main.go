@@ -91,11 +91,14 @@ Commands:
 	fmt.Fprint(w, `
 Run 'wakegate help <command>' (or 'wakegate <command> -h') for its flags.
 
-A typical setup:
+A typical setup (the CA password comes from $WAKEGATE_CA_PASSWORD):
   wakegate certs init  --dir ca
-  wakegate certs issue --dir ca --name ci --out creds
   wakegate gateway     --ca-dir ca --state state
+  wakegate certs issue --dir ca --name ci --out creds
   wakegate connect     --gateway localhost:8443 --creds creds -- buildctl build ...
+
+See README.md and docs/ for the certificate model, the engine machine, Fly
+Machines and the simulator.
 `)
 }
 
