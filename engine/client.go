@@ -49,43 +49,57 @@ func (c *Client) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	return c.dial(ctx, addr, wire.ProtoProxy)
 }
 
-// Status asks the engine for its status.
-func (c *Client) Status(ctx context.Context, addr string) (Status, error) {
+// get makes one GET on the engine's mTLS port (ALPN http/1.1) and returns
+// the body, at most 1 MiB, if the engine answered 200.
+func (c *Client) get(ctx context.Context, addr, path string) ([]byte, error) {
 	conn, err := c.dial(ctx, addr, ProtoStatus)
 	if err != nil {
-		return Status{}, err
+		return nil, err
 	}
 	defer conn.Close()
 	hc := &http.Client{Transport: &http.Transport{
 		DialTLSContext:    func(context.Context, string, string) (net.Conn, error) { return conn, nil },
 		DisableKeepAlives: true,
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://engine/status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://engine"+path, nil)
 	if err != nil {
-		return Status{}, err
+		return nil, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return Status{}, fmt.Errorf("engine status: %w", err)
+		return nil, fmt.Errorf("engine %s: %w", path, err)
 	}
 	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("engine %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("engine %s: %s %s", path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return body, nil
+}
+
+// Status asks the engine for its status: connections, builds in progress
+// and cache usage (BuildKit queries on the engine's side).
+func (c *Client) Status(ctx context.Context, addr string) (Status, error) {
+	body, err := c.get(ctx, addr, "/status")
+	if err != nil {
+		return Status{}, err
+	}
 	var s Status
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&s); err != nil {
+	if err := json.Unmarshal(body, &s); err != nil {
 		return Status{}, fmt.Errorf("engine status: %w", err)
 	}
 	return s, nil
 }
 
-// Ready succeeds once the engine reports that BuildKit answers.
+// Ready succeeds once the engine reports that BuildKit answers. It asks
+// /ready, not /status: the gateway probes every 100 ms while it wakes an
+// engine, and /status runs BuildKit's disk-usage query each time.
 func (c *Client) Ready(ctx context.Context, addr string) error {
-	s, err := c.Status(ctx, addr)
-	if err != nil {
-		return err
-	}
-	if !s.Ready {
-		return fmt.Errorf("engine not ready yet %s", s.Error)
-	}
-	return nil
+	_, err := c.get(ctx, addr, "/ready")
+	return err
 }
 
 // Busy reports whether anyone uses the engine (connections or builds),

@@ -371,3 +371,28 @@ func countBuildkitd(t *testing.T, dir string) int {
 	}
 	return n
 }
+
+func TestClientReadsReadinessAndStatusAsTheGateway(t *testing.T) {
+	h := newHarness(t, shortDir(t))
+	h.start(0)
+	addr := "tls://" + h.addr
+	gw := &Client{TLS: certs.ClientTLS(func() *tls.Certificate { return h.gwCert }, h.ca.Pool(), "")}
+	if err := gw.Ready(t.Context(), addr); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	s, err := gw.Status(t.Context(), addr)
+	if err != nil || !s.Ready || s.Builds != 0 {
+		t.Fatalf("Status = %+v, %v; want ready and no builds", s, err)
+	}
+	if busy, err := gw.Busy(t.Context(), addr); err != nil || busy {
+		t.Fatalf("Busy = %v, %v; want an idle engine", busy, err)
+	}
+	other, err := h.ca.Issue(certs.Client, "ci-job", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger := &Client{TLS: certs.ClientTLS(other.TLSCertificate, h.ca.Pool(), "")}
+	if err := stranger.Ready(t.Context(), addr); err == nil {
+		t.Fatal("an identity other than the gateway's read the engine's readiness")
+	}
+}
