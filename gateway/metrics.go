@@ -11,15 +11,18 @@ import (
 // format: sessions, connections, state, wakes with a latency histogram,
 // and machine-seconds billed.
 func writeMetrics(w io.Writer, engines []EngineStatus) {
-	fmt.Fprintln(w, "# HELP wakegate_engine_sessions Client sessions (identities) on the engine.")
-	fmt.Fprintln(w, "# TYPE wakegate_engine_sessions gauge")
-	for _, e := range engines {
-		fmt.Fprintf(w, "wakegate_engine_sessions{engine=%q} %d\n", e.ID, e.Sessions)
-	}
-	fmt.Fprintln(w, "# HELP wakegate_engine_connections Open client connections to the engine.")
-	fmt.Fprintln(w, "# TYPE wakegate_engine_connections gauge")
-	for _, e := range engines {
-		fmt.Fprintf(w, "wakegate_engine_connections{engine=%q} %d\n", e.ID, e.Conns)
+	for _, g := range []struct {
+		name, help, kind string
+		value            func(EngineStatus) float64
+	}{
+		{"wakegate_engine_sessions", "Client sessions (affinity keys) on the engine.", "gauge", func(e EngineStatus) float64 { return float64(e.Sessions) }},
+		{"wakegate_engine_connections", "Open client connections to the engine.", "gauge", func(e EngineStatus) float64 { return float64(e.Conns) }},
+		{"wakegate_engine_machine_seconds_total", "Seconds the engine's machine was not stopped (billed).", "counter", func(e EngineStatus) float64 { return e.MachineSeconds }},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", g.name, g.help, g.name, g.kind)
+		for _, e := range engines {
+			fmt.Fprintf(w, "%s{engine=%q} %g\n", g.name, e.ID, g.value(e))
+		}
 	}
 	fmt.Fprintln(w, "# HELP wakegate_engine_state The engine's state (1 for the current one).")
 	fmt.Fprintln(w, "# TYPE wakegate_engine_state gauge")
@@ -31,11 +34,6 @@ func writeMetrics(w io.Writer, engines []EngineStatus) {
 			}
 			fmt.Fprintf(w, "wakegate_engine_state{engine=%q,state=%q} %d\n", e.ID, s, v)
 		}
-	}
-	fmt.Fprintln(w, "# HELP wakegate_engine_machine_seconds_total Seconds the engine's machine was not stopped (billed).")
-	fmt.Fprintln(w, "# TYPE wakegate_engine_machine_seconds_total counter")
-	for _, e := range engines {
-		fmt.Fprintf(w, "wakegate_engine_machine_seconds_total{engine=%q} %g\n", e.ID, e.MachineSeconds)
 	}
 	fmt.Fprintln(w, "# HELP wakegate_engine_wake_seconds Time from a wake's start to BuildKit answering.")
 	fmt.Fprintln(w, "# TYPE wakegate_engine_wake_seconds histogram")
