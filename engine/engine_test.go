@@ -7,22 +7,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wakegate/wakegate/internal/bktest"
 )
 
-func buildkitdBin(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("WAKEGATE_BUILDKITD")
-	if p == "" {
-		p = filepath.Join("..", "bin", "buildkitd")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("buildkitd not found (%v): run 'make tools' or set WAKEGATE_BUILDKITD", err)
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("buildkitd needs root here: run 'make test' as root")
-	}
-	return p
-}
+func buildkitdBin(t *testing.T) string { return bktest.Buildkitd(t) }
 
 // shortDir is a state directory short enough for unix socket paths.
 func shortDir(t *testing.T) string {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/internal/bktest"
 	"github.com/wakegate/wakegate/proxy"
 	"github.com/wakegate/wakegate/wire"
 )
@@ -171,17 +172,7 @@ func (h *engineHarness) bridge() string {
 	return "tcp://" + ln.Addr().String()
 }
 
-func buildctlBin(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("WAKEGATE_BUILDCTL")
-	if p == "" {
-		p = filepath.Join("..", "bin", "buildctl")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("buildctl not found (%v): run 'make tools' or set WAKEGATE_BUILDCTL", err)
-	}
-	return p
-}
+func buildctlBin(t *testing.T) string { return bktest.Buildctl(t) }
 
 // sleepContext is a build context whose RUN step sleeps for secs seconds
 // (a long step with no traffic on the wire).
@@ -189,9 +180,9 @@ func sleepContext(t *testing.T, secs string) string {
 	t.Helper()
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "rootfs", "bin"), 0o755)
-	bb, err := os.ReadFile("/bin/busybox")
+	bb, err := os.ReadFile(bktest.StaticBusybox(t))
 	if err != nil {
-		t.Fatalf("busybox: %v: run 'make deps' (installs busybox-static)", err)
+		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "rootfs", "bin", "busybox"), bb, 0o755)
 	df := "FROM scratch\nCOPY rootfs/ /\nRUN [\"/bin/busybox\", \"sleep\", \"" + secs + "\"]\n"
@@ -353,46 +344,4 @@ func itoa(n uint64) string { return strings.TrimSpace(strings.Replace(jsonNum(n)
 
 func jsonNum(n uint64) string { b, _ := json.Marshal(n); return string(b) }
 
-// countBuildkitd counts running buildkitd processes whose command line
-// names dir.
-func countBuildkitd(t *testing.T, dir string) int {
-	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	n := 0
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if strings.HasSuffix(args[0], "buildkitd") && strings.Contains(string(b), dir) {
-			n++
-		}
-	}
-	return n
-}
-
-func TestClientReadsReadinessAndStatusAsTheGateway(t *testing.T) {
-	h := newHarness(t, shortDir(t))
-	h.start(0)
-	addr := "tls://" + h.addr
-	gw := &Client{TLS: certs.ClientTLS(func() *tls.Certificate { return h.gwCert }, h.ca.Pool(), "")}
-	if err := gw.Ready(t.Context(), addr); err != nil {
-		t.Fatalf("Ready: %v", err)
-	}
-	s, err := gw.Status(t.Context(), addr)
-	if err != nil || !s.Ready || s.Builds != 0 {
-		t.Fatalf("Status = %+v, %v; want ready and no builds", s, err)
-	}
-	if busy, err := gw.Busy(t.Context(), addr); err != nil || busy {
-		t.Fatalf("Busy = %v, %v; want an idle engine", busy, err)
-	}
-	other, err := h.ca.Issue(certs.Client, "ci-job", nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stranger := &Client{TLS: certs.ClientTLS(other.TLSCertificate, h.ca.Pool(), "")}
-	if err := stranger.Ready(t.Context(), addr); err == nil {
-		t.Fatal("an identity other than the gateway's read the engine's readiness")
-	}
-}
+func countBuildkitd(_ *testing.T, dir string) int { return bktest.CountBuildkitd(dir) }

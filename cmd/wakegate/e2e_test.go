@@ -14,6 +14,7 @@ import (
 
 	"github.com/wakegate/wakegate/certs"
 	"github.com/wakegate/wakegate/connect"
+	"github.com/wakegate/wakegate/internal/bktest"
 )
 
 var (
@@ -140,21 +141,4 @@ func TestEndToEndBuildCachedAcrossIdleStop(t *testing.T) {
 	t.Logf("wake after idle stop took %d ms", ms)
 }
 
-// countBuildkitd counts running buildkitd processes whose command line
-// names dir.
-func countBuildkitd(t *testing.T, dir string) int {
-	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	n := 0
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if strings.HasSuffix(args[0], "buildkitd") && strings.Contains(string(b), dir) {
-			n++
-		}
-	}
-	return n
-}
+func countBuildkitd(_ *testing.T, dir string) int { return bktest.CountBuildkitd(dir) }

@@ -3,16 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
-	"debug/elf"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wakegate/wakegate/internal/bktest"
 )
 
 // These end-to-end tests run the real wakegate commands in-process against
@@ -20,52 +20,9 @@ import (
 // their paths; a missing tool fails the test with the fix rather than
 // skipping it.
 
-func tool(t *testing.T, env, name string) string {
-	t.Helper()
-	p := os.Getenv(env)
-	if p == "" {
-		p = filepath.Join("..", "..", "bin", name)
-	}
-	abs, err := filepath.Abs(p)
-	if err == nil {
-		_, err = os.Stat(abs)
-	}
-	if err != nil {
-		t.Fatalf("%s not found (%v): run 'make tools' or set %s", name, err, env)
-	}
-	return abs
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("the end-to-end tests run buildkitd, which needs root here: run 'make test' as root")
-	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Fatal("runc not found: run 'make deps' (installs runc from Debian's packages)")
-	}
-}
-
-// staticBusybox returns a statically linked busybox to copy into build
-// contexts: no image can be pulled here, so RUN steps use it as their shell.
-func staticBusybox(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("WAKEGATE_BUSYBOX")
-	if p == "" {
-		p = "/bin/busybox"
-	}
-	f, err := elf.Open(p)
-	if err != nil {
-		t.Fatalf("busybox %s: %v: run 'make deps' (installs busybox-static)", p, err)
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			t.Fatalf("busybox %s is dynamically linked: run 'make deps' (installs busybox-static)", p)
-		}
-	}
-	return p
-}
+func tool(t *testing.T, env, name string) string { return bktest.Tool(t, env, name) }
+func requireRoot(t *testing.T)                   { bktest.RequireRoot(t) }
+func staticBusybox(t *testing.T) string          { return bktest.StaticBusybox(t) }
 
 // buildContext writes a Dockerfile whose RUN step needs no pulled image.
 func buildContext(t *testing.T, busybox string) string {
