@@ -4,12 +4,13 @@
 
 GO  ?= go
 BIN := $(CURDIR)/bin
-# BuildKit's version is pinned in tools/buildkit/go.mod.
+# BuildKit's version is pinned in tools/buildkit/go.mod, buildx's in tools/buildx/go.mod.
 BUILDKIT_BINS := $(BIN)/buildkitd $(BIN)/buildctl
 GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './.demo/*') go.mod go.sum
 
 export WAKEGATE_BUILDKITD := $(BIN)/buildkitd
 export WAKEGATE_BUILDCTL  := $(BIN)/buildctl
+export WAKEGATE_BUILDX    := $(BIN)/buildx
 
 .PHONY: all build tools deps demo test vet fmt-check bench clean
 
@@ -22,10 +23,15 @@ $(BIN)/wakegate: $(GO_SOURCES)
 
 # buildkitd and buildctl from the Go module proxy, built in a small tools
 # module (buildkit's own go.mod has exclude directives that refuse go install).
-tools: $(BUILDKIT_BINS)
+tools: $(BUILDKIT_BINS) $(BIN)/buildx
 
 $(BUILDKIT_BINS) &: tools/buildkit/go.mod tools/buildkit/go.sum
 	cd tools/buildkit && $(GO) build -o $(BIN)/ github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
+
+# buildx likewise, in its own tools module (its dependencies differ from
+# buildkitd's); used with buildkitd through its remote driver, no Docker.
+$(BIN)/buildx: tools/buildx/go.mod tools/buildx/go.sum
+	cd tools/buildx && $(GO) build -o $(BIN)/ github.com/docker/buildx/cmd/buildx
 
 # runc and busybox-static from Debian's packages, when missing.
 deps:

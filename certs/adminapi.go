@@ -37,6 +37,8 @@ func (a *Authority) adminRoutes(next http.Handler) http.Handler {
 			a.serveList(w, r)
 		case r.Method == http.MethodGet && r.URL.Path == revokedPath:
 			a.serveRevoked(w, r)
+		case r.Method == http.MethodPost && (r.URL.Path == "/sign" || r.URL.Path == "/1.0/sign"):
+			a.serveSign(w, r, next)
 		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/revoke") && r.Header.Get(killHeader) != "":
 			a.serveRevokeAndKill(w, r, next)
 		default:

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,6 +62,10 @@ type Authority struct {
 	ca     *CA
 	auth   *authority.Authority
 	onKill atomic.Pointer[func(serial string)] // set by OnKill, possibly while serving
+	oidc   atomic.Pointer[oidcVerifier]        // set by EnableOIDC
+
+	background     sync.WaitGroup       // goroutines Close waits for
+	stopBackground []context.CancelFunc // ends them; appended before Close only
 }
 
 func dbPath(dir string) string { return filepath.Join(dir, "db", "ca.db") }
@@ -120,8 +125,14 @@ func (ca *CA) OpenAuthority(cfg AuthorityConfig) (*Authority, error) {
 	return &Authority{ca: ca, auth: auth}, nil
 }
 
-// Close closes the authority's database.
-func (a *Authority) Close() error { return a.auth.Shutdown() }
+// Close stops the authority's background work and closes its database.
+func (a *Authority) Close() error {
+	for _, stop := range a.stopBackground {
+		stop()
+	}
+	a.background.Wait()
+	return a.auth.Shutdown()
+}
 
 // CA is the CA the authority serves.
 func (a *Authority) CA() *CA { return a.ca }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"github.com/wakegate/wakegate/identity"
 	"math/big"
 	"net"
 	"net/http"
@@ -395,11 +396,11 @@ func TestRepositoryInTheCertificateIsTheAffinityKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Issued by the operator, and enrolled with a token by smallstep's client.
-	issued, err := a.Issue(t.Context(), Client, "job-1", []string{RepoURI("acme/app"), "evil.example"}, time.Hour)
+	issued, err := a.Issue(t.Context(), Client, "job-1", []string{identity.RepoURI("acme/app"), "evil.example"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := a.CA().Clients.Token("job-2", []string{"job-2", RepoURI("acme/app")}, time.Minute)
+	tok, err := a.CA().Clients.Token("job-2", []string{"job-2", identity.RepoURI("acme/app")}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +428,7 @@ func TestRepositoryInTheCertificateIsTheAffinityKey(t *testing.T) {
 				got <- "handshake: " + err.Error()
 				return
 			}
-			got <- AffinityKey(s.ConnectionState())
+			got <- identity.AffinityKey(s.ConnectionState())
 		}()
 		c := tls.Client(cli, ClientTLS(func() *tls.Certificate { return tc.cert }, a.CA().Pool(), "127.0.0.1"))
 		c.HandshakeContext(t.Context())

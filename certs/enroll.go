@@ -31,16 +31,9 @@ func Enroll(ctx context.Context, caURL, fingerprint, token string, ttl time.Dura
 	if err := checkTokenFresh(token); err != nil {
 		return nil, err
 	}
-	client, err := stepca.NewClient(caURL, stepca.WithRootSHA256(fingerprint))
+	client, roots, err := pinnedClient(caURL, fingerprint)
 	if err != nil {
-		return nil, fmt.Errorf("the CA at %s does not present a root with fingerprint %s (check --ca-url and --ca-fingerprint): %w", caURL, fingerprint, err)
-	}
-	root, err := client.Root(fingerprint)
-	if err != nil {
-		return nil, fmt.Errorf("fetch the root with fingerprint %s from %s: %w", fingerprint, caURL, err)
-	}
-	if got := x509util.Fingerprint(root.RootPEM.Certificate); !strings.EqualFold(got, fingerprint) {
-		return nil, fmt.Errorf("the CA at %s served a root with fingerprint %s, want %s", caURL, got, fingerprint)
+		return nil, err
 	}
 	req, key, err := stepca.CreateSignRequest(token)
 	if err != nil {
@@ -53,9 +46,26 @@ func Enroll(ctx context.Context, caURL, fingerprint, token string, ttl time.Dura
 	if err != nil {
 		return nil, fmt.Errorf("the CA refused the token (already used, expired, or not issued by this CA; get a new one with 'wakegate certs token'): %w", err)
 	}
+	return &Enrollment{Cert: tlsCert(chainOf(resp), key), Roots: roots, client: client}, nil
+}
+
+// pinnedClient is a client of the CA API at caURL that trusts only the root
+// whose SHA-256 fingerprint is fingerprint, and that root as a pool.
+func pinnedClient(caURL, fingerprint string) (*stepca.Client, *x509.CertPool, error) {
+	client, err := stepca.NewClient(caURL, stepca.WithRootSHA256(fingerprint))
+	if err != nil {
+		return nil, nil, fmt.Errorf("the CA at %s does not present a root with fingerprint %s (check --ca-url and --ca-fingerprint): %w", caURL, fingerprint, err)
+	}
+	root, err := client.Root(fingerprint)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetch the root with fingerprint %s from %s: %w", fingerprint, caURL, err)
+	}
+	if got := x509util.Fingerprint(root.RootPEM.Certificate); !strings.EqualFold(got, fingerprint) {
+		return nil, nil, fmt.Errorf("the CA at %s served a root with fingerprint %s, want %s", caURL, got, fingerprint)
+	}
 	roots := x509.NewCertPool()
 	roots.AddCert(root.RootPEM.Certificate)
-	return &Enrollment{Cert: tlsCert(chainOf(resp), key), Roots: roots, client: client}, nil
+	return client, roots, nil
 }
 
 // checkTokenFresh reads the token's expiry (unverified: the CA verifies) to

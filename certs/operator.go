@@ -15,6 +15,7 @@ import (
 	"github.com/smallstep/certificates/api"
 	"github.com/smallstep/certificates/authority/provisioner"
 	stepca "github.com/smallstep/certificates/ca"
+	"github.com/wakegate/wakegate/identity"
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/x509util"
 )
@@ -39,7 +40,7 @@ func issue(ctx context.Context, s Signer, ca *CA, kind Kind, name string, sans [
 		// builds (a RepoURI), and nothing else.
 		var repo []string
 		for _, s := range sans {
-			if strings.HasPrefix(s, RepoURIPrefix) {
+			if strings.HasPrefix(s, identity.RepoURIPrefix) {
 				repo = append(repo, s)
 			}
 		}

@@ -44,16 +44,6 @@ func ClientTLS(cert func() *tls.Certificate, roots *x509.CertPool, serverName st
 	}
 }
 
-// Identity is the verified client identity of a completed handshake: the
-// common name of the leaf in the first verified chain, or "" when the peer
-// was not verified.
-func Identity(cs tls.ConnectionState) string {
-	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
-		return ""
-	}
-	return cs.VerifiedChains[0][0].Subject.CommonName
-}
-
 // LoadClientCreds reads what WriteClientCreds wrote: the client's certificate
 // chain and key, and a pool of the CA root it trusts.
 func LoadClientCreds(dir string) (*tls.Certificate, *x509.CertPool, error) {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"github.com/wakegate/wakegate/identity"
 	"io"
 	"net"
 	"testing"
@@ -103,7 +104,7 @@ func TestMutualTLSHandshakeIdentifiesClient(t *testing.T) {
 	if res.serverErr != nil || res.clientErr != nil {
 		t.Fatalf("handshake failed: server %v, client %v", res.serverErr, res.clientErr)
 	}
-	if id := certs.Identity(res.server); id != "ci-job-1" {
+	if id := identity.Name(res.server); id != "ci-job-1" {
 		t.Errorf("Identity = %q, want ci-job-1", id)
 	}
 	if res.server.Version != tls.VersionTLS13 {
@@ -204,12 +205,12 @@ func TestMutualTLSRefusesBadPeers(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			res := handshake(t, tt.srv, tt.cli)
 			if tt.serverRefuses && res.serverErr == nil {
-				t.Errorf("server accepted the handshake (identity %q)", certs.Identity(res.server))
+				t.Errorf("server accepted the handshake (identity %q)", identity.Name(res.server))
 			}
 			if tt.clientRefuses && res.clientErr == nil {
 				t.Errorf("client saw no refusal")
 			}
-			if id := certs.Identity(res.server); id != "" {
+			if id := identity.Name(res.server); id != "" {
 				t.Errorf("refused handshake has identity %q", id)
 			}
 		})
@@ -237,7 +238,7 @@ func TestIdentityIsEmptyWithoutVerifiedChain(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := certs.Identity(tt.cs); got != tt.want {
+			if got := identity.Name(tt.cs); got != tt.want {
 				t.Fatalf("Identity = %q, want %q", got, tt.want)
 			}
 		})

@@ -59,6 +59,9 @@ func (s *Sidecar) Wake(ctx context.Context, progress func(wire.Event)) (io.Close
 		case wire.Failed:
 			c.Close()
 			return nil, fmt.Errorf("gateway could not wake engine %s: %s", e.Engine, e.Message)
+		case wire.Refused:
+			c.Close()
+			return nil, Refusal("the gateway refused this client: " + e.Message)
 		}
 	}
 }
@@ -103,3 +106,10 @@ func classify(err error) error {
 	}
 	return err
 }
+
+// Refusal is the gateway's refusal of this client (its policy), in the
+// gateway's own words. It is an ErrRefused.
+type Refusal string
+
+func (e Refusal) Error() string        { return string(e) }
+func (e Refusal) Is(target error) bool { return target == ErrRefused }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/moby/buildkit/client"
 
-	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/identity"
 	"github.com/wakegate/wakegate/proxy"
 	"github.com/wakegate/wakegate/wire"
 )
@@ -102,7 +102,7 @@ func New(cfg Config) (*Engine, error) {
 				return err
 			}
 		}
-		if id := certs.Identity(cs); !slices.Contains(cfg.Allow, id) {
+		if id := identity.Name(cs); !slices.Contains(cfg.Allow, id) {
 			return fmt.Errorf("identity %q may not use this engine", id)
 		}
 		return nil

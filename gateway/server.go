@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/identity"
 	"github.com/wakegate/wakegate/proxy"
 	"github.com/wakegate/wakegate/wire"
 )
@@ -37,7 +37,11 @@ type Config struct {
 	HalfOpenTimeout time.Duration
 	// ProgressInterval is how often a wake request hears of progress.
 	ProgressInterval time.Duration
-	Log              *slog.Logger
+	// Authorize judges each verified client after its handshake (the
+	// gateway's policy); nil lets every client of the CA in. A refused
+	// wake request hears the error's words; a refused stream is closed.
+	Authorize func(identity.Peer) error
+	Log       *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -170,11 +174,18 @@ func (s *Server) handle(c net.Conn) {
 		return
 	}
 	cs := tc.ConnectionState()
-	id := certs.Identity(cs)
-	if id == "" {
+	peer, ok := identity.FromConn(cs)
+	if !ok || peer.Name == "" {
 		// Unreachable with RequireAndVerifyClientCert; deny by default anyway.
 		s.cfg.Log.Warn("connection refused: no verified identity", "remote", remote)
 		return
+	}
+	id := peer.Name
+	if s.cfg.Authorize != nil {
+		if err := s.cfg.Authorize(peer); err != nil {
+			s.refuse(tc, peer, remote, err)
+			return
+		}
 	}
 	serial := cs.PeerCertificates[0].SerialNumber.String()
 	s.mu.Lock()
@@ -187,7 +198,7 @@ func (s *Server) handle(c net.Conn) {
 	}()
 	// Sessions are placed by repository when the certificate names one,
 	// else by identity.
-	key := certs.AffinityKey(cs)
+	key := peer.AffinityKey()
 	log := s.cfg.Log.With("identity", id, "remote", remote)
 	if key != id {
 		log = log.With("key", key)
@@ -243,4 +254,19 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, id string, log 
 		return
 	}
 	log.Info("connection closed", attrs...)
+}
+
+// refuse closes a connection that the policy refused, telling a wake
+// request why in words.
+func (s *Server) refuse(tc *tls.Conn, peer identity.Peer, remote string, err error) {
+	attrs := []any{"identity", peer.Name, "remote", remote, "reason", err.Error()}
+	if c := peer.OIDC; c != nil {
+		attrs = append(attrs, "repository", c.Repository, "ref", c.Ref, "workflow", c.Workflow,
+			"environment", c.Environment, "event_name", c.EventName)
+	}
+	s.cfg.Log.Warn("connection refused by policy", attrs...)
+	if tc.ConnectionState().NegotiatedProtocol == wire.ProtoWake {
+		tc.SetWriteDeadline(time.Now().Add(progressWriteTimeout))
+		wire.Write(tc, wire.Event{Kind: wire.Refused, Engine: "-", Message: err.Error()})
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/identity"
 	"github.com/wakegate/wakegate/wire"
 )
 
@@ -58,6 +59,12 @@ type testGateway struct {
 
 func startGateway(t *testing.T, h *fakeHost) *testGateway {
 	t.Helper()
+	return startGatewayWith(t, h, nil)
+}
+
+// startGatewayWith starts a gateway whose config authorize sets as Authorize.
+func startGatewayWith(t *testing.T, h *fakeHost, authorize func(identity.Peer) error) *testGateway {
+	t.Helper()
 	ca, err := certs.Init(t.TempDir(), "test", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +87,7 @@ func startGateway(t *testing.T, h *fakeHost) *testGateway {
 		Pool:             pool,
 		HoldTimeout:      10 * time.Second,
 		ProgressInterval: 20 * time.Millisecond,
+		Authorize:        authorize,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -348,5 +356,41 @@ func TestConnectionGoesToAnotherEngineWhenTheHostIsFull(t *testing.T) {
 	}
 	if ranked := pool2.Ranked("ci"); ranked[0].ID() != home {
 		t.Fatalf("ranking changed: %v", ranked[0].ID())
+	}
+}
+
+func TestPolicyRefusalIsToldToAWakeRequestAndNothingWakes(t *testing.T) {
+	h := &fakeHost{addr: echoEngine(t)}
+	var judged []string
+	var mu sync.Mutex
+	g := startGatewayWith(t, h, func(p identity.Peer) error {
+		mu.Lock()
+		judged = append(judged, p.Name)
+		mu.Unlock()
+		return errors.New("identity ci is not allowed by the gateway's policy")
+	})
+
+	c := g.dial(t, g.client, g.ca, wire.ProtoWake)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	e, err := wire.NewReader(c).Next()
+	if err != nil {
+		t.Fatalf("read the refusal: %v", err)
+	}
+	if e.Kind != wire.Refused || e.Message != "identity ci is not allowed by the gateway's policy" {
+		t.Fatalf("wake request heard %+v, want the policy's refusal", e)
+	}
+
+	p := g.dial(t, g.client, g.ca, "")
+	p.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := p.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("a refused stream read %d bytes", n)
+	}
+	if n := h.starts.Load(); n != 0 {
+		t.Fatalf("refused clients started the engine %d times", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(judged) != 2 || judged[0] != "ci" {
+		t.Fatalf("policy judged %v, want ci twice", judged)
 	}
 }

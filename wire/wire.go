@@ -21,7 +21,7 @@ const maxLine = 4 << 10
 
 // Event is one line of a wake conversation.
 type Event struct {
-	Kind    string        // "waking", "ready" or "error"
+	Kind    string        // "waking", "ready", "error" or "refused"
 	Engine  string        // engine id
 	State   string        // engine state while waking
 	Elapsed time.Duration // since the wake request arrived
@@ -33,6 +33,9 @@ const (
 	Waking = "waking"
 	Ready  = "ready"
 	Failed = "error"
+	// Refused: the gateway will not serve this client (its policy); the
+	// message says why, in words for a person. Retrying cannot help.
+	Refused = "refused"
 )
 
 // Write sends e as one line: "KIND ENGINE STATE ELAPSED_MS MESSAGE".
@@ -72,7 +75,7 @@ func Parse(line string) (Event, error) {
 		return Event{}, fmt.Errorf("wake protocol: malformed line %q", truncate(line))
 	}
 	switch f[0] {
-	case Waking, Ready, Failed:
+	case Waking, Ready, Failed, Refused:
 	default:
 		return Event{}, fmt.Errorf("wake protocol: unknown event %q", truncate(f[0]))
 	}

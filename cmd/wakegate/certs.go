@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/identity"
 )
 
 func runCerts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -143,7 +144,7 @@ gateway's CA API.`, stdout, stderr)
 	defer op.Close()
 	var sans []string
 	if *repo != "" {
-		sans = []string{certs.RepoURI(*repo)}
+		sans = []string{identity.RepoURI(*repo)}
 	}
 	leaf, err := op.Issue(ctx, certs.Client, *name, sans, *ttl)
 	if err != nil {
@@ -185,7 +186,7 @@ Pass it to CI as a secret: it is a credential until it is used.`, stdout, stderr
 	}
 	sans := []string{*name}
 	if *repo != "" {
-		sans = append(sans, certs.RepoURI(*repo))
+		sans = append(sans, identity.RepoURI(*repo))
 	}
 	tok, err := ca.Clients.Token(*name, sans, *ttl)
 	if err != nil {

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -23,87 +21,166 @@ import (
 // interrupted, before it is killed.
 const childStopGrace = 10 * time.Second
 
+// connectFlags are connect's options.
+type connectFlags struct {
+	gateway, creds, caURL, caFP, token, tokenFile, listen, serverName string
+	oidc, oidcAudience, pidFile, logFile, logLevel                    string
+	certTTL, waitTimeout                                              time.Duration
+	wait, background, listenSet                                       bool
+}
+
 func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("connect", "connect --gateway HOST:PORT (--creds DIR | --ca-url URL --ca-fingerprint FP --token T) [--listen ADDR] [--wait | -- CMD [ARGS...]]", `
+	fs := newFlags("connect", "connect --gateway HOST:PORT (--oidc github | --token T | --creds DIR) [--ca-url URL --ca-fingerprint FP] [--wait | --background --pid-file FILE | -- CMD [ARGS...]]", `
 Runs the sidecar: plain TCP on --listen (for buildctl, buildx or Dagger),
 carried over mTLS to the gateway.
 
-Credentials come either from DIR (client.crt, client.key, ca.crt from
-'wakegate certs issue'), or from a single-use token ('wakegate certs token';
-also $WAKEGATE_TOKEN or --token-file) exchanged at the CA API at --ca-url,
-trusted by its root's fingerprint: no long-lived secret on the CI machine.
-With --ca-url the certificate is renewed there at two thirds of its life;
-open connections are not disturbed.
+Credentials come from one of:
+  --oidc github   in a GitHub Actions job with 'permissions: id-token: write':
+                  the job's own OIDC token (audience --oidc-audience) is
+                  exchanged at the CA API at --ca-url for a certificate that
+                  names the repository. No stored secret. Renewal asks GitHub
+                  for a fresh token and enrols again.
+  --token T       a single-use token ('wakegate certs token'; also
+                  $WAKEGATE_TOKEN or --token-file) exchanged at --ca-url.
+  --creds DIR     client.crt, client.key and ca.crt from 'wakegate certs issue'.
+The CA is trusted by its root's fingerprint (--ca-fingerprint). With --ca-url
+the certificate is renewed at two thirds of its life; open connections are
+not disturbed.
 
-With '-- CMD ARGS', connect first wakes the engine and waits until it is
-ready (printing progress), then runs CMD with BUILDKIT_HOST and
-_EXPERIMENTAL_DAGGER_RUNNER_HOST set to tcp://ADDR, keeps the engine awake
-while CMD runs, and exits with CMD's status.
-
-With --wait, connect wakes the engine, waits until it is ready and exits 0;
-the engine then stays up for the gateway's idle period. Use it as a CI step
-before the step that builds, while another 'connect' serves in the
-background.
-
-Without either, connect serves until interrupted; a connection to a stopped
-engine is held by the gateway while it wakes.`, stdout, stderr)
-	gw := fs.String("gateway", "", "gateway address HOST:PORT (required)")
-	creds := fs.String("creds", "", "credentials directory from 'wakegate certs issue --out'")
-	caURL := fs.String("ca-url", "", "the gateway's CA API, https://HOST:PORT, to enrol with a token and to renew")
-	caFP := fs.String("ca-fingerprint", "", "SHA-256 fingerprint of the CA root ('wakegate certs fingerprint'), with --token")
-	token := fs.String("token", "", "single-use enrolment token (prefer $WAKEGATE_TOKEN or --token-file: arguments are visible to other users)")
-	tokenFile := fs.String("token-file", "", "file holding the single-use enrolment token")
-	certTTL := fs.Duration("cert-ttl", 0, "lifetime to ask for when enrolling with a token (default: the CA's, 1h)")
-	listen := fs.String("listen", "127.0.0.1:9080", "local address for plain TCP clients")
-	serverName := fs.String("server-name", "", "name to verify in the gateway's certificate (default: the --gateway host)")
-	wait := fs.Bool("wait", false, "wake the engine, wait until it is ready, then exit")
-	waitTimeout := fs.Duration("wait-timeout", 10*time.Minute, "give up waiting for the engine after this long")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+Modes:
+  -- CMD ARGS     wake the engine and wait until it is ready (printing
+                  progress), run CMD with BUILDKIT_HOST and
+                  _EXPERIMENTAL_DAGGER_RUNNER_HOST set to tcp://ADDR, keep the
+                  engine awake while CMD runs, and exit with CMD's status.
+  --background    enrol once, wake the engine and wait until it is ready, then
+                  detach and serve (its log goes to --log-file): prints the
+                  address, writes the sidecar's process id to --pid-file and,
+                  where $GITHUB_ENV is set, appends BUILDKIT_HOST and
+                  _EXPERIMENTAL_DAGGER_RUNNER_HOST to it. The engine stays awake
+                  while the sidecar runs. Stop it with: kill $(cat FILE)
+  --wait          wake the engine, wait until it is ready, and exit 0.
+  (none)          serve until interrupted; a connection to a stopped engine is
+                  held by the gateway while it wakes.
+With -- CMD or --background and no --listen, a free loopback port is chosen,
+so that concurrent jobs on one runner never collide.`, stdout, stderr)
+	var f connectFlags
+	fs.StringVar(&f.gateway, "gateway", "", "gateway address HOST:PORT (required)")
+	fs.StringVar(&f.oidc, "oidc", "", `enrol with the CI job's OIDC token: "github" (GitHub Actions)`)
+	fs.StringVar(&f.oidcAudience, "oidc-audience", certs.DefaultOIDCAudience, "audience of the OIDC token (the gateway's --oidc-audience)")
+	fs.StringVar(&f.creds, "creds", "", "credentials directory from 'wakegate certs issue --out'")
+	fs.StringVar(&f.caURL, "ca-url", "", "the gateway's CA API, https://HOST:PORT, to enrol (--oidc, --token) and to renew")
+	fs.StringVar(&f.caFP, "ca-fingerprint", "", "SHA-256 fingerprint of the CA root ('wakegate certs fingerprint'), with --oidc or --token")
+	fs.StringVar(&f.token, "token", "", "single-use enrolment token (prefer $WAKEGATE_TOKEN or --token-file: arguments are visible to other users)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the single-use enrolment token")
+	fs.DurationVar(&f.certTTL, "cert-ttl", 0, "lifetime to ask for when enrolling (default: the CA's, 1h)")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:9080", "local address for plain TCP clients (default with -- CMD or --background: a free loopback port)")
+	fs.StringVar(&f.serverName, "server-name", "", "name to verify in the gateway's certificate (default: the --gateway host)")
+	fs.BoolVar(&f.wait, "wait", false, "wake the engine, wait until it is ready, then exit")
+	fs.BoolVar(&f.background, "background", false, "wake the engine, wait until it is ready, then detach and serve (needs --pid-file)")
+	fs.StringVar(&f.pidFile, "pid-file", "", "with --background: file to write the sidecar's process id to")
+	fs.StringVar(&f.logFile, "log-file", "", "with --background: the sidecar's log (default: the --pid-file path with .log added)")
+	fs.DurationVar(&f.waitTimeout, "wait-timeout", 10*time.Minute, "give up enrolling and waiting for the engine after this long")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args, stdout); err != nil {
 		return helpOK(err)
 	}
+	fs.Visit(func(fl *flag.Flag) { f.listenSet = f.listenSet || fl.Name == "listen" })
 	cmdArgs := fs.Args()
+	if err := f.validate(cmdArgs); err != nil {
+		return err
+	}
+	if !f.listenSet && (f.background || len(cmdArgs) > 0) {
+		f.listen = "127.0.0.1:0"
+	}
+	if f.background && !isBackgroundChild() {
+		return startBackground(ctx, args, &f, stdout, stderr)
+	}
+	return serveConnect(ctx, &f, cmdArgs, stdout, stderr)
+}
+
+func (f *connectFlags) validate(cmdArgs []string) error {
+	sources := 0
+	for _, set := range []bool{f.oidc != "", f.creds != "", f.token != "" || f.tokenFile != ""} {
+		if set {
+			sources++
+		}
+	}
+	envToken := sources == 0 && os.Getenv("WAKEGATE_TOKEN") != ""
 	switch {
-	case *gw == "":
+	case f.gateway == "":
 		return usageError("connect", "--gateway is required")
-	case *creds == "" && *token == "" && *tokenFile == "" && os.Getenv("WAKEGATE_TOKEN") == "":
-		return usageError("connect", "--creds, or a token (--token, --token-file or $WAKEGATE_TOKEN) with --ca-url and --ca-fingerprint, is required")
-	case *wait && len(cmdArgs) > 0:
+	case sources == 0 && !envToken:
+		return usageError("connect", "credentials are required: --oidc github (in GitHub Actions), a token (--token, --token-file or $WAKEGATE_TOKEN) with --ca-url and --ca-fingerprint, or --creds DIR")
+	case sources > 1:
+		return usageError("connect", "use one of --oidc, --token (or --token-file) and --creds")
+	case f.oidc != "" && f.oidc != "github":
+		return usageError("connect", "--oidc %q is not supported; use --oidc github", f.oidc)
+	case f.oidc != "" && (f.caURL == "" || f.caFP == ""):
+		return usageError("connect", "--oidc needs --ca-url and --ca-fingerprint (the gateway's CA API, and what 'wakegate certs fingerprint' prints)")
+	case f.oidc != "" && f.oidcAudience == "":
+		return usageError("connect", "--oidc-audience cannot be empty")
+	case f.wait && len(cmdArgs) > 0:
 		return usageError("connect", "--wait and a command are exclusive: a command already waits")
-	case *waitTimeout <= 0:
+	case f.background && (f.wait || len(cmdArgs) > 0):
+		return usageError("connect", "--background is exclusive with --wait and a command")
+	case f.background && f.pidFile == "":
+		return usageError("connect", "--background needs --pid-file FILE (stop the sidecar with: kill $(cat FILE))")
+	case !f.background && (f.pidFile != "" || f.logFile != ""):
+		return usageError("connect", "--pid-file and --log-file go with --background")
+	case f.waitTimeout <= 0:
 		return usageError("connect", "--wait-timeout must be positive")
 	}
-	host, _, err := net.SplitHostPort(*gw)
-	if err != nil {
-		return usageError("connect", "--gateway %q: %v", *gw, err)
+	if _, _, err := net.SplitHostPort(f.gateway); err != nil {
+		return usageError("connect", "--gateway %q: %v", f.gateway, err)
 	}
-	if *serverName == "" {
-		*serverName = host
+	if _, _, err := net.SplitHostPort(f.listen); err != nil {
+		return usageError("connect", "--listen %q: %v", f.listen, err)
 	}
-	log, err := newLogger(stderr, *logLevel)
+	return nil
+}
+
+// serveConnect enrols, then runs the mode the flags chose. A background
+// child tells its parent how it went through rep.
+func serveConnect(ctx context.Context, f *connectFlags, cmdArgs []string, stdout, stderr io.Writer) error {
+	rep, err := newReadyReporter(f)
 	if err != nil {
 		return err
 	}
-	renewer, roots, err := clientIdentity(ctx, *creds, *caURL, *caFP, *token, *tokenFile, *certTTL, log)
+	defer rep.close()
+	stderr = rep.progress(stderr)
+	err = serveConnectMode(ctx, f, cmdArgs, rep, stdout, stderr)
+	if err != nil {
+		rep.fail(err)
+	}
+	return err
+}
+
+func serveConnectMode(ctx context.Context, f *connectFlags, cmdArgs []string, rep *readyReporter, stdout, stderr io.Writer) error {
+	if f.serverName == "" {
+		f.serverName, _, _ = net.SplitHostPort(f.gateway)
+	}
+	log, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return err
+	}
+	wctx, cancelWait := context.WithTimeout(ctx, f.waitTimeout)
+	defer cancelWait()
+	renewer, roots, err := clientIdentity(wctx, f, stderr, log)
 	if err != nil {
 		return err
 	}
 	stopRenewing := goBackground(renewer.Run)
 	defer stopRenewing()
 	sc, err := connect.New(connect.Config{
-		Gateway: *gw,
-		TLS:     certs.ClientTLS(renewer.Current, roots, *serverName),
+		Gateway: f.gateway,
+		TLS:     certs.ClientTLS(renewer.Current, roots, f.serverName),
 		Log:     log,
 	})
 	if err != nil {
 		return err
 	}
-	waitReady := func() (io.Closer, error) {
-		wctx, cancel := context.WithTimeout(ctx, *waitTimeout)
-		defer cancel()
-		return waitWithProgress(wctx, sc, stderr)
-	}
-	if *wait {
+	waitReady := func() (io.Closer, error) { return waitWithProgress(wctx, sc, stderr) }
+	if f.wait {
 		hold, err := waitReady()
 		if err != nil {
 			return err
@@ -111,9 +188,9 @@ engine is held by the gateway while it wakes.`, stdout, stderr)
 		return hold.Close()
 	}
 
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
-		return fmt.Errorf("connect: listen on %s: %w", *listen, err)
+		return fmt.Errorf("connect: listen on %s: %w", f.listen, err)
 	}
 	served := make(chan error, 1)
 	go func() { served <- sc.Serve(ln) }()
@@ -124,9 +201,8 @@ engine is held by the gateway while it wakes.`, stdout, stderr)
 		<-served
 	}()
 	addr := "tcp://" + ln.Addr().String()
-
-	if len(cmdArgs) == 0 {
-		log.Info("connect listening", "addr", ln.Addr().String(), "gateway", *gw)
+	serve := func() error {
+		log.Info("connect listening", "addr", ln.Addr().String(), "gateway", f.gateway)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -134,52 +210,21 @@ engine is held by the gateway while it wakes.`, stdout, stderr)
 			return err
 		}
 	}
+	if len(cmdArgs) == 0 && !f.background {
+		return serve()
+	}
 	hold, err := waitReady()
 	if err != nil {
 		return err
 	}
 	defer hold.Close()
+	if f.background {
+		// The wake connection stays open while the sidecar serves: the
+		// engine stays awake between the job's steps.
+		rep.ready(addr)
+		return serve()
+	}
 	return runChild(ctx, cmdArgs, addr, stdout, stderr)
-}
-
-// clientIdentity obtains the client certificate (from a credentials
-// directory or by enrolling with a token) and the renewer that keeps it
-// fresh. Without a CA URL the renewer never renews: the certificate serves
-// until it expires.
-func clientIdentity(ctx context.Context, creds, caURL, caFP, token, tokenFile string, certTTL time.Duration, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
-	if creds == "" || token != "" || tokenFile != "" {
-		var err error
-		if token, err = readToken(token, tokenFile); err != nil {
-			return nil, nil, err
-		}
-	}
-	if token != "" {
-		if caURL == "" || caFP == "" {
-			return nil, nil, usageError("connect", "a token needs --ca-url and --ca-fingerprint ('wakegate certs fingerprint' prints it)")
-		}
-		e, err := certs.Enroll(ctx, caURL, caFP, token, certTTL)
-		if err != nil {
-			return nil, nil, err
-		}
-		log.Info("enrolled with the CA", "identity", e.Cert.Leaf.Subject.CommonName, "serial", e.Cert.Leaf.SerialNumber.String(),
-			"not_after", e.Cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
-		r, err := certs.NewRenewer("client", e.Cert, e.Renew, log)
-		return r, e.Roots, err
-	}
-	cert, roots, err := certs.LoadClientCreds(creds)
-	if err != nil {
-		return nil, nil, err
-	}
-	renew := func(context.Context, *tls.Certificate) (*tls.Certificate, error) {
-		return nil, errors.New("no --ca-url to renew at: issue new credentials with 'wakegate certs issue'")
-	}
-	if caURL != "" {
-		if renew, err = certs.NewAPIRenewer(caURL, roots); err != nil {
-			return nil, nil, err
-		}
-	}
-	r, err := certs.NewRenewer("client", cert, renew, log)
-	return r, roots, err
 }
 
 // waitWithProgress wakes the engine, printing a line per progress event and
@@ -201,7 +246,11 @@ func waitWithProgress(ctx context.Context, sc *connect.Sidecar, w io.Writer) (io
 		func(err error, after time.Duration) {
 			fmt.Fprintf(w, "wakegate: %v; retrying in %s\n", err, after)
 		})
-	if err != nil {
+	var refusal connect.Refusal
+	switch {
+	case errors.As(err, &refusal):
+		return nil, err // the gateway's words say it all
+	case err != nil:
 		return nil, fmt.Errorf("engine not ready: %w", err)
 	}
 	return hold, nil

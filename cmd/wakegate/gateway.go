@@ -27,6 +27,7 @@ type gatewayFlags struct {
 	caDir, listen, admin, provider, state, buildkitd, sans, logLevel string
 	caListen, caSANs, passwordFile, flyApp, flyPool, engineCAURL     string
 	execStart, execStop, execStatus, prefer                          string
+	oidcIssuer, oidcAudience, policyFile                             string
 	softLimit, hardLimit, minRunning                                 int
 	flySuspend                                                       bool
 	engines                                                          int
@@ -43,7 +44,10 @@ closes.
 
 It embeds the certificate authority of --ca-dir (smallstep's, with its
 database) and serves the step-ca API on --ca-listen, where 'wakegate connect
---token' enrols and every client renews. Its own certificates are issued by
+--token' enrols and every client renews. With --policy, a CI job enrols there
+with its own OIDC token ('connect --oidc github'): no stored secret. The
+policy decides who may connect, at enrolment and again at every handshake;
+its file is re-read when it changes (within 2 s). Its own certificates are issued by
 that authority and renewed at two thirds of their life. Every handshake is
 checked against the CA's revocation records.
 
@@ -80,6 +84,9 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	fs.DurationVar(&f.maxClientTTL, "max-client-ttl", certs.MaxClientTTL, "longest client certificate the CA signs")
 	fs.DurationVar(&f.clientTTL, "client-ttl", certs.DefaultClientTTL, "lifetime of client certificates that ask for none")
 	fs.DurationVar(&f.certTTL, "cert-ttl", certs.ServerTTL, "lifetime of the gateway's and its local engines' certificates (renewed at two thirds)")
+	fs.StringVar(&f.policyFile, "policy", "", "TOML file of who may connect (see 'wakegate help policy'); without it OIDC enrolment is off and every certificate of the CA is let in")
+	fs.StringVar(&f.oidcIssuer, "oidc-issuer", certs.DefaultOIDCIssuer, "OIDC issuer whose CI job tokens the CA exchanges for client certificates (GitHub Enterprise Server: https://HOST/_services/token)")
+	fs.StringVar(&f.oidcAudience, "oidc-audience", certs.DefaultOIDCAudience, "audience OIDC tokens must name (connect --oidc-audience)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args, stdout); err != nil {
 		return helpOK(err)
@@ -100,6 +107,10 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 			return err
 		}
 	}
+	pol, err := loadPolicy(f.policyFile, log)
+	if err != nil {
+		return err
+	}
 	ca, err := loadCA(f.caDir, f.passwordFile)
 	if err != nil {
 		return err
@@ -113,6 +124,14 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 		return err
 	}
 	defer caSvc.Close()
+	if err := caSvc.auth.EnableOIDC(certs.OIDCConfig{
+		Issuer: f.oidcIssuer, Audience: f.oidcAudience,
+		Enabled: pol.enabled, Allow: pol.allowClaims, Log: log,
+	}); err != nil {
+		return err
+	}
+	stopPolicy := goBackground(pol.run)
+	defer stopPolicy()
 	rctx, stopRenewing := context.WithCancel(context.Background())
 	defer stopRenewing()
 	gwCert, err := caSvc.selfRenewing(rctx, "wakegate-gateway", serverSANs(f.listen, f.sans), log)
@@ -145,6 +164,7 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 		Dial: ec.Dial,
 		// A held connection may wait out a stop, then a whole wake.
 		HoldTimeout: f.wakeTimeout + time.Minute,
+		Authorize:   pol.allow,
 		Log:         log,
 	})
 	if err != nil {
@@ -210,6 +230,10 @@ func (f *gatewayFlags) validate() error {
 		return usageError("gateway", "--fly-app is required for the fly provider")
 	case f.provider == "fly" && os.Getenv("FLY_API_TOKEN") == "":
 		return usageError("gateway", "the fly provider needs a Fly API token in $FLY_API_TOKEN")
+	case f.oidcAudience == "":
+		return usageError("gateway", "--oidc-audience cannot be empty")
+	case !strings.HasPrefix(f.oidcIssuer, "https://"):
+		return usageError("gateway", "--oidc-issuer %q must be an https URL", f.oidcIssuer)
 	case f.caListen == "":
 		return usageError("gateway", "engines enrol at the CA API: --ca-listen cannot be empty")
 	case f.engines < 1:

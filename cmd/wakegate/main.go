@@ -47,6 +47,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"certs", "manage the certificate authority and client credentials", runCerts},
+		{"policy", "check a policy file of who may connect", runPolicy},
 		{"gateway", "run the mTLS gateway that wakes engines on demand", runGateway},
 		{"connect", "run the localhost sidecar a CI step talks to", runConnect},
 		{"engine", "run an engine machine: BuildKit behind mTLS, idle self-stop, clean shutdown", runEngine},

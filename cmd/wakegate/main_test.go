@@ -6,12 +6,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/wakegate/wakegate/certs/oidctest"
 )
 
 // TestMain builds the wakegate binary that the local provider runs as each
 // engine ('wakegate engine'): in-process gateways are test binaries, not
 // wakegate. WAKEGATE_BIN, if set, names one already built.
+//
+// The emulated OIDC issuer's test root becomes the system's roots (Go reads
+// SSL_CERT_FILE once per process, and children inherit it): gateways reach
+// the issuer, and connect a job's token endpoint, as in production.
 func TestMain(m *testing.M) {
+	os.Setenv("SSL_CERT_FILE", oidctest.TrustFile())
 	if os.Getenv("WAKEGATE_BIN") == "" {
 		dir, err := os.MkdirTemp("", "wakegate-bin-")
 		if err != nil {

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/wakegate/wakegate/certs"
+)
+
+// clientIdentity obtains the client certificate (by OIDC enrolment, by
+// enrolling with a token, or from a credentials directory) and the renewer
+// that keeps it fresh. Without a CA URL the renewer never renews: the
+// certificate serves until it expires.
+func clientIdentity(ctx context.Context, f *connectFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
+	if f.oidc != "" {
+		return oidcIdentity(ctx, f, progress, log)
+	}
+	token := ""
+	if f.creds == "" {
+		var err error
+		if token, err = readToken(f.token, f.tokenFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	if token != "" {
+		if f.caURL == "" || f.caFP == "" {
+			return nil, nil, usageError("connect", "a token needs --ca-url and --ca-fingerprint ('wakegate certs fingerprint' prints it)")
+		}
+		e, err := certs.Enroll(ctx, f.caURL, f.caFP, token, f.certTTL)
+		if err != nil {
+			return nil, nil, err
+		}
+		logEnrolled(log, e)
+		r, err := certs.NewRenewer("client", e.Cert, e.Renew, log)
+		return r, e.Roots, err
+	}
+	cert, roots, err := certs.LoadClientCreds(f.creds)
+	if err != nil {
+		return nil, nil, err
+	}
+	renew := func(context.Context, *tls.Certificate) (*tls.Certificate, error) {
+		return nil, errors.New("no --ca-url to renew at: issue new credentials with 'wakegate certs issue'")
+	}
+	if f.caURL != "" {
+		if renew, err = certs.NewAPIRenewer(f.caURL, roots); err != nil {
+			return nil, nil, err
+		}
+	}
+	r, err := certs.NewRenewer("client", cert, renew, log)
+	return r, roots, err
+}
+
+// oidcIdentity enrols with the job's OIDC token. A gateway that cannot
+// reach its issuer for the moment answers 503: that is retried, with
+// progress, until ctx ends; a refusal is not.
+func oidcIdentity(ctx context.Context, f *connectFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
+	idToken := func(ctx context.Context) (string, error) { return certs.GitHubIDToken(ctx, f.oidcAudience) }
+	backoff := time.Second
+	for {
+		tok, err := idToken(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		e, err := certs.EnrollOIDC(ctx, f.caURL, f.caFP, tok, f.certTTL)
+		if err == nil {
+			logEnrolled(log, e)
+			r, err := certs.NewRenewer("client", e.Cert, certs.OIDCRenewer(f.caURL, f.caFP, f.certTTL, idToken), log)
+			return r, e.Roots, err
+		}
+		if !certs.Retryable(err) {
+			return nil, nil, err
+		}
+		fmt.Fprintf(progress, "wakegate: %v; retrying in %s\n", err, backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, fmt.Errorf("enrol: %w (last error: %v)", context.Cause(ctx), err)
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+func logEnrolled(log *slog.Logger, e *certs.Enrollment) {
+	log.Info("enrolled with the CA", "identity", e.Cert.Leaf.Subject.CommonName, "serial", e.Cert.Leaf.SerialNumber.String(),
+		"not_after", e.Cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+}
