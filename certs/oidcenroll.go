@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -63,7 +64,7 @@ func GitHubIDToken(ctx context.Context, audience string) (string, error) {
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("request a GitHub Actions ID token: %w", err)
+		return "", fmt.Errorf("request a GitHub Actions ID token from %s: %w", u.Host, netCause(err))
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -131,4 +132,19 @@ func OIDCRenewer(caURL, fingerprint string, ttl time.Duration, idToken func(cont
 func Retryable(err error) bool {
 	var se interface{ StatusCode() int }
 	return errors.As(err, &se) && se.StatusCode() >= 500
+}
+
+// netCause digs the network error out of an HTTP client's error, which
+// go-retryablehttp wraps in the URL twice over: "dial tcp HOST: connect:
+// connection refused" says it all.
+func netCause(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }

@@ -134,7 +134,7 @@ func (k *issuerKeys) getJSON(ctx context.Context, url string, out any) error {
 	}
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: GET %s: %w", errIssuerDown, url, err)
+		return fmt.Errorf("%w: GET %s: %w", errIssuerDown, url, netCause(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxIssuerDoc+1))

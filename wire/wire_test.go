@@ -37,6 +37,12 @@ func TestWriteThenParseRoundTrips(t *testing.T) {
 			out:  Event{Kind: Failed, Engine: "e", State: "stopped", Message: "engine did not start: exit 1"},
 		},
 		{
+			name: "a policy refusal carries the gateway's words",
+			in:   Event{Kind: Refused, Engine: "-", Message: "repository evil/app is not allowed by the gateway's policy"},
+			line: "refused - - 0 repository evil/app is not allowed by the gateway's policy\n",
+			out:  Event{Kind: Refused, Engine: "-", Message: "repository evil/app is not allowed by the gateway's policy"},
+		},
+		{
 			name: "newlines in a message become spaces",
 			in:   Event{Kind: Failed, Engine: "e", Message: "line one\nline two\n"},
 			line: "error e - 0 line one line two \n",
@@ -277,7 +283,7 @@ func FuzzReaderNext(f *testing.F) {
 func checkAccepted(t *testing.T, line string, e Event) {
 	t.Helper()
 	switch e.Kind {
-	case Waking, Ready, Failed:
+	case Waking, Ready, Failed, Refused:
 	default:
 		t.Fatalf("Parse(%q) accepted unknown kind %q", line, e.Kind)
 	}

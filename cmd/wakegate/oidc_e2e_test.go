@@ -118,6 +118,20 @@ func TestGitHubActionsJobBuildsWithItsOIDCTokenAndNoSecret(t *testing.T) {
 		t.Errorf("the gateway did not log the refusal with the job's claims:\n%s", g.logs)
 	}
 
+	t.Run("a refused job's background sidecar fails its step and leaves nothing running", func(t *testing.T) {
+		job.SetClaims(oidctest.GitHubClaims("evil/app"))
+		defer job.SetClaims(acme)
+		pidFile := filepath.Join(t.TempDir(), "connect.pid")
+		out := newLogWatch()
+		err := run(t.Context(), append([]string{"connect", "--background", "--pid-file", pidFile, "--wait-timeout", "30s"}, oidcArgs...), out, out)
+		if err == nil || !strings.Contains(err.Error(), "repository evil/app is not allowed by the gateway's policy") || !strings.Contains(err.Error(), "sidecar log: "+pidFile+".log") {
+			t.Fatalf("connect --background for a refused job = %v, want the refusal and the log's path\n%s", err, out)
+		}
+		if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+			t.Fatalf("pid file written for a sidecar that never served: %v", err)
+		}
+	})
+
 	t.Run("a certificate issued before the policy changed is refused after", func(t *testing.T) {
 		sc := background(t, append([]string{"connect", "--listen", "127.0.0.1:0"}, oidcArgs...)...)
 		m, _ := sc.waitFor(t, sidecarRE, 0, 30*time.Second)

@@ -17,7 +17,8 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // and 'policy check -h'.
 const policyFormat = `A policy file says who may connect to the gateway ('wakegate gateway
 --policy FILE'). It is TOML: a list of [[allow]] rules, and nothing else.
-Default deny: a client no rule allows is refused at the TLS handshake.
+Default deny: a client no rule allows is refused, at enrolment and at
+every connection.
 
   # CI jobs that enrolled with their GitHub Actions OIDC token.
   [[allow]]
