@@ -37,7 +37,7 @@ $(BIN)/buildx: tools/buildx/go.mod tools/buildx/go.sum
 deps:
 	scripts/install-deps.sh
 
-demo: build tools deps
+demo: build $(BUILDKIT_BINS) deps
 	scripts/demo.sh
 
 test: build tools deps vet fmt-check

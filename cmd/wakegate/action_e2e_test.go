@@ -193,3 +193,66 @@ func syscallKill(pid int) {
 		p.Kill()
 	}
 }
+
+// TestGitHubActionBuildxBuilderOnTheSidecar: with 'buildx: true' the start
+// step creates a builder with buildx's remote driver on the sidecar (buildx
+// ignores BUILDKIT_HOST), a real buildx (built from the module proxy, no
+// Docker engine) builds through it, and the post step removes it.
+func TestGitHubActionBuildxBuilderOnTheSidecar(t *testing.T) {
+	iss := oidctest.NewIssuer(t)
+	pol := filepath.Join(t.TempDir(), "policy.toml")
+	rewritePolicy(t, pol, acmePolicy)
+	g := startCertGateway(t, "--oidc-issuer", iss.URL, "--policy", pol)
+	buildx := tool(t, "WAKEGATE_BUILDX", "buildx")
+	bctx := buildContext(t, staticBusybox(t))
+	job := iss.JobEndpoint(t, oidctest.GitHubClaims("acme/app"))
+	a := newActionRun(t, job, map[string]string{"gateway": g.addr, "ca-url": g.caURL, "ca-fingerprint": g.fp, "buildx": "true"})
+	// buildx's state stays in the test: no ~/.docker.
+	state := t.TempDir()
+	bxEnv := []string{"BUILDX_CONFIG=" + filepath.Join(state, "buildx"), "DOCKER_CONFIG=" + filepath.Join(state, "docker"), "WAKEGATE_DOCKER_BUILDX=" + buildx}
+	a.env = append(a.env, bxEnv...)
+
+	out, err := a.script(t, "start")
+	if err != nil {
+		t.Fatalf("start step: %v\n%s\ngateway log:\n%s", err, out, g.logs)
+	}
+	st := vars(t, a.ghState)
+	builder := st["builder"]
+	if !strings.HasPrefix(builder, "wakegate-4242-") || vars(t, a.ghOutput)["builder"] != builder {
+		t.Fatalf("builder %q in $GITHUB_STATE, outputs %v", builder, vars(t, a.ghOutput))
+	}
+	b, _ := os.ReadFile(filepath.Join(st["dir"], "connect.pid"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	t.Cleanup(func() { syscallKill(pid) })
+
+	buildxRun := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(t.Context(), buildx, args...)
+		cmd.Env = append(os.Environ(), bxEnv...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	// The builder is in use: a plain 'buildx build' goes through the sidecar.
+	for i, wantCached := range []bool{false, true} {
+		out, err := buildxRun("build", "--progress", "plain", "--output", "type=cacheonly", bctx)
+		if err != nil {
+			t.Fatalf("buildx build %d: %v\n%s\ngateway log:\n%s", i+1, err, out, g.logs)
+		}
+		if !strings.Contains(out, `using remote driver`) {
+			t.Fatalf("buildx build %d did not use the remote builder:\n%s", i+1, out)
+		}
+		if got := runStepCached(t, out); got != wantCached {
+			t.Fatalf("buildx build %d: RUN step cached = %v, want %v:\n%s", i+1, got, wantCached, out)
+		}
+	}
+
+	out, err = a.script(t, "stop", "STATE_dir="+st["dir"], "STATE_builder="+builder)
+	if err != nil {
+		t.Fatalf("post step: %v\n%s", err, out)
+	}
+	if alive(pid) {
+		t.Fatalf("the sidecar (pid %d) still runs after the post step", pid)
+	}
+	if ls, _ := buildxRun("ls"); strings.Contains(ls, builder) {
+		t.Fatalf("builder %s still listed after the post step:\n%s", builder, ls)
+	}
+}
