@@ -40,8 +40,8 @@ type OIDCConfig struct {
 	// system's roots (SSL_CERT_FILE applies).
 	HTTPClient *http.Client
 	// MinRefetch spaces the key-set fetches that unknown key ids cause
-	// (10 s by default), so a stream of forged key ids cannot hammer the
-	// issuer.
+	// (5 s by default), so a stream of forged key ids cannot hammer the
+	// issuer; a token with an unknown key id meanwhile is told to retry.
 	MinRefetch time.Duration
 	Log        *slog.Logger
 }
@@ -73,7 +73,7 @@ func newOIDCVerifier(cfg OIDCConfig) (*oidcVerifier, error) {
 		cfg.Enabled = func() error { return nil }
 	}
 	if cfg.MinRefetch <= 0 {
-		cfg.MinRefetch = 10 * time.Second
+		cfg.MinRefetch = 5 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -153,9 +153,13 @@ func (v *oidcVerifier) verify(ctx context.Context, raw string, now time.Time) (i
 	}
 	key, err := v.keys.key(ctx, h.KeyID)
 	if err != nil {
-		if errors.Is(err, errIssuerDown) {
+		switch {
+		case errors.Is(err, errIssuerDown):
 			return identity.Claims{}, &refusal{status: http.StatusServiceUnavailable, err: err,
 				msg: fmt.Sprintf("the gateway cannot reach the OIDC issuer %s to check the token; retry shortly", v.cfg.Issuer)}
+		case errors.Is(err, errKeyNotYet):
+			return identity.Claims{}, &refusal{status: http.StatusServiceUnavailable, err: err,
+				msg: fmt.Sprintf("the OIDC token names key id %q, which the gateway has not seen yet; it refetches the issuer's keys at most every %s: retry shortly", h.KeyID, v.cfg.MinRefetch)}
 		}
 		return identity.Claims{}, &refusal{status: http.StatusUnauthorized, msg: err.Error(), err: err}
 	}

@@ -2,6 +2,7 @@ package certs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -214,15 +215,17 @@ func TestUnknownKeyIDsRefetchAtMostOncePerInterval(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 5 {
-		if _, err := k.key(t.Context(), "forged"); err == nil {
-			t.Fatal("a forged key id was found")
+		if _, err := k.key(t.Context(), "forged"); !errors.Is(err, errKeyNotYet) {
+			t.Fatalf("a forged key id within the interval = %v, want errKeyNotYet (retry)", err)
 		}
 	}
 	if _, jwks := iss.Fetches(); jwks != 1 {
 		t.Fatalf("%d key-set fetches for 5 forged key ids within the interval, want 1", jwks)
 	}
 	now = now.Add(10 * time.Second)
-	k.key(t.Context(), "forged")
+	if _, err := k.key(t.Context(), "forged"); err == nil || errors.Is(err, errKeyNotYet) || !strings.Contains(err.Error(), "does not publish") {
+		t.Fatalf("a forged key id after a refetch = %v, want a final refusal", err)
+	}
 	if _, jwks := iss.Fetches(); jwks != 2 {
 		t.Fatalf("%d key-set fetches after the interval, want 2", jwks)
 	}

@@ -38,6 +38,10 @@ type issuerKeys struct {
 // refusal of the token.
 var errIssuerDown = errors.New("OIDC issuer unreachable")
 
+// errKeyNotYet marks a key id that is unknown while a refetch must wait:
+// retryable, since an issuer that just rotated publishes it by then.
+var errKeyNotYet = errors.New("unknown key id; the issuer's keys are refetched at most every few seconds")
+
 func newIssuerKeys(issuer string, client *http.Client, minRefetch time.Duration, log *slog.Logger) *issuerKeys {
 	if client == nil {
 		rc := retryablehttp.NewClient()
@@ -163,7 +167,9 @@ func (k *issuerKeys) key(ctx context.Context, kid string) (*jose.JSONWebKey, err
 			return &ks[0], nil
 		}
 	}
+	refetched := false
 	if k.fetched.IsZero() || k.now().Sub(k.fetched) >= k.minRefetch {
+		refetched = true
 		if err := k.fetchLocked(ctx); err != nil && k.keys == nil {
 			return nil, err
 		}
@@ -173,6 +179,9 @@ func (k *issuerKeys) key(ctx context.Context, kid string) (*jose.JSONWebKey, err
 	}
 	if ks := k.keys.Key(kid); len(ks) > 0 {
 		return &ks[0], nil
+	}
+	if !refetched {
+		return nil, errKeyNotYet
 	}
 	return nil, fmt.Errorf("the token is signed with key id %q, which the issuer %s does not publish", kid, k.issuer)
 }

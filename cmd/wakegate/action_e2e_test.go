@@ -90,10 +90,7 @@ func alive(pid int) bool {
 // endpoint: what it exports to $GITHUB_ENV is what a real buildctl uses for
 // a real build; the post step stops the sidecar.
 func TestGitHubActionScriptExportsTheSidecarAndItsPostStepStopsIt(t *testing.T) {
-	iss := oidctest.NewIssuer(t)
-	pol := filepath.Join(t.TempDir(), "policy.toml")
-	rewritePolicy(t, pol, acmePolicy)
-	g := startCertGateway(t, "--oidc-issuer", iss.URL, "--policy", pol)
+	g, iss, _ := startOIDCGateway(t)
 	buildctl := tool(t, "WAKEGATE_BUILDCTL", "buildctl")
 	bctx := buildContext(t, staticBusybox(t))
 	job := iss.JobEndpoint(t, oidctest.GitHubClaims("acme/app"))
@@ -199,10 +196,7 @@ func syscallKill(pid int) {
 // ignores BUILDKIT_HOST), a real buildx (built from the module proxy, no
 // Docker engine) builds through it, and the post step removes it.
 func TestGitHubActionBuildxBuilderOnTheSidecar(t *testing.T) {
-	iss := oidctest.NewIssuer(t)
-	pol := filepath.Join(t.TempDir(), "policy.toml")
-	rewritePolicy(t, pol, acmePolicy)
-	g := startCertGateway(t, "--oidc-issuer", iss.URL, "--policy", pol)
+	g, iss, _ := startOIDCGateway(t)
 	buildx := tool(t, "WAKEGATE_BUILDX", "buildx")
 	bctx := buildContext(t, staticBusybox(t))
 	job := iss.JobEndpoint(t, oidctest.GitHubClaims("acme/app"))

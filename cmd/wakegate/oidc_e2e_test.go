@@ -31,6 +31,16 @@ func oidcJob(t *testing.T, iss *oidctest.Issuer, repo string) *oidctest.Job {
 	return job
 }
 
+// startOIDCGateway starts a gateway with a real engine that trusts a fresh
+// emulated issuer and the policy acmePolicy, at pol.
+func startOIDCGateway(t *testing.T) (g *certGateway, iss *oidctest.Issuer, pol string) {
+	t.Helper()
+	iss = oidctest.NewIssuer(t)
+	pol = filepath.Join(t.TempDir(), "policy.toml")
+	rewritePolicy(t, pol, acmePolicy)
+	return startCertGateway(t, "--oidc-issuer", iss.URL, "--policy", pol), iss, pol
+}
+
 func rewritePolicy(t *testing.T, path, text string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
@@ -51,10 +61,7 @@ var (
 // of bad token is refused with its own words and no certificate recorded;
 // a policy change refuses a certificate issued before it.
 func TestGitHubActionsJobBuildsWithItsOIDCTokenAndNoSecret(t *testing.T) {
-	iss := oidctest.NewIssuer(t)
-	pol := filepath.Join(t.TempDir(), "policy.toml")
-	rewritePolicy(t, pol, acmePolicy)
-	g := startCertGateway(t, "--oidc-issuer", iss.URL, "--policy", pol)
+	g, iss, pol := startOIDCGateway(t)
 	buildctl := tool(t, "WAKEGATE_BUILDCTL", "buildctl")
 	bctx := buildContext(t, staticBusybox(t))
 	job := oidcJob(t, iss, "acme/app")
@@ -69,6 +76,8 @@ func TestGitHubActionsJobBuildsWithItsOIDCTokenAndNoSecret(t *testing.T) {
 		t.Errorf("connect did not report its OIDC identity:\n%s", out)
 	}
 	g.logs.waitFor(t, oidcEnrolledRE, 0, time.Second)
+	// The repository is the session's placement key: its engine holds its cache.
+	g.logs.waitFor(t, regexp.MustCompile(`msg="connection closed" identity=github:acme/app remote=\S+ key=repo:acme/app`), 0, 5*time.Second)
 	if job.Requests() != 1 {
 		t.Errorf("the job's token endpoint was asked %d times, want 1", job.Requests())
 	}
@@ -117,6 +126,28 @@ func TestGitHubActionsJobBuildsWithItsOIDCTokenAndNoSecret(t *testing.T) {
 		!strings.Contains(g.logs.String(), "repository=evil/app") {
 		t.Errorf("the gateway did not log the refusal with the job's claims:\n%s", g.logs)
 	}
+
+	t.Run("renewal enrols again with a fresh job token", func(t *testing.T) {
+		asked := job.Requests()
+		sc := background(t, append([]string{"connect", "--listen", "127.0.0.1:0", "--cert-ttl", "6s"}, oidcArgs...)...)
+		m, _ := sc.waitFor(t, sidecarRE, 0, 30*time.Second)
+		// Renewed at two thirds of its 6 s life, with a new job token.
+		sc.waitFor(t, regexp.MustCompile(`msg="certificate renewed" cert=client`), 0, 30*time.Second)
+		if n := job.Requests() - asked; n < 2 {
+			t.Fatalf("the job's token endpoint was asked %d times for an enrolment and a renewal, want 2", n)
+		}
+		b, err := exec.CommandContext(t.Context(), buildctl, append([]string{"--addr", "tcp://" + m[1]}, buildctlArgs(bctx)...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("build with the renewed certificate: %v\n%s", err, b)
+		}
+	})
+
+	t.Run("a key rotation at the issuer is followed", func(t *testing.T) {
+		iss.Rotate() // the key set now holds only the new key
+		if out, err := g.connectWait(t, oidcArgs[2:]...); err != nil {
+			t.Fatalf("connect after the issuer rotated its key: %v\n%s", err, out)
+		}
+	})
 
 	t.Run("a refused job's background sidecar fails its step and leaves nothing running", func(t *testing.T) {
 		job.SetClaims(oidctest.GitHubClaims("evil/app"))
