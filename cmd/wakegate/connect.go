@@ -205,6 +205,7 @@ func serveConnectMode(ctx context.Context, f *connectFlags, cmdArgs []string, re
 		log.Info("connect listening", "addr", ln.Addr().String(), "gateway", f.gateway)
 		select {
 		case <-ctx.Done():
+			log.Info("connect stopping", "addr", ln.Addr().String())
 			return nil
 		case err := <-served:
 			return err
