@@ -107,7 +107,7 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 			return err
 		}
 	}
-	pol, err := loadPolicy(f.policyFile, log)
+	pol, err := loadPolicy(f.policyFile, f.oidcIssuer, log)
 	if err != nil {
 		return err
 	}

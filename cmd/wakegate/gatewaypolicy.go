@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/wakegate/wakegate/identity"
@@ -16,19 +18,20 @@ const policyReloadEvery = 2 * time.Second
 // gatewayPolicy is the gateway's --policy, or its absence (w nil): named
 // certificates let in, OIDC enrolment off.
 type gatewayPolicy struct {
-	w *policy.Watcher
+	w      *policy.Watcher
+	issuer string // the OIDC issuer trusted now
 }
 
-func loadPolicy(path string, log *slog.Logger) (*gatewayPolicy, error) {
+func loadPolicy(path, issuer string, log *slog.Logger) (*gatewayPolicy, error) {
 	if path == "" {
 		log.Info("no --policy: OIDC enrolment is off; every client certificate of the CA is let in")
-		return &gatewayPolicy{}, nil
+		return &gatewayPolicy{issuer: issuer}, nil
 	}
 	w, err := policy.NewWatcher(path, log)
 	if err != nil {
 		return nil, err
 	}
-	return &gatewayPolicy{w: w}, nil
+	return &gatewayPolicy{w: w, issuer: issuer}, nil
 }
 
 func (p *gatewayPolicy) current() *policy.Policy {
@@ -46,7 +49,15 @@ func (p *gatewayPolicy) enabled() error {
 	return nil
 }
 
-func (p *gatewayPolicy) allow(peer identity.Peer) error { return p.current().Allow(peer) }
+// allow judges a client at its handshake. A job enrolled through an
+// issuer the gateway no longer trusts (--oidc-issuer changed) is refused
+// too: its claims were vouched for by that issuer.
+func (p *gatewayPolicy) allow(peer identity.Peer) error {
+	if c := peer.OIDC; c != nil && strings.TrimSuffix(c.Issuer, "/") != strings.TrimSuffix(p.issuer, "/") {
+		return fmt.Errorf("the certificate of repository %s was enrolled with OIDC issuer %s; this gateway trusts only %s", c.Repository, c.Issuer, p.issuer)
+	}
+	return p.current().Allow(peer)
+}
 
 func (p *gatewayPolicy) allowClaims(c identity.Claims) error { return p.current().AllowClaims(c) }
 
