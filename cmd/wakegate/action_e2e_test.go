@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -248,5 +249,28 @@ func TestGitHubActionBuildxBuilderOnTheSidecar(t *testing.T) {
 	}
 	if ls, _ := buildxRun("ls"); strings.Contains(ls, builder) {
 		t.Fatalf("builder %s still listed after the post step:\n%s", builder, ls)
+	}
+}
+
+// TestActionJavaScriptRunsTheScriptAndPassesItsStatus: action.yml's main
+// and post entry points (run by GitHub's node) only run the script's start
+// and stop, and the step fails exactly when the script does.
+func TestActionJavaScriptRunsTheScriptAndPassesItsStatus(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node not found (make deps installs Debian's nodejs): %v", err)
+	}
+	root := filepath.Join("..", "..")
+	main := exec.CommandContext(t.Context(), node, filepath.Join(root, "action", "main.js"))
+	main.Env = append(os.Environ(), "INPUT_GATEWAY=", "RUNNER_TEMP="+t.TempDir())
+	out, err := main.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "::error title=wakegate::input 'gateway' is required") {
+		t.Fatalf("main.js without inputs = %v, want exit 1 and the script's error annotation:\n%s", err, out)
+	}
+	post := exec.CommandContext(t.Context(), node, filepath.Join(root, "action", "post.js"))
+	post.Env = append(os.Environ(), "STATE_dir=")
+	if out, err := post.CombinedOutput(); err != nil || !strings.Contains(string(out), "nothing to stop") {
+		t.Fatalf("post.js after a start that did not run = %v, want success:\n%s", err, out)
 	}
 }
