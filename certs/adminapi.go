@@ -39,8 +39,8 @@ func (a *Authority) adminRoutes(next http.Handler) http.Handler {
 			a.serveRevoked(w, r)
 		case r.Method == http.MethodPost && (r.URL.Path == "/sign" || r.URL.Path == "/1.0/sign"):
 			a.serveSign(w, r, next)
-		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/revoke") && r.Header.Get(killHeader) != "":
-			a.serveRevokeAndKill(w, r, next)
+		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/revoke"):
+			a.serveRevoke(w, r, next)
 		default:
 			next.ServeHTTP(w, r)
 		}
@@ -61,20 +61,23 @@ func (a *Authority) serveList(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(recs)
 }
 
-// serveRevokeAndKill lets smallstep's handler revoke (it authorizes the
-// token), then closes the certificate's open connections.
-func (a *Authority) serveRevokeAndKill(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		http.Error(w, "read body", http.StatusBadRequest)
+// serveRevoke lets smallstep's handler revoke (it authorizes the token),
+// then puts the serial in the revocation index and, when the operator asked
+// for it (killHeader), closes the certificate's open connections.
+func (a *Authority) serveRevoke(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	body, ok := readBody(w, r, maxSignBody)
+	if !ok {
 		return
 	}
 	var req api.RevokeRequest
 	json.Unmarshal(body, &req)
-	r.Body = io.NopCloser(bytes.NewReader(body))
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	next.ServeHTTP(rec, r)
-	if kill := a.onKill.Load(); rec.status == http.StatusOK && kill != nil {
+	if rec.status != http.StatusOK {
+		return
+	}
+	a.revokedNow(req.Serial)
+	if kill := a.onKill.Load(); r.Header.Get(killHeader) != "" && kill != nil {
 		(*kill)(req.Serial)
 	}
 }

@@ -64,6 +64,8 @@ type Authority struct {
 	onKill atomic.Pointer[func(serial string)] // set by OnKill, possibly while serving
 	oidc   atomic.Pointer[oidcVerifier]        // set by EnableOIDC
 
+	revoked *revokedIndex // the public revocation list
+
 	background     sync.WaitGroup       // goroutines Close waits for
 	stopBackground []context.CancelFunc // ends them; appended before Close only
 }
@@ -122,7 +124,7 @@ func (ca *CA) OpenAuthority(cfg AuthorityConfig) (*Authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open CA authority in %s: %w", ca.Dir, err)
 	}
-	return &Authority{ca: ca, auth: auth}, nil
+	return &Authority{ca: ca, auth: auth, revoked: newRevokedIndex()}, nil
 }
 
 // Close stops the authority's background work and closes its database.

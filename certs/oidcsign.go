@@ -51,18 +51,12 @@ func (a *Authority) EnableOIDC(cfg OIDCConfig) error {
 // verified, judged by the policy and exchanged here; anything else is
 // smallstep's.
 func (a *Authority) serveSign(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxSignBody+1))
-	if err != nil {
-		writeAPIError(w, http.StatusBadRequest, "read request body")
-		return
-	}
-	if len(body) > maxSignBody {
-		writeAPIError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", maxSignBody))
+	body, ok := readBody(w, r, maxSignBody)
+	if !ok {
 		return
 	}
 	var req api.SignRequest
 	if json.Unmarshal(body, &req) != nil || !looksLikeOIDC(unverifiedIssuer(req.OTT)) {
-		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)
 		return
 	}

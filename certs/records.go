@@ -37,6 +37,7 @@ func (a *Authority) Revoke(ctx context.Context, serial, reason string) error {
 	if err := a.auth.Revoke(ctx, &authority.RevokeOptions{Serial: serial, Reason: reason, PassiveOnly: true, OTT: tok}); err != nil {
 		return fmt.Errorf("revoke %s: %w", serial, err)
 	}
+	a.revokedNow(serial)
 	return nil
 }
 

@@ -18,21 +18,6 @@ import (
 // not expired. Like a CRL it is public: it names serials, nothing secret.
 const revokedPath = "/wakegate/v1/revoked"
 
-// RevokedSerials lists the revoked certificates that have not yet expired.
-func (a *Authority) RevokedSerials() ([]string, error) {
-	recs, err := a.Records()
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, r := range recs {
-		if r.Status == "revoked" {
-			out = append(out, r.Serial)
-		}
-	}
-	return out, nil
-}
-
 func (a *Authority) serveRevoked(w http.ResponseWriter, r *http.Request) {
 	serials, err := a.RevokedSerials()
 	if err != nil {

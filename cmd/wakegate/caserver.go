@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -18,7 +16,7 @@ import (
 type caService struct {
 	auth     *certs.Authority
 	url      string // "" when the API is not served
-	srv      *http.Server
+	srv      *certs.APIServer
 	announce func()
 	cancel   context.CancelFunc
 	certTTL  time.Duration  // lifetime of the server certificates it issues itself
@@ -27,7 +25,7 @@ type caService struct {
 
 // startCA opens the authority on ca and, unless listen is "", serves its
 // API there with a server certificate it renews itself.
-func startCA(ca *certs.CA, listen, sans string, acfg certs.AuthorityConfig, certTTL time.Duration, log *slog.Logger) (*caService, error) {
+func startCA(ca *certs.CA, listen, sans string, acfg certs.AuthorityConfig, limits certs.APILimits, certTTL time.Duration, log *slog.Logger) (*caService, error) {
 	s := &caService{certTTL: certTTL}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -62,16 +60,11 @@ func startCA(ca *certs.CA, listen, sans string, acfg certs.AuthorityConfig, cert
 		return nil, err
 	}
 	s.url = "https://" + addr
-	s.srv = &http.Server{
-		Handler:           auth.Handler(),
-		TLSConfig:         auth.ServerTLS(renewer.Current),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+	s.srv = auth.NewAPIServer(renewer.Current, limits, log)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(ln); err != nil {
 			log.Error("CA API stopped", "err", err)
 		}
 	}()

@@ -119,7 +119,14 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	if err != nil {
 		return err
 	}
-	caSvc, err := startCA(ca, f.caListen, f.caSANs, certs.AuthorityConfig{MaxClientTTL: f.maxClientTTL, DefaultClientTTL: f.clientTTL}, f.certTTL, log)
+	fileLimit, err := raiseFileLimit()
+	if err != nil {
+		return err
+	}
+	limits := certs.DefaultAPILimits
+	limits.MaxConns = caAPIConns(fileLimit)
+	log.Info("open-files limit", "limit", fileLimit, "ca_api_max_conns", limits.MaxConns)
+	caSvc, err := startCA(ca, f.caListen, f.caSANs, certs.AuthorityConfig{MaxClientTTL: f.maxClientTTL, DefaultClientTTL: f.clientTTL}, limits, f.certTTL, log)
 	if err != nil {
 		return err
 	}

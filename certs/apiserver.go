@@ -1,0 +1,139 @@
+package certs
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/net/netutil"
+)
+
+// APILimits bound what unauthenticated callers of the CA API can take: the
+// API faces the internet beside the mTLS port and shares the process's
+// memory and file descriptors with it.
+type APILimits struct {
+	// MaxBody bounds every request body; larger ones are answered 413. A
+	// CSR and a token are a few KiB.
+	MaxBody int64
+	// MaxConns caps concurrent connections; beyond it new ones wait in the
+	// kernel's backlog instead of taking descriptors.
+	MaxConns int
+	// ReadTimeout bounds reading a whole request (TLS handshake, headers
+	// and body), so slow bodies are cut; WriteTimeout bounds the rest of
+	// the exchange; IdleTimeout closes idle keep-alive connections.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+}
+
+// DefaultAPILimits suit a CA API that CI jobs enrol at.
+var DefaultAPILimits = APILimits{
+	MaxBody:      256 << 10,
+	MaxConns:     256,
+	ReadTimeout:  15 * time.Second,
+	WriteTimeout: 30 * time.Second,
+	IdleTimeout:  30 * time.Second,
+}
+
+func (l *APILimits) setDefaults() {
+	d := DefaultAPILimits
+	if l.MaxBody <= 0 {
+		l.MaxBody = d.MaxBody
+	}
+	if l.MaxConns <= 0 {
+		l.MaxConns = d.MaxConns
+	}
+	if l.ReadTimeout <= 0 {
+		l.ReadTimeout = d.ReadTimeout
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = d.WriteTimeout
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = d.IdleTimeout
+	}
+}
+
+// APIServer serves the authority's API within limits.
+type APIServer struct {
+	srv    *http.Server
+	limits APILimits
+}
+
+// NewAPIServer is the CA API's HTTPS server: the authority's handler behind
+// a body limit, with read, write and idle timeouts; its certificate comes
+// from cert on every handshake.
+func (a *Authority) NewAPIServer(cert func() *tls.Certificate, limits APILimits, log *slog.Logger) *APIServer {
+	limits.setDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &APIServer{limits: limits, srv: &http.Server{
+		Handler:           limitBodies(a.Handler(), limits.MaxBody),
+		TLSConfig:         a.ServerTLS(cert),
+		ReadHeaderTimeout: min(10*time.Second, limits.ReadTimeout),
+		ReadTimeout:       limits.ReadTimeout,
+		WriteTimeout:      limits.WriteTimeout,
+		IdleTimeout:       limits.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}}
+}
+
+// Serve serves TLS on ln, at most MaxConns connections at a time, until
+// Close.
+func (s *APIServer) Serve(ln net.Listener) error {
+	err := s.srv.ServeTLS(netutil.LimitListener(ln, s.limits.MaxConns), "", "")
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting and waits for requests in flight until ctx ends.
+func (s *APIServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+// limitBodies reads each request body up to max and answers 413 beyond it,
+// before any handler sees it: smallstep's handlers would read without a
+// bound.
+func limitBodies(next http.Handler, max int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := readBody(w, r, max); ok {
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// readBody reads r's body up to max and puts it back for the next reader.
+// Beyond max, or on a read error, it answers (413 or 400) and ok is false.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) (body []byte, ok bool) {
+	if r.ContentLength > max {
+		tooLarge(w, max)
+		return nil, false
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, true
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, "read request body: "+err.Error())
+		return nil, false
+	}
+	if int64(len(body)) > max {
+		tooLarge(w, max)
+		return nil, false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return body, true
+}
+
+func tooLarge(w http.ResponseWriter, max int64) {
+	// The rest of the body is not read: close rather than drain it.
+	w.Header().Set("Connection", "close")
+	writeAPIError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", max))
+}
