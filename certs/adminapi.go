@@ -17,10 +17,11 @@ import (
 )
 
 // Beyond smallstep's API, a gateway serving the CA answers two operator
-// requests, both authorized by the clients provisioner's key (which only
-// holders of the CA directory and its password have):
-//   - GET /wakegate/v1/certs with a bearer token for subject listSubject:
-//     the certificates of the database;
+// requests (only holders of the CA directory and its password have the
+// keys that authorize them):
+//   - GET /wakegate/v1/certs with a bearer token of the operator key
+//     (CA.Admin, which signs nothing else) for subject listSubject,
+//     single-use: the certificates of the database;
 //   - POST /1.0/revoke (smallstep's, token-authorized) with the header
 //     killHeader: after revoking, close that certificate's open connections.
 const (
@@ -48,8 +49,9 @@ func (a *Authority) adminRoutes(next http.Handler) http.Handler {
 }
 
 func (a *Authority) serveList(w http.ResponseWriter, r *http.Request) {
-	if err := a.ca.Clients.verify(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), listSubject); err != nil {
-		http.Error(w, "unauthorized: "+err.Error(), http.StatusUnauthorized)
+	tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if err := a.verifyOperator(tok, listSubject); err != nil {
+		writeAPIError(w, http.StatusUnauthorized, "unauthorized: "+err.Error())
 		return
 	}
 	recs, err := a.Records()
@@ -96,17 +98,40 @@ func (s *statusRecorder) WriteHeader(code int) {
 // operator asks for it.
 func (a *Authority) OnKill(f func(serial string)) { a.onKill.Store(&f) }
 
+// verifyOperator checks a bearer token of the operator key for subject,
+// and spends it: a captured request cannot be replayed.
+func (a *Authority) verifyOperator(token, subject string) error {
+	claims, err := a.ca.Admin.verify(token, subject)
+	if err != nil {
+		return err
+	}
+	if claims.ID == "" {
+		return fmt.Errorf("token has no id")
+	}
+	fresh, err := a.auth.GetDatabase().UseToken("wakegate-operator:"+claims.ID, token)
+	if err != nil {
+		return fmt.Errorf("record the token's use: %w", err)
+	}
+	if !fresh {
+		return fmt.Errorf("token already used")
+	}
+	return nil
+}
+
 // verify checks a bearer token signed by the provisioner for subject.
-func (p *Provisioner) verify(token, subject string) error {
+func (p *Provisioner) verify(token, subject string) (*jose.Claims, error) {
 	tok, err := jose.ParseSigned(token)
 	if err != nil {
-		return fmt.Errorf("bad token: %w", err)
+		return nil, fmt.Errorf("bad token: %w", err)
 	}
 	var claims jose.Claims
 	if err := tok.Claims(p.Public(), &claims); err != nil {
-		return fmt.Errorf("token not signed by the %s provisioner", p.Name)
+		return nil, fmt.Errorf("token not signed by the %s key", p.Name)
 	}
-	return claims.ValidateWithLeeway(jose.Expected{Subject: subject, Issuer: p.Name, Time: time.Now()}, time.Minute)
+	if err := claims.ValidateWithLeeway(jose.Expected{Subject: subject, Issuer: p.Name, Time: time.Now()}, time.Minute); err != nil {
+		return nil, err
+	}
+	return &claims, nil
 }
 
 // remoteAdmin speaks wakegate's operator requests to a running gateway.
@@ -170,7 +195,7 @@ func (r *remoteAdmin) revoke(ctx context.Context, serial, reason string, kill bo
 }
 
 func (r *remoteAdmin) records(ctx context.Context) ([]Record, error) {
-	tok, err := r.ca.Clients.Token(listSubject, nil, time.Minute)
+	tok, err := r.ca.Admin.Token(listSubject, nil, time.Minute)
 	if err != nil {
 		return nil, err
 	}

@@ -48,6 +48,10 @@ type CA struct {
 	password     []byte        // nil when the keys are stored in the clear
 	Clients      *Provisioner  // authorizes client certificates (tokens)
 	Servers      *Provisioner  // authorizes gateway and engine certificates
+	// Admin signs wakegate's own operator requests (listing the
+	// database). It is no smallstep provisioner: no token it signs can
+	// get a certificate, and no CI token can pass for one.
+	Admin *Provisioner
 }
 
 // Init creates a root and an intermediate CA in dir, and the provisioner
@@ -103,6 +107,9 @@ func Init(dir, name string, password []byte) (*CA, error) {
 	if ca.Servers, err = newProvisioner(dir, serversProvisioner, password); err != nil {
 		return nil, err
 	}
+	if ca.Admin, err = newProvisioner(dir, operatorKey, password); err != nil {
+		return nil, err
+	}
 	return ca, nil
 }
 
@@ -133,6 +140,14 @@ func Load(dir string, password []byte) (*CA, error) {
 		return nil, err
 	}
 	if ca.Servers, err = loadProvisioner(dir, serversProvisioner, password); err != nil {
+		return nil, err
+	}
+	// CAs made before the operator key existed get one now.
+	ca.Admin, err = loadProvisioner(dir, operatorKey, password)
+	if errors.Is(err, os.ErrNotExist) {
+		ca.Admin, err = newProvisioner(dir, operatorKey, password)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return ca, nil

@@ -19,6 +19,9 @@ import (
 const (
 	clientsProvisioner = "wakegate-clients"
 	serversProvisioner = "wakegate-servers"
+	// operatorKey signs operator requests to a running gateway; see
+	// CA.Admin.
+	operatorKey = "wakegate-operator"
 )
 
 // tokenAudience is smallstep's audience accepted for sign and revoke
