@@ -27,7 +27,8 @@ type Config struct {
 	Log             *slog.Logger
 }
 
-// Sidecar proxies local plain TCP connections to the gateway over mTLS.
+// Sidecar proxies local plain connections (TCP or a unix socket, see
+// Listen) to the gateway over mTLS.
 type Sidecar struct {
 	cfg    Config
 	ctx    context.Context // cancelled by Shutdown: ends every connection

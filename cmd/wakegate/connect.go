@@ -26,13 +26,14 @@ type connectFlags struct {
 	gateway, creds, caURL, caFP, token, tokenFile, listen, serverName string
 	oidc, oidcAudience, pidFile, logFile, logLevel                    string
 	certTTL, waitTimeout                                              time.Duration
-	wait, background, listenSet                                       bool
+	wait, background, listenSet, unsafeListen                         bool
+	listenAddr                                                        connect.ListenAddress // --listen, parsed by validate
 }
 
 func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("connect", "connect --gateway HOST:PORT (--oidc github | --token T | --creds DIR) [--ca-url URL --ca-fingerprint FP] [--wait | --background --pid-file FILE | -- CMD [ARGS...]]", `
-Runs the sidecar: plain TCP on --listen (for buildctl, buildx or Dagger),
-carried over mTLS to the gateway.
+Runs the sidecar: plain connections on --listen (for buildctl, buildx or
+Dagger), carried over mTLS to the gateway.
 
 Credentials come from one of:
   --oidc github   in a GitHub Actions job with 'permissions: id-token: write':
@@ -50,8 +51,9 @@ not disturbed.
 Modes:
   -- CMD ARGS     wake the engine and wait until it is ready (printing
                   progress), run CMD with BUILDKIT_HOST and
-                  _EXPERIMENTAL_DAGGER_RUNNER_HOST set to tcp://ADDR, keep the
-                  engine awake while CMD runs, and exit with CMD's status.
+                  _EXPERIMENTAL_DAGGER_RUNNER_HOST set to the sidecar's
+                  address (tcp://HOST:PORT or unix:///PATH), keep the engine
+                  awake while CMD runs, and exit with CMD's status.
   --background    enrol once, wake the engine and wait until it is ready, then
                   detach and serve (its log goes to --log-file): prints the
                   address, writes the sidecar's process id to --pid-file and,
@@ -62,7 +64,20 @@ Modes:
   (none)          serve until interrupted; a connection to a stopped engine is
                   held by the gateway while it wakes.
 With -- CMD or --background and no --listen, a free loopback port is chosen,
-so that concurrent jobs on one runner never collide.`, stdout, stderr)
+so that concurrent jobs on one runner never collide.
+
+Listening (whoever connects to the sidecar builds as this job):
+  --listen HOST:PORT       TCP on a loopback host: 127.0.0.1 (or 127.x.y.z),
+                           ::1 or localhost. Any other host (0.0.0.0, :: and
+                           an empty host included) is reachable from other
+                           machines, and refused unless --unsafe-listen.
+  --listen unix:///PATH    a unix socket only this user may open (mode 0600,
+                           never wider), for runners shared with other users;
+                           BuildKit and Dagger clients accept unix:// hosts.
+                           A relative PATH is made absolute. A stale socket at
+                           PATH is replaced; a live one, or anything that is
+                           not a socket, is refused. It is removed when the
+                           sidecar stops.`, stdout, stderr)
 	var f connectFlags
 	fs.StringVar(&f.gateway, "gateway", "", "gateway address HOST:PORT (required)")
 	fs.StringVar(&f.oidc, "oidc", "", `enrol with the CI job's OIDC token: "github" (GitHub Actions)`)
@@ -73,7 +88,8 @@ so that concurrent jobs on one runner never collide.`, stdout, stderr)
 	fs.StringVar(&f.token, "token", "", "single-use enrolment token (prefer $WAKEGATE_TOKEN or --token-file: arguments are visible to other users)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the single-use enrolment token")
 	fs.DurationVar(&f.certTTL, "cert-ttl", 0, "lifetime to ask for when enrolling (default: the CA's, 1h)")
-	fs.StringVar(&f.listen, "listen", "127.0.0.1:9080", "local address for plain TCP clients (default with -- CMD or --background: a free loopback port)")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:9080", "loopback HOST:PORT or unix:///PATH for local clients (default with -- CMD or --background: a free loopback port)")
+	fs.BoolVar(&f.unsafeListen, "unsafe-listen", false, "allow a --listen address other machines can reach: they build as this job")
 	fs.StringVar(&f.serverName, "server-name", "", "name to verify in the gateway's certificate (default: the --gateway host)")
 	fs.BoolVar(&f.wait, "wait", false, "wake the engine, wait until it is ready, then exit")
 	fs.BoolVar(&f.background, "background", false, "wake the engine, wait until it is ready, then detach and serve (needs --pid-file)")
@@ -86,11 +102,11 @@ so that concurrent jobs on one runner never collide.`, stdout, stderr)
 	}
 	fs.Visit(func(fl *flag.Flag) { f.listenSet = f.listenSet || fl.Name == "listen" })
 	cmdArgs := fs.Args()
-	if err := f.validate(cmdArgs); err != nil {
-		return err
-	}
 	if !f.listenSet && (f.background || len(cmdArgs) > 0) {
 		f.listen = "127.0.0.1:0"
+	}
+	if err := f.validate(cmdArgs); err != nil {
+		return err
 	}
 	if f.background && !isBackgroundChild() {
 		return startBackground(ctx, args, &f, stdout, stderr)
@@ -133,9 +149,14 @@ func (f *connectFlags) validate(cmdArgs []string) error {
 	if _, _, err := net.SplitHostPort(f.gateway); err != nil {
 		return usageError("connect", "--gateway %q: %v", f.gateway, err)
 	}
-	if _, _, err := net.SplitHostPort(f.listen); err != nil {
+	addr, err := connect.ParseListenAddress(f.listen)
+	if err != nil {
 		return usageError("connect", "--listen %q: %v", f.listen, err)
 	}
+	if !addr.LocalOnly() && !f.unsafeListen {
+		return usageError("connect", "--listen %s is reachable from other machines: anyone who reaches it uses this job's identity; listen on 127.0.0.1 or unix:///path, or pass --unsafe-listen", f.listen)
+	}
+	f.listenAddr = addr
 	return nil
 }
 
@@ -163,6 +184,19 @@ func serveConnectMode(ctx context.Context, f *connectFlags, cmdArgs []string, re
 	if err != nil {
 		return err
 	}
+	// The listener opens before enrolment: a port in use or a path taken
+	// fails without spending the job's token. Clients that connect before
+	// Serve wait in the backlog.
+	var ln net.Listener
+	if !f.wait {
+		if ln, err = connect.Listen(f.listenAddr); err != nil {
+			return err
+		}
+		defer ln.Close() // when Serve never ran; closing twice is harmless
+		if !f.listenAddr.LocalOnly() {
+			log.Warn("--unsafe-listen: other machines can reach the sidecar, and whoever connects builds as this job", "addr", ln.Addr().String())
+		}
+	}
 	wctx, cancelWait := context.WithTimeout(ctx, f.waitTimeout)
 	defer cancelWait()
 	renewer, roots, err := clientIdentity(wctx, f, stderr, log)
@@ -188,10 +222,6 @@ func serveConnectMode(ctx context.Context, f *connectFlags, cmdArgs []string, re
 		return hold.Close()
 	}
 
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return fmt.Errorf("connect: listen on %s: %w", f.listen, err)
-	}
 	served := make(chan error, 1)
 	go func() { served <- sc.Serve(ln) }()
 	defer func() {
@@ -200,7 +230,7 @@ func serveConnectMode(ctx context.Context, f *connectFlags, cmdArgs []string, re
 		sc.Shutdown(sctx)
 		<-served
 	}()
-	addr := "tcp://" + ln.Addr().String()
+	addr := connect.ClientAddress(ln)
 	serve := func() error {
 		log.Info("connect listening", "addr", ln.Addr().String(), "gateway", f.gateway)
 		select {
