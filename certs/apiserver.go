@@ -37,7 +37,9 @@ var DefaultAPILimits = APILimits{
 	MaxConns:     256,
 	ReadTimeout:  15 * time.Second,
 	WriteTimeout: 30 * time.Second,
-	IdleTimeout:  30 * time.Second,
+	// Enrolling clients make two or three requests: a short keep-alive
+	// frees slots of the connection cap sooner.
+	IdleTimeout: 10 * time.Second,
 }
 
 func (l *APILimits) setDefaults() {

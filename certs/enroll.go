@@ -2,6 +2,8 @@ package certs
 
 import (
 	"context"
+	"errors"
+	"net"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -53,7 +55,13 @@ func Enroll(ctx context.Context, caURL, fingerprint, token string, ttl time.Dura
 // whose SHA-256 fingerprint is fingerprint, and that root as a pool.
 func pinnedClient(caURL, fingerprint string) (*stepca.Client, *x509.CertPool, error) {
 	client, err := stepca.NewClient(caURL, stepca.WithRootSHA256(fingerprint))
-	if err != nil {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne):
+		// Not reached (down, overloaded, wrong address): nothing is
+		// known of its fingerprint yet.
+		return nil, nil, &unreachableError{fmt.Errorf("cannot reach the CA API at %s (is --ca-url right, and the gateway up?): %w", caURL, netCause(err))}
+	case err != nil:
 		return nil, nil, fmt.Errorf("the CA at %s does not present a root with fingerprint %s (check --ca-url and --ca-fingerprint): %w", caURL, fingerprint, err)
 	}
 	root, err := client.Root(fingerprint)
@@ -126,3 +134,9 @@ func tlsCert(chain []*x509.Certificate, key any) *tls.Certificate {
 	}
 	return c
 }
+
+// unreachableError is a CA API that could not be reached: retryable.
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string { return e.err.Error() }
+func (e *unreachableError) Unwrap() error { return e.err }

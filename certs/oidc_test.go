@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -228,5 +229,29 @@ func TestUnknownKeyIDsRefetchAtMostOncePerInterval(t *testing.T) {
 	}
 	if _, jwks := iss.Fetches(); jwks != 2 {
 		t.Fatalf("%d key-set fetches after the interval, want 2", jwks)
+	}
+}
+
+// TestAnUnreachableCAIsNotBlamedOnTheFingerprint: a CA API that cannot be
+// reached says so and is retryable; a wrong fingerprint says that instead.
+func TestAnUnreachableCAIsNotBlamedOnTheFingerprint(t *testing.T) {
+	a, url := servedAuthority(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "https://" + ln.Addr().String()
+	ln.Close()
+	_, err = EnrollOIDC(t.Context(), closed, a.CA().Fingerprint(), "x", 0)
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the CA API at "+closed) || strings.Contains(err.Error(), "fingerprint") || !Retryable(err) {
+		t.Fatalf("enrol at a closed port = %v (retryable %v), want a retryable 'cannot reach'", err, Retryable(err))
+	}
+	other, err := Init(t.TempDir(), "other", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = EnrollOIDC(t.Context(), url, other.Fingerprint(), "x", 0)
+	if err == nil || !strings.Contains(err.Error(), "does not present a root with fingerprint") || Retryable(err) {
+		t.Fatalf("enrol with another CA's fingerprint = %v, want a final fingerprint error", err)
 	}
 }

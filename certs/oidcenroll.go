@@ -127,11 +127,12 @@ func OIDCRenewer(caURL, fingerprint string, ttl time.Duration, idToken func(cont
 }
 
 // Retryable reports whether an enrolment failed for a reason that may pass:
-// the CA answered with a server error (such as 503 while it cannot reach
-// the OIDC issuer). Refusals of the token are not retryable.
+// the CA API could not be reached, or answered with a server error (such
+// as 503 while it cannot reach the OIDC issuer). Refusals are not.
 func Retryable(err error) bool {
 	var se interface{ StatusCode() int }
-	return errors.As(err, &se) && se.StatusCode() >= 500
+	var ue *unreachableError
+	return errors.As(err, &ue) || errors.As(err, &se) && se.StatusCode() >= 500
 }
 
 // netCause digs the network error out of an HTTP client's error, which
