@@ -2,11 +2,11 @@ package certs
 
 import (
 	"context"
-	"errors"
-	"net"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
