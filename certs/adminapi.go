@@ -6,8 +6,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"strings"
 	"time"
@@ -65,7 +67,10 @@ func (a *Authority) serveList(w http.ResponseWriter, r *http.Request) {
 
 // serveRevoke lets smallstep's handler revoke (it authorizes the token),
 // then puts the serial in the revocation index and, when the operator asked
-// for it (killHeader), closes the certificate's open connections.
+// for it (killHeader), closes the certificate's open connections and says
+// how many in the response (revokeResponse). A revocation authorized by one
+// of the CA's provisioner keys for a serial the database does not hold is
+// refused with 404: smallstep would record it and revoke nothing.
 func (a *Authority) serveRevoke(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	body, ok := readBody(w, r, maxSignBody)
 	if !ok {
@@ -73,15 +78,73 @@ func (a *Authority) serveRevoke(w http.ResponseWriter, r *http.Request, next htt
 	}
 	var req api.RevokeRequest
 	json.Unmarshal(body, &req)
-	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	// smallstep's handler reads the serial in base 0 (decimal, or hex with
+	// 0x) and keys its database by the decimal form: so must the index
+	// and the kill.
+	serial := req.Serial
+	if n, ok := new(big.Int).SetString(req.Serial, 0); ok {
+		serial = n.String()
+	}
+	// Whether a serial exists is said only to holders of a provisioner key.
+	var cert *x509.Certificate
+	if req.OTT != "" && a.provisionerToken(req.OTT, serial) {
+		c, err := a.certificate(serial)
+		switch {
+		case errors.Is(err, ErrUnknownSerial):
+			writeAPIError(w, http.StatusNotFound, err.Error())
+			return
+		case err != nil:
+			writeAPIError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		cert = c
+	}
+	rec := &bufferedResponse{header: w.Header(), status: http.StatusOK}
 	next.ServeHTTP(rec, r)
 	if rec.status != http.StatusOK {
+		w.WriteHeader(rec.status)
+		w.Write(rec.body.Bytes())
 		return
 	}
-	a.revokedNow(req.Serial)
-	if kill := a.onKill.Load(); r.Header.Get(killHeader) != "" && kill != nil {
-		(*kill)(req.Serial)
+	a.revokedNow(serial)
+	var resp revokeResponse
+	json.Unmarshal(rec.body.Bytes(), &resp.RevokeResponse)
+	if cert == nil {
+		cert, _ = a.certificate(serial)
 	}
+	if cert != nil {
+		resp.Identity = cert.Subject.CommonName
+	}
+	if r.Header.Get(killHeader) != "" {
+		n := 0
+		if kill := a.onKill.Load(); kill != nil {
+			n = (*kill)(serial)
+		}
+		resp.Closed = &n
+	}
+	w.Header().Del("Content-Length")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	json.NewEncoder(w).Encode(resp)
+}
+
+// revokeResponse is smallstep's answer to /revoke with what wakegate adds.
+type revokeResponse struct {
+	api.RevokeResponse
+	Identity string `json:"identity,omitempty"` // the certificate's common name
+	// Closed counts the connections closed when killHeader asked for it.
+	Closed *int `json:"closed_connections,omitempty"`
+}
+
+// provisionerToken reports whether token is signed by one of the CA's
+// provisioner keys for subject (without spending it: smallstep does).
+func (a *Authority) provisionerToken(token, subject string) bool {
+	for _, p := range []*Provisioner{a.ca.Clients, a.ca.Servers} {
+		if _, err := p.verify(token, subject); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 type statusRecorder struct {
@@ -94,9 +157,21 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
+// bufferedResponse holds a handler's response so that it can be added to
+// before it is sent.
+type bufferedResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header         { return b.header }
+func (b *bufferedResponse) WriteHeader(code int)        { b.status = code }
+func (b *bufferedResponse) Write(p []byte) (int, error) { return b.body.Write(p) }
+
 // OnKill sets what closes a revoked certificate's connections when an
-// operator asks for it.
-func (a *Authority) OnKill(f func(serial string)) { a.onKill.Store(&f) }
+// operator asks for it; it returns how many it closed.
+func (a *Authority) OnKill(f func(serial string) int) { a.onKill.Store(&f) }
 
 // verifyOperator checks a bearer token of the operator key for subject,
 // and spends it: a captured request cannot be replayed.
@@ -150,6 +225,17 @@ func newRemoteAdmin(url string, ca *CA) *remoteAdmin {
 	}}
 }
 
+// apiError is a response other than 200 from the gateway's CA.
+type apiError struct {
+	status string // as "404 Not Found"
+	code   int
+	body   string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("the gateway's CA answered %s: %s", e.status, e.body)
+}
+
 func (r *remoteAdmin) do(ctx context.Context, method, path string, body any, header map[string]string, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -174,7 +260,7 @@ func (r *remoteAdmin) do(ctx context.Context, method, path string, body any, hea
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("the gateway's CA answered %s: %s", resp.Status, strings.TrimSpace(string(data)))
+		return &apiError{status: resp.Status, code: resp.StatusCode, body: strings.TrimSpace(string(data))}
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
@@ -183,15 +269,37 @@ func (r *remoteAdmin) do(ctx context.Context, method, path string, body any, hea
 }
 
 func (r *remoteAdmin) revoke(ctx context.Context, serial, reason string, kill bool) error {
+	_, err := r.revocation(ctx, serial, reason, kill)
+	return err
+}
+
+// revocation revokes serial (decimal) through the gateway's API and says
+// what that did.
+func (r *remoteAdmin) revocation(ctx context.Context, serial, reason string, kill bool) (*Revocation, error) {
 	tok, err := r.ca.Clients.Token(serial, nil, time.Minute)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	h := map[string]string{}
 	if kill {
 		h[killHeader] = "1"
 	}
-	return r.do(ctx, http.MethodPost, "/1.0/revoke", api.RevokeRequest{Serial: serial, OTT: tok, Reason: reason, Passive: true}, h, nil)
+	var resp revokeResponse
+	err = r.do(ctx, http.MethodPost, "/1.0/revoke", api.RevokeRequest{Serial: serial, OTT: tok, Reason: reason, Passive: true}, h, &resp)
+	if ae := (*apiError)(nil); errors.As(err, &ae) && ae.code == http.StatusNotFound {
+		return nil, unknownSerial(serial)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("revoke %s: %w", serial, err)
+	}
+	rv := &Revocation{Serial: serial, Identity: resp.Identity, Gateway: r.url}
+	switch {
+	case resp.Closed != nil:
+		rv.Closed = *resp.Closed
+	case kill:
+		rv.Closed = -1 // a gateway that does not count them
+	}
+	return rv, nil
 }
 
 func (r *remoteAdmin) records(ctx context.Context) ([]Record, error) {

@@ -18,25 +18,49 @@ import (
 	"github.com/smallstep/certificates/authority/config"
 	"github.com/smallstep/certificates/authority/provisioner"
 	"github.com/smallstep/certificates/db"
+
+	"github.com/wakegate/wakegate/identity"
 )
 
-// Templates the provisioners apply: a client certificate only authenticates
-// clients; a server certificate serves and may also dial (the gateway is a
-// client of its engines).
+// Templates the provisioners apply. Each role gets only its own usage:
+//
+//   - a client certificate only authenticates clients, and may not take a
+//     name of wakegate's own (wakegate-…) or a role mark (wakegate://role/…),
+//     whatever signed its token;
+//   - a server certificate only serves (engines, the CA API), except the
+//     gateway's, marked wakegate://role/gateway, which also dials engines
+//     as a client. Only this provisioner issues that mark, and only to the
+//     gateway's name; engines admit the gateway by it.
 const (
-	clientLeafTemplate = `{
+	clientLeafTemplate = `
+{{- if hasPrefix "` + identity.ReservedPrefix + `" .Subject.CommonName }}{{ fail "` + reservedNameMsg + `" }}{{ end }}
+{{- range .SANs }}
+{{- if or (hasPrefix "` + identity.ReservedPrefix + `" .Value) (hasPrefix "` + identity.RoleURIPrefix + `" .Value) }}{{ fail "` + reservedNameMsg + `" }}{{ end }}
+{{- end }}
+{
 	"subject": {{ toJson .Subject }},
 	"sans": {{ toJson .SANs }},
 	"keyUsage": ["digitalSignature"],
 	"extKeyUsage": ["clientAuth"]
 }`
-	serverLeafTemplate = `{
+	serverLeafTemplate = `
+{{- $gateway := false }}
+{{- range .SANs }}
+{{- if eq .Value "` + gatewayRoleURI + `" }}{{ $gateway = true }}
+{{- else if hasPrefix "` + identity.RoleURIPrefix + `" .Value }}{{ fail "unknown wakegate role" }}{{ end }}
+{{- end }}
+{{- if and $gateway (ne .Subject.CommonName "` + identity.GatewayName + `") }}{{ fail "the gateway role is for ` + identity.GatewayName + ` only" }}{{ end -}}
+{
 	"subject": {{ toJson .Subject }},
 	"sans": {{ toJson .SANs }},
 	"keyUsage": ["digitalSignature"],
-	"extKeyUsage": ["serverAuth", "clientAuth"]
+	"extKeyUsage": {{ if $gateway }}["serverAuth", "clientAuth"]{{ else }}["serverAuth"]{{ end }}
 }`
 )
+
+// gatewayRoleURI marks the gateway's certificate: identity.RoleURI of
+// identity.RoleGateway, spelled as a constant for the template.
+const gatewayRoleURI = identity.RoleURIPrefix + identity.RoleGateway
 
 // MinTTL is the shortest certificate lifetime the authority signs. It is
 // far below what production wants; tests rotate certificates every few
@@ -61,8 +85,8 @@ type AuthorityConfig struct {
 type Authority struct {
 	ca     *CA
 	auth   *authority.Authority
-	onKill atomic.Pointer[func(serial string)] // set by OnKill, possibly while serving
-	oidc   atomic.Pointer[oidcVerifier]        // set by EnableOIDC
+	onKill atomic.Pointer[func(serial string) int] // set by OnKill, possibly while serving
+	oidc   atomic.Pointer[oidcVerifier]            // set by EnableOIDC
 
 	revoked *revokedIndex // the public revocation list
 
@@ -196,11 +220,36 @@ func (a *Authority) Handler() http.Handler {
 // ServerTLS is the TLS config of the CA's API: its certificate comes from
 // cert; a client certificate is verified when given (renewal authenticates
 // with the current certificate) but not required (bootstrap has none yet).
+//
+// Any certificate of this CA may renew itself here, whatever its usage: an
+// engine's certificate only serves (no client usage, so that the gateway's
+// port never takes it for a client) and still renews over mTLS. crypto/tls
+// would demand client usage of a client certificate, so the chain is
+// checked here instead, for any usage, at every handshake (resumed ones
+// too). smallstep's handlers then act on that certificate alone (renew,
+// rekey, revoke itself).
 func (a *Authority) ServerTLS(cert func() *tls.Certificate) *tls.Config {
+	roots := a.ca.Pool()
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		ClientAuth: tls.VerifyClientCertIfGiven,
-		ClientCAs:  a.ca.Pool(),
+		ClientAuth: tls.RequestClientCert,
+		ClientCAs:  roots, // only named to clients, as the issuers wanted
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return nil
+			}
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+				Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+			})
+			if err != nil {
+				return fmt.Errorf("client certificate: %w", err)
+			}
+			return nil
+		},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return cert(), nil
 		},

@@ -52,6 +52,9 @@ type CA struct {
 	// database). It is no smallstep provisioner: no token it signs can
 	// get a certificate, and no CI token can pass for one.
 	Admin *Provisioner
+	// Reencrypted names the key files (relative to Dir) that Load found
+	// in the legacy PEM encryption and rewrote as PKCS#8 with PBKDF2.
+	Reencrypted []string
 }
 
 // Init creates a root and an intermediate CA in dir, and the provisioner
@@ -114,7 +117,9 @@ func Init(dir, name string, password []byte) (*CA, error) {
 }
 
 // Load reads the CA in dir: both certificates, the intermediate's key and the
-// provisioners, decrypting keys with password when they are encrypted.
+// provisioners, decrypting keys with password when they are encrypted. Keys
+// still in the legacy PEM encryption are rewritten as PKCS#8 (see
+// reencryptLegacyKeys).
 func Load(dir string, password []byte) (*CA, error) {
 	root, err := pemutil.ReadCertificate(filepath.Join(dir, rootCertFile))
 	if errors.Is(err, os.ErrNotExist) {
@@ -136,6 +141,13 @@ func Load(dir string, password []byte) (*CA, error) {
 		return nil, fmt.Errorf("load CA intermediate key from %s: %T is not a signing key", dir, key)
 	}
 	ca := &CA{Dir: dir, Root: root, Intermediate: intermediate, signer: signer, password: password}
+	// The intermediate's key decrypted, so the password is right: CAs made
+	// before keys were PKCS#8 are rewritten now.
+	if password != nil {
+		if ca.Reencrypted, err = reencryptLegacyKeys(dir, password); err != nil {
+			return nil, fmt.Errorf("load CA from %s: %w", dir, err)
+		}
+	}
 	if ca.Clients, err = loadProvisioner(dir, clientsProvisioner, password); err != nil {
 		return nil, err
 	}
@@ -186,28 +198,6 @@ func encodeCerts(certs ...*x509.Certificate) []byte {
 	return out
 }
 
-func encodeKey(key crypto.Signer, password []byte) ([]byte, error) {
-	var opts []pemutil.Options
-	if password != nil {
-		opts = append(opts, pemutil.WithPassword(password))
-	}
-	block, err := pemutil.Serialize(key, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("encode private key: %w", err)
-	}
-	return pem.EncodeToMemory(block), nil
-}
-
-// writeKey writes a private key readable by its owner only (0600),
-// encrypted with password unless it is nil.
-func writeKey(path string, key crypto.Signer, password []byte) error {
-	data, err := encodeKey(key, password)
-	if err != nil {
-		return err
-	}
-	return writeFile(path, data, 0o600)
-}
-
 // writeFile writes atomically (temp file, then rename) with perm, so a crash
 // never leaves a half-written key or a key with loose permissions.
 func writeFile(path string, data []byte, perm os.FileMode) error {
@@ -239,32 +229,6 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return certs, nil
-}
-
-// readKey reads a PEM private key, decrypting it with password when it is
-// encrypted.
-func readKey(path string, password []byte) (any, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("%s: no PEM data", path)
-	}
-	encrypted := block.Type == "ENCRYPTED PRIVATE KEY" || x509.IsEncryptedPEMBlock(block) //nolint:staticcheck // legacy format detection only
-	if encrypted && password == nil {
-		return nil, ErrNeedPassword
-	}
-	var opts []pemutil.Options
-	if encrypted {
-		opts = append(opts, pemutil.WithPassword(password))
-	}
-	key, err := pemutil.ParseKey(data, opts...)
-	if err != nil && encrypted {
-		return nil, fmt.Errorf("decrypt %s: wrong password? %w", path, err)
-	}
-	return key, err
 }
 
 // RootFingerprint reads only the root certificate in dir (no keys, no

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -27,7 +28,9 @@ type Signer interface {
 }
 
 // issue makes a key, a token from the right provisioner and a request, and
-// has s sign it.
+// has s sign it. A client may not take a name of wakegate's own
+// (ErrReservedName); the gateway's server certificate (identity.GatewayName)
+// carries the gateway role, which is what engines admit it by.
 func issue(ctx context.Context, s Signer, ca *CA, kind Kind, name string, sans []string, ttl time.Duration) (*Leaf, error) {
 	if name == "" {
 		return nil, fmt.Errorf("issue certificate: a name is required")
@@ -36,6 +39,9 @@ func issue(ctx context.Context, s Signer, ca *CA, kind Kind, name string, sans [
 	if kind == Server {
 		prov = ca.Servers
 	} else {
+		if err := checkClientNames(name, nil); err != nil {
+			return nil, fmt.Errorf("issue certificate: %w", err)
+		}
 		// A client's identity is its name; it may carry the repository it
 		// builds (a RepoURI), and nothing else.
 		var repo []string
@@ -48,6 +54,9 @@ func issue(ctx context.Context, s Signer, ca *CA, kind Kind, name string, sans [
 	}
 	if len(sans) == 0 {
 		sans = []string{name}
+	}
+	if kind == Server && name == identity.GatewayName && !slices.Contains(sans, gatewayRoleURI) {
+		sans = append(slices.Clone(sans), gatewayRoleURI)
 	}
 	tok, err := prov.Token(name, sans, time.Minute)
 	if err != nil {
@@ -145,13 +154,36 @@ func (o *Operator) Issue(ctx context.Context, kind Kind, name string, sans []str
 	return issue(ctx, o.signer, o.ca, kind, name, sans, ttl)
 }
 
-// Revoke revokes serial. kill asks a running gateway to close the
+// Revocation is what revoking a certificate did.
+type Revocation struct {
+	Serial   string // decimal, as the CA's database keys it
+	Identity string // the certificate's common name
+	// Gateway is the CA API of the running gateway that revoked it, or ""
+	// when the database was opened in-process (no gateway was serving the
+	// CA, so none held connections).
+	Gateway string
+	// Closed counts the open connections the gateway closed, when asked
+	// to (kill); -1 when it did not say how many.
+	Closed int
+}
+
+// Revoke revokes the certificate with serial, in any form ParseSerial
+// reads. A serial the CA's database does not hold is refused
+// (ErrUnknownSerial). kill asks a running gateway to close the
 // certificate's open connections too (without one, none are open).
-func (o *Operator) Revoke(ctx context.Context, serial, reason string, kill bool) error {
-	if o.remote != nil {
-		return o.remote.revoke(ctx, serial, reason, kill)
+func (o *Operator) Revoke(ctx context.Context, serial, reason string, kill bool) (*Revocation, error) {
+	serial, err := ParseSerial(serial)
+	if err != nil {
+		return nil, err
 	}
-	return o.auth.Revoke(ctx, serial, reason)
+	if o.remote != nil {
+		return o.remote.revocation(ctx, serial, reason, kill)
+	}
+	cert, err := o.auth.revoke(ctx, serial, reason)
+	if err != nil {
+		return nil, err
+	}
+	return &Revocation{Serial: serial, Identity: cert.Subject.CommonName}, nil
 }
 
 // Records lists the certificates the CA issued.

@@ -2,6 +2,7 @@ package certs
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/smallstep/cli-utils/token"
 	"github.com/smallstep/cli-utils/token/provision"
+	"github.com/wakegate/wakegate/identity"
 	"go.step.sm/crypto/jose"
 	"go.step.sm/crypto/randutil"
 )
@@ -101,12 +103,41 @@ func (p *Provisioner) Public() *jose.JSONWebKey {
 	return &pub
 }
 
+// reservedNameMsg is why a client may not have a name of wakegate's own:
+// engines would take it for the gateway. The clients provisioner's template
+// says the same, for tokens not made here.
+const reservedNameMsg = "names beginning " + identity.ReservedPrefix + " are reserved for the gateway and engines"
+
+// ErrReservedName refuses a client a name (or SAN) of wakegate's own: a
+// wakegate- name, or a wakegate://role/ mark.
+var ErrReservedName = errors.New(reservedNameMsg)
+
+// checkClientNames refuses a client certificate request whose subject or
+// SANs claim to be one of wakegate's own certificates.
+func checkClientNames(subject string, sans []string) error {
+	if identity.Reserved(subject) {
+		return fmt.Errorf("client %q: %w", subject, ErrReservedName)
+	}
+	for _, s := range sans {
+		if identity.Reserved(s) || identity.IsRoleURI(s) {
+			return fmt.Errorf("client %q: SAN %q: %w", subject, s, ErrReservedName)
+		}
+	}
+	return nil
+}
+
 // Token signs a one-time token for subject: the authority accepts it once,
 // before it expires, to sign a certificate for subject with sans (or, for
-// revocation, subject is the serial number).
+// revocation, subject is the serial number). The clients provisioner
+// refuses wakegate's own names and role marks (ErrReservedName).
 func (p *Provisioner) Token(subject string, sans []string, ttl time.Duration) (string, error) {
 	if ttl <= 0 || ttl > MaxTokenTTL {
 		return "", fmt.Errorf("token for %s: ttl %s must be positive and at most %s", subject, ttl, MaxTokenTTL)
+	}
+	if p.Name == clientsProvisioner {
+		if err := checkClientNames(subject, sans); err != nil {
+			return "", fmt.Errorf("token: %w", err)
+		}
 	}
 	now := time.Now()
 	return p.tokenFor(subject, sans, now, now.Add(ttl))

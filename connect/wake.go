@@ -3,10 +3,12 @@ package connect
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/wakegate/wakegate/wire"
@@ -94,17 +96,34 @@ func (s *Sidecar) WaitReady(ctx context.Context, progress func(wire.Event), retr
 	}
 }
 
-// classify marks certificate failures as refusals.
+// classify marks certificate failures as refusals, saying what to fix:
+// retrying cannot help them.
 func classify(err error) error {
 	var verr *tls.CertificateVerificationError
 	var oerr *net.OpError
-	switch {
-	case errors.As(err, &verr):
-		return fmt.Errorf("%w: the gateway's certificate did not verify against ca.crt: %w", ErrRefused, err)
-	case errors.As(err, &oerr) && oerr.Op == "remote error":
-		return fmt.Errorf("%w: the gateway rejected this client's certificate (expired, or from another CA?): %w", ErrRefused, err)
+	if !errors.As(err, &verr) {
+		if errors.As(err, &oerr) && oerr.Op == "remote error" {
+			return fmt.Errorf("%w: the gateway rejected this client's certificate: it has expired or been revoked, or is from another CA (a wake request, 'connect --wait', hears which when the handshake gets through): %w", ErrRefused, err)
+		}
+		return err
 	}
-	return err
+	var host x509.HostnameError
+	var auth x509.UnknownAuthorityError
+	var inv x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &host):
+		names := host.Certificate.DNSNames
+		for _, ip := range host.Certificate.IPAddresses {
+			names = append(names, ip.String())
+		}
+		return fmt.Errorf("%w: the gateway's certificate does not name %q (it names %s): connect with --server-name and one of those names, or start the gateway with --san %s: %w",
+			ErrRefused, host.Host, strings.Join(names, ", "), host.Host, err)
+	case errors.As(err, &auth):
+		return fmt.Errorf("%w: the gateway's certificate is not from this client's CA: check --gateway, and ca.crt or --ca-fingerprint: %w", ErrRefused, err)
+	case errors.As(err, &inv) && inv.Reason == x509.Expired:
+		return fmt.Errorf("%w: the gateway's certificate has expired (is the gateway's clock right, and is it renewing?): %w", ErrRefused, err)
+	}
+	return fmt.Errorf("%w: the gateway's certificate did not verify: %w", ErrRefused, err)
 }
 
 // Refusal is the gateway's refusal of this client (its policy), in the

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -83,9 +84,14 @@ func TestClassifyRefusesRealCertificateFailures(t *testing.T) {
 	tests := []struct {
 		name   string
 		client *tls.Config
+		says   string
 	}{
-		{"client does not trust the gateway", certs.ClientTLS(issue(gwCA, certs.Client, "job"), otherCA.Pool(), "localhost")},
-		{"gateway does not trust the client", certs.ClientTLS(issue(otherCA, certs.Client, "job"), gwCA.Pool(), "localhost")},
+		{"client does not trust the gateway", certs.ClientTLS(issue(gwCA, certs.Client, "job"), otherCA.Pool(), "localhost"),
+			"the gateway's certificate is not from this client's CA"},
+		{"gateway does not trust the client", certs.ClientTLS(issue(otherCA, certs.Client, "job"), gwCA.Pool(), "localhost"),
+			"the gateway rejected this client's certificate"},
+		{"the gateway's certificate does not name the address", certs.ClientTLS(issue(gwCA, certs.Client, "job"), gwCA.Pool(), "gateway.example.com"),
+			`does not name "gateway.example.com" (it names localhost, 127.0.0.1): connect with --server-name and one of those names, or start the gateway with --san gateway.example.com`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,8 +131,12 @@ func TestClassifyRefusesRealCertificateFailures(t *testing.T) {
 			if err == nil {
 				t.Fatalf("client saw no failure")
 			}
-			if got := classify(err); !errors.Is(got, ErrRefused) {
+			got := classify(err)
+			if !errors.Is(got, ErrRefused) {
 				t.Fatalf("classify(%v) = %v; want a refusal", err, got)
+			}
+			if !strings.Contains(got.Error(), tt.says) {
+				t.Fatalf("classify(%v) = %q; want it to say %q", err, got, tt.says)
 			}
 		})
 	}

@@ -94,8 +94,9 @@ func (b *Buildkitd) Start() (*Process, error) {
 	return p, nil
 }
 
-// startProcess starts bin with args (and extra environment) in its own
-// process group, appending its output to logPath.
+// startProcess starts bin with args in its own process group, appending its
+// output to logPath. Its environment is this process's without the secrets
+// (childEnv), plus env.
 func startProcess(bin string, args, env []string, logPath string) (*Process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -104,9 +105,7 @@ func startProcess(bin string, args, env []string, logPath string) (*Process, err
 	defer logf.Close() // the child holds its own copy
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
+	cmd.Env = childEnv(env...)
 	// Its own process group: a Ctrl-C at the terminal reaches wakegate,
 	// which stops engines in order, not the engine directly.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -23,6 +23,10 @@ type Client struct {
 	// migrates), so the engine's certificate is checked against the root
 	// and for the server role, not for a host name.
 	TLS *tls.Config
+	// IsRevoked, if set, is asked about every engine certificate at the
+	// handshake (the CA's records; serial in decimal): a revoked engine
+	// is refused, and so is one whose lookup fails.
+	IsRevoked func(serial string) (bool, error)
 }
 
 func (c *Client) dial(ctx context.Context, addr, proto string) (*tls.Conn, error) {
@@ -35,7 +39,7 @@ func (c *Client) dial(ctx context.Context, addr, proto string) (*tls.Conn, error
 	roots := cfg.RootCAs
 	// Verified below, by chain and role, instead of by host name.
 	cfg.InsecureSkipVerify = true
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return verifyEngine(cs, roots) }
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return verifyEngine(cs, roots, c.IsRevoked) }
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: cfg}
 	conn, err := d.DialContext(ctx, "tcp", hostport)
 	if err != nil {
@@ -119,8 +123,8 @@ func (c *Client) Busy(ctx context.Context, addr string) (bool, error) {
 const EngineNamePrefix = "wakegate-engine-"
 
 // verifyEngine accepts a peer whose certificate chains to roots, may serve,
-// and names an engine.
-func verifyEngine(cs tls.ConnectionState, roots *x509.CertPool) error {
+// names an engine and, when isRevoked is set, is not revoked.
+func verifyEngine(cs tls.ConnectionState, roots *x509.CertPool, isRevoked func(string) (bool, error)) error {
 	if len(cs.PeerCertificates) == 0 {
 		return fmt.Errorf("engine presented no certificate")
 	}
@@ -134,6 +138,16 @@ func verifyEngine(cs tls.ConnectionState, roots *x509.CertPool) error {
 	}
 	if !strings.HasPrefix(leaf.Subject.CommonName, EngineNamePrefix) {
 		return fmt.Errorf("peer %q is not an engine", leaf.Subject.CommonName)
+	}
+	if isRevoked != nil {
+		serial := leaf.SerialNumber.String()
+		revoked, err := isRevoked(serial)
+		if err != nil {
+			return fmt.Errorf("engine certificate %s: check revocation: %w", serial, err)
+		}
+		if revoked {
+			return fmt.Errorf("engine certificate %s (%s) is revoked", serial, leaf.Subject.CommonName)
+		}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,7 +34,10 @@ type Config struct {
 	UserConfig string
 	// TLS is the server side of the mTLS port (certs.ServerTLS).
 	TLS *tls.Config
-	// Allow lists the client identities that may connect (the gateway's).
+	// Allow lists the gateway names that may connect. A name alone admits
+	// no one: the peer's verified certificate must also carry the gateway
+	// role (identity.RoleGateway), which only the CA's servers provisioner
+	// issues, and server usage, which no client certificate has.
 	Allow []string
 	// Idle, if positive, makes the engine exit after this long with no
 	// connections and no builds in progress.
@@ -102,13 +106,32 @@ func New(cfg Config) (*Engine, error) {
 				return err
 			}
 		}
-		if id := identity.Name(cs); !slices.Contains(cfg.Allow, id) {
-			return fmt.Errorf("identity %q may not use this engine", id)
-		}
-		return nil
+		return admitGateway(cs, cfg.Allow)
 	}
 	e.tls = t
 	return e, nil
+}
+
+// admitGateway accepts only the gateway: a verified leaf marked with the
+// gateway role and issued for server use, named in allow. Before the role,
+// engines admitted by name, and any client certificate an operator issued
+// as wakegate-gateway reached BuildKit directly, past the gateway's policy.
+func admitGateway(cs tls.ConnectionState, allow []string) error {
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return errors.New("peer certificate not verified")
+	}
+	leaf := cs.VerifiedChains[0][0]
+	name := leaf.Subject.CommonName
+	if r := identity.Role(leaf); r != identity.RoleGateway {
+		return fmt.Errorf("identity %q may not use this engine: its certificate is not the gateway's (role %q)", name, r)
+	}
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
+		return fmt.Errorf("identity %q may not use this engine: its certificate was not issued for server use", name)
+	}
+	if !slices.Contains(allow, name) {
+		return fmt.Errorf("identity %q may not use this engine", name)
+	}
+	return nil
 }
 
 // Run prepares the state directory, starts the engine process, waits until

@@ -20,10 +20,13 @@ import (
 // /bin/sh -c, that start, stop and report an engine machine on any host
 // (a cloud CLI, a hypervisor's tool, ssh to a box under a desk).
 //
-// Every command gets the process environment, Env, and WAKEGATE_ENGINE=<id>.
-// Start also gets WAKEGATE_TOKEN, the engine's single-use enrolment token;
-// pass it on to the machine (e.g. as its environment), never as an argument
-// where ps and audit logs would see it.
+// Every command gets the process environment without its secrets (the CA
+// password, tokens, the Fly API token: see secretEnv), Env, and
+// WAKEGATE_ENGINE=<id>. Start also gets WAKEGATE_TOKEN, the engine's
+// single-use enrolment token; pass it on to the machine (e.g. as its
+// environment), never as an argument where ps and audit logs would see it.
+// Whatever a command prints reaches an error message — and a waiting
+// client's wake failure — only with every secret value blanked.
 type ExecConfig struct {
 	// IDs are the engine ids of the pool (e.g. engine-0 … engine-(N-1)).
 	IDs []string
@@ -131,7 +134,7 @@ func (x *Exec) Start(ctx context.Context, id string) (string, error) {
 		err = checkHostPort(addr)
 	}
 	if err != nil {
-		return "", fmt.Errorf("exec provider: start %s: %s", id, redact(err.Error(), tok))
+		return "", fmt.Errorf("exec provider: start %s: %s", id, newScrubber(x.cfg.Env, tok).scrub(err.Error()))
 	}
 	return "tls://" + addr, nil
 }
@@ -173,8 +176,9 @@ func (x *Exec) known(id string) error {
 }
 
 // run runs one command line for engine id and returns its (capped) stdout.
-// tok, if set, is passed as WAKEGATE_TOKEN and scrubbed from anything the
-// command printed before it reaches an error message.
+// tok, if set, is passed as WAKEGATE_TOKEN. It and every other secret are
+// scrubbed from anything the command printed before it reaches an error
+// message.
 func (x *Exec) run(ctx context.Context, kind, line, id, tok string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
 	cmd.Env = x.env(id, tok)
@@ -216,7 +220,7 @@ func (x *Exec) run(ctx context.Context, kind, line, id, tok string) ([]byte, err
 	log.Warn("exec provider command failed", "err", err)
 
 	var tail string
-	if t := errTail(redact(string(stderr.Bytes()), tok), execErrTail); t != "" {
+	if t := errTail(newScrubber(x.cfg.Env, tok).scrub(string(stderr.Bytes())), execErrTail); t != "" {
 		tail = ": " + t
 	}
 	var exitErr *exec.ExitError
@@ -234,19 +238,15 @@ func (x *Exec) run(ctx context.Context, kind, line, id, tok string) ([]byte, err
 	return nil, fmt.Errorf("exec provider: %s %s: %v%s", kind, id, err, tail)
 }
 
-// env is the process environment, the configured extra environment and
-// the provider's own variables, later entries winning. An inherited
-// WAKEGATE_TOKEN is dropped: only Start may see a token, and only its own.
+// env is the process environment without its secrets, the configured
+// extra environment and the provider's own variables, later entries
+// winning. Only Start sees a token, and only its own.
 func (x *Exec) env(id, tok string) []string {
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, "WAKEGATE_TOKEN=")
-	})
-	env = append(env, x.cfg.Env...)
-	env = append(env, "WAKEGATE_ENGINE="+id)
+	extra := append(slices.Clone(x.cfg.Env), "WAKEGATE_ENGINE="+id)
 	if tok != "" {
-		env = append(env, "WAKEGATE_TOKEN="+tok)
+		extra = append(extra, "WAKEGATE_TOKEN="+tok)
 	}
-	return env
+	return childEnv(extra...)
 }
 
 // lastLine returns the last non-empty line of out, trimmed.
@@ -280,15 +280,6 @@ func checkHostPort(addr string) error {
 		return bad("port is not a number from 1 to 65535")
 	}
 	return nil
-}
-
-// redact replaces tok in s: a start command that echoes its environment
-// must not put the token into an error message, and from there a log.
-func redact(s, tok string) string {
-	if tok == "" {
-		return s
-	}
-	return strings.ReplaceAll(s, tok, "[token]")
 }
 
 // errTail returns at most n bytes from the end of s, trimmed, starting at

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/identity"
 	"github.com/wakegate/wakegate/internal/bktest"
 	"github.com/wakegate/wakegate/proxy"
 	"github.com/wakegate/wakegate/wire"
@@ -49,7 +50,14 @@ func newHarness(t *testing.T, dir string) *engineHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := ca.Issue(certs.Client, "wakegate-gateway", nil, time.Hour)
+	// The gateway's certificate as the gateway gets it: from the servers
+	// provisioner, with the gateway role.
+	a, err := ca.OpenAuthority(certs.AuthorityConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	gw, err := a.Issue(t.Context(), certs.Server, identity.GatewayName, nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +70,7 @@ func (h *engineHarness) start(idle time.Duration) {
 	e, err := New(Config{
 		Backend:      Buildkitd{Bin: buildkitdBin(t), Dir: h.dir},
 		TLS:          certs.ServerTLS(func() *tls.Certificate { return h.srvCert }, h.ca.Pool()),
-		Allow:        []string{"wakegate-gateway"},
+		Allow:        []string{identity.GatewayName},
 		Idle:         idle,
 		DrainTimeout: time.Minute,
 		StopTimeout:  30 * time.Second,
@@ -303,18 +311,23 @@ func TestIdleSelfExitWaitsForALongSilentBuild(t *testing.T) {
 func TestEngineAdmitsOnlyTheGateway(t *testing.T) {
 	h := newHarness(t, shortDir(t))
 	h.start(0)
-	other, err := h.ca.Issue(certs.Client, "ci-job", nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := h.dial(t.Context(), wire.ProtoProxy, other.TLSCertificate())
-	if err == nil {
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		_, err = c.Read(make([]byte, 1))
-		c.Close()
-	}
-	if err == nil || errors.Is(err, io.EOF) || !strings.Contains(err.Error(), "remote error") {
-		t.Fatalf("a client that is not the gateway = %v, want a TLS refusal", err)
+	// A CI job, and a client certificate that took the gateway's name (what
+	// 'certs issue --name wakegate-gateway' gave before the name was
+	// reserved): neither holds the gateway role.
+	for _, name := range []string{"ci-job", identity.GatewayName} {
+		other, err := h.ca.Issue(certs.Client, name, nil, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := h.dial(t.Context(), wire.ProtoProxy, other.TLSCertificate())
+		if err == nil {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, err = c.Read(make([]byte, 1))
+			c.Close()
+		}
+		if err == nil || errors.Is(err, io.EOF) || !strings.Contains(err.Error(), "remote error") {
+			t.Fatalf("client certificate %q = %v, want a TLS refusal", name, err)
+		}
 	}
 }
 

@@ -41,8 +41,24 @@ type Config struct {
 	// gateway's policy); nil lets every client of the CA in. A refused
 	// wake request hears the error's words; a refused stream is closed.
 	Authorize func(identity.Peer) error
-	Log       *slog.Logger
+	// MaxConnsPerIdentity bounds the connections one identity (a
+	// certificate's common name) has open at once, held, proxied and
+	// wake requests together; beyond it a connection is refused, so that
+	// one client cannot take every descriptor of the gateway, its engines
+	// and BuildKit. DefaultMaxConnsPerIdentity when <= 0.
+	MaxConnsPerIdentity int
+	Log                 *slog.Logger
+	// Clock paces the summaries of refused connections; RealClock when
+	// nil.
+	Clock Clock
 }
+
+// DefaultMaxConnsPerIdentity is Config.MaxConnsPerIdentity's default. A
+// BuildKit client opens a handful of connections and 'buildx bake' a few per
+// target, so several CI jobs of one identity (all the jobs of a repository,
+// for OIDC-enrolled ones) fit well within it; a client that opens hundreds is
+// broken or hostile.
+const DefaultMaxConnsPerIdentity = 256
 
 func (c *Config) setDefaults() {
 	if c.Dial == nil {
@@ -57,23 +73,31 @@ func (c *Config) setDefaults() {
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = time.Second
 	}
+	if c.MaxConnsPerIdentity <= 0 {
+		c.MaxConnsPerIdentity = DefaultMaxConnsPerIdentity
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = RealClock{}
 	}
 }
 
 // Server accepts client connections and proxies them to their engines.
 type Server struct {
-	cfg    Config
-	tls    *tls.Config
-	ctx    context.Context // cancelled when Shutdown gives up draining
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // connection handlers
+	cfg      Config
+	tls      *tls.Config
+	ctx      context.Context // cancelled when Shutdown gives up draining
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // connection handlers
+	refusals *refusalLog
 
-	mu        sync.Mutex // guards listeners, shutdown and open
-	listeners map[net.Listener]struct{}
-	shutdown  bool
-	open      map[*tls.Conn]string // authenticated connections by certificate serial
+	mu         sync.Mutex // guards listeners, shutdown, open and identities
+	listeners  map[net.Listener]struct{}
+	shutdown   bool
+	open       map[*tls.Conn]string // authenticated connections by certificate serial
+	identities map[string]int       // authenticated connections per identity
 }
 
 // NewServer validates cfg and returns a server.
@@ -88,7 +112,9 @@ func NewServer(cfg Config) (*Server, error) {
 	t := cfg.TLS.Clone()
 	t.NextProtos = []string{wire.ProtoProxy, wire.ProtoWake}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, tls: t, ctx: ctx, cancel: cancel, listeners: map[net.Listener]struct{}{}, open: map[*tls.Conn]string{}}, nil
+	return &Server{cfg: cfg, tls: t, ctx: ctx, cancel: cancel,
+		refusals:  newRefusalLog(cfg.Log, cfg.Clock, refusalLogInterval),
+		listeners: map[net.Listener]struct{}{}, open: map[*tls.Conn]string{}, identities: map[string]int{}}, nil
 }
 
 // Serve accepts connections on ln until Shutdown.
@@ -144,6 +170,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.wg.Wait()
 		close(drained)
 	}()
+	defer s.refusals.close()
 	select {
 	case <-drained:
 		s.cancel()
@@ -170,7 +197,14 @@ func (s *Server) handle(c net.Conn) {
 	err := tc.HandshakeContext(hctx)
 	hcancel()
 	if err != nil {
-		s.cfg.Log.Info("connection refused: handshake failed", "remote", remote, "err", err)
+		// A certificate that chained to the CA yet was refused (revoked) is
+		// a client of ours, told apart from the noise of the internet.
+		if p, ok := identity.FromConn(tc.ConnectionState()); ok {
+			s.refusals.note(refusedRevoked, p.Name, slog.LevelWarn, "connection refused: handshake failed",
+				"identity", p.Name, "remote", remote, "err", err)
+			return
+		}
+		s.refusals.note(refusedHandshake, "", slog.LevelInfo, "connection refused: handshake failed", "remote", remote, "err", err)
 		return
 	}
 	cs := tc.ConnectionState()
@@ -183,17 +217,32 @@ func (s *Server) handle(c net.Conn) {
 	id := peer.Name
 	if s.cfg.Authorize != nil {
 		if err := s.cfg.Authorize(peer); err != nil {
-			s.refuse(tc, peer, remote, err)
+			s.refuse(tc, refusedPolicy, "connection refused by policy", peer, remote, err)
 			return
 		}
 	}
 	serial := cs.PeerCertificates[0].SerialNumber.String()
+	// Counted per identity rather than per affinity key: the identity is
+	// the credential one client holds, and what a runaway or hostile client
+	// exhausts is its own allowance, not that of the other identities that
+	// build the same repository.
 	s.mu.Lock()
+	if s.identities[id] >= s.cfg.MaxConnsPerIdentity {
+		s.mu.Unlock()
+		s.refuse(tc, refusedOverLimit, "connection refused: too many connections for the identity", peer, remote,
+			fmt.Errorf("identity %s already has %d connections open at the gateway, its limit (--max-conns-per-identity); close some and retry",
+				id, s.cfg.MaxConnsPerIdentity))
+		return
+	}
+	s.identities[id]++
 	s.open[tc] = serial
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.open, tc)
+		if s.identities[id]--; s.identities[id] <= 0 {
+			delete(s.identities, id)
+		}
 		s.mu.Unlock()
 	}()
 	// Sessions are placed by repository when the certificate names one,
@@ -230,7 +279,11 @@ func (s *Server) CloseSerial(serial string) int {
 }
 
 func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, id string, log *slog.Logger, began time.Time) {
-	eng, lease, err := s.cfg.Pool.Acquire(setup, id, log)
+	eng, lease, early, err := s.acquireHeld(setup, tc, id, log)
+	if errors.Is(err, errClientLeft) {
+		log.Info("connection closed by client while held", "held_ms", time.Since(began).Milliseconds(), "reason", err)
+		return
+	}
 	if err != nil {
 		log.Warn("connection closed: no engine", "held_ms", time.Since(began).Milliseconds(), "err", err)
 		return
@@ -244,7 +297,7 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, id string, log 
 		log.Error("connection closed: engine dial failed", "addr", lease.Addr, "err", err)
 		return
 	}
-	res := proxy.Join(s.ctx, tc, ec, "client", "engine", s.cfg.HalfOpenTimeout)
+	res := proxy.Join(s.ctx, &heldConn{Conn: tc, early: early}, ec, "client", "engine", s.cfg.HalfOpenTimeout)
 	attrs := []any{
 		"bytes_in", res.BytesAToB, "bytes_out", res.BytesBToA,
 		"held_ms", held.Milliseconds(), "duration_ms", time.Since(began).Milliseconds(),
@@ -256,15 +309,15 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, id string, log 
 	log.Info("connection closed", attrs...)
 }
 
-// refuse closes a connection that the policy refused, telling a wake
-// request why in words.
-func (s *Server) refuse(tc *tls.Conn, peer identity.Peer, remote string, err error) {
+// refuse closes an authenticated connection that the gateway will not
+// serve, telling a wake request why in words.
+func (s *Server) refuse(tc *tls.Conn, kind refusal, msg string, peer identity.Peer, remote string, err error) {
 	attrs := []any{"identity", peer.Name, "remote", remote, "reason", err.Error()}
 	if c := peer.OIDC; c != nil {
 		attrs = append(attrs, "repository", c.Repository, "ref", c.Ref, "workflow", c.Workflow,
 			"environment", c.Environment, "event_name", c.EventName)
 	}
-	s.cfg.Log.Warn("connection refused by policy", attrs...)
+	s.refusals.note(kind, peer.Name, slog.LevelWarn, msg, attrs...)
 	if tc.ConnectionState().NegotiatedProtocol == wire.ProtoWake {
 		tc.SetWriteDeadline(time.Now().Add(progressWriteTimeout))
 		wire.Write(tc, wire.Event{Kind: wire.Refused, Engine: "-", Message: err.Error()})

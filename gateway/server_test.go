@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,15 @@ import (
 // and half-closes when its input ends.
 func echoEngine(t *testing.T) string {
 	t.Helper()
+	addr, _ := countingEchoEngine(t)
+	return addr
+}
+
+// countingEchoEngine is echoEngine, also counting the connections it
+// accepted.
+func countingEchoEngine(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	var accepted atomic.Int32
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -37,6 +47,7 @@ func echoEngine(t *testing.T) string {
 			if err != nil {
 				return
 			}
+			accepted.Add(1)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -46,15 +57,24 @@ func echoEngine(t *testing.T) string {
 			}()
 		}
 	}()
-	return "tcp://" + ln.Addr().String()
+	return "tcp://" + ln.Addr().String(), &accepted
 }
 
 type testGateway struct {
 	addr   string
 	host   *fakeHost
 	pool   *Pool
+	srv    *Server
 	ca     *certs.CA
 	client *tls.Certificate
+}
+
+// gatewayOptions are what tests vary in the gateway they start.
+type gatewayOptions struct {
+	authorize func(identity.Peer) error
+	policy    Policy        // DefaultPolicy when zero
+	wake      time.Duration // the engines' wake timeout; 5 s when zero
+	config    func(*Config)
 }
 
 func startGateway(t *testing.T, h *fakeHost) *testGateway {
@@ -65,6 +85,17 @@ func startGateway(t *testing.T, h *fakeHost) *testGateway {
 // startGatewayWith starts a gateway whose config authorize sets as Authorize.
 func startGatewayWith(t *testing.T, h *fakeHost, authorize func(identity.Peer) error) *testGateway {
 	t.Helper()
+	return startGatewayOpts(t, h, gatewayOptions{authorize: authorize})
+}
+
+func startGatewayOpts(t *testing.T, h *fakeHost, o gatewayOptions) *testGateway {
+	t.Helper()
+	if o.policy == (Policy{}) {
+		o.policy = DefaultPolicy
+	}
+	if o.wake == 0 {
+		o.wake = 5 * time.Second
+	}
 	ca, err := certs.Init(t.TempDir(), "test", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -77,18 +108,22 @@ func startGatewayWith(t *testing.T, h *fakeHost, authorize func(identity.Peer) e
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := NewPool(t.Context(), h, EngineConfig{Probe: readyProbe, Idle: time.Minute, WakeTimeout: 5 * time.Second})
+	pool, err := NewPoolWithPolicy(t.Context(), h, EngineConfig{Probe: readyProbe, Idle: time.Minute, WakeTimeout: o.wake}, o.policy)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sc := srvLeaf.TLSCertificate()
-	srv, err := NewServer(Config{
+	cfg := Config{
 		TLS:              certs.ServerTLS(func() *tls.Certificate { return sc }, ca.Pool()),
 		Pool:             pool,
 		HoldTimeout:      10 * time.Second,
 		ProgressInterval: 20 * time.Millisecond,
-		Authorize:        authorize,
-	})
+		Authorize:        o.authorize,
+	}
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +144,7 @@ func startGatewayWith(t *testing.T, h *fakeHost, authorize func(identity.Peer) e
 		}
 		pool.Close()
 	})
-	return &testGateway{addr: ln.Addr().String(), host: h, pool: pool, ca: ca, client: cliLeaf.TLSCertificate()}
+	return &testGateway{addr: ln.Addr().String(), host: h, pool: pool, srv: srv, ca: ca, client: cliLeaf.TLSCertificate()}
 }
 
 func (g *testGateway) dial(t *testing.T, cert *tls.Certificate, roots *certs.CA, proto string) *tls.Conn {

@@ -34,6 +34,17 @@ func (s *Server) serveWake(setup context.Context, tc *tls.Conn, id string, log *
 		e, l, err := s.cfg.Pool.Acquire(actx, id, log)
 		result <- acquired{e, l, err}
 	}()
+	// A wake client sends nothing: its read ends when it leaves, which
+	// ends the wait or the hold on its behalf at once.
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		io.Copy(io.Discard, tc)
+	}()
+	defer func() {
+		tc.SetReadDeadline(time.Unix(1, 0))
+		<-left
+	}()
 	send := func(e wire.Event) bool {
 		e.Engine = eng.ID()
 		e.Elapsed = time.Since(began)
@@ -44,20 +55,26 @@ func (s *Server) serveWake(setup context.Context, tc *tls.Conn, id string, log *
 	tick := time.NewTicker(s.cfg.ProgressInterval)
 	defer tick.Stop()
 	var r acquired
+	gone := func() {
+		// The client left; stop waiting on its behalf.
+		cancel()
+		r = <-result
+		if r.lease != nil {
+			r.lease.Release()
+		}
+		log.Info("wake request closed by client", "held_ms", time.Since(began).Milliseconds())
+	}
 wait:
 	for {
 		select {
 		case r = <-result:
 			break wait
+		case <-left:
+			gone()
+			return
 		case <-tick.C:
 			if !send(wire.Event{Kind: wire.Waking, State: string(eng.Status().State)}) {
-				// The client left; stop waiting on its behalf.
-				cancel()
-				r = <-result
-				if r.lease != nil {
-					r.lease.Release()
-				}
-				log.Info("wake request closed by client", "held_ms", time.Since(began).Milliseconds())
+				gone()
 				return
 			}
 		}
@@ -75,9 +92,9 @@ wait:
 	}
 	log.Info("wake request ready", "wake_ms", time.Since(began).Milliseconds())
 	// Hold the engine until the client hangs up (or the gateway shuts down).
-	tc.SetDeadline(time.Time{})
-	stop := context.AfterFunc(s.ctx, func() { tc.Close() })
-	defer stop()
-	io.Copy(io.Discard, tc)
+	select {
+	case <-left:
+	case <-s.ctx.Done():
+	}
 	log.Info("wake hold released", "duration_ms", time.Since(began).Milliseconds())
 }

@@ -14,13 +14,18 @@ import (
 // caService is the embedded authority of a gateway: its API served on
 // --ca-listen, and the renewers of the certificates it issued to itself.
 type caService struct {
-	auth     *certs.Authority
-	url      string // "" when the API is not served
-	srv      *certs.APIServer
-	announce func()
-	cancel   context.CancelFunc
-	certTTL  time.Duration  // lifetime of the server certificates it issues itself
-	wg       sync.WaitGroup // API server and renewers
+	auth *certs.Authority
+	url  string // "" when the API is not served
+	// internalURL serves the same API on loopback, for local engines: the
+	// public listener's connection cap can be filled by anyone on the
+	// internet, and a wake must not wait for a slot there.
+	internalURL string
+	srv         *certs.APIServer
+	internal    *certs.APIServer
+	announce    func()
+	cancel      context.CancelFunc
+	certTTL     time.Duration  // lifetime of the server certificates it issues itself
+	wg          sync.WaitGroup // API server and renewers
 }
 
 // startCA opens the authority on ca and, unless listen is "", serves its
@@ -61,13 +66,26 @@ func startCA(ca *certs.CA, listen, sans string, acfg certs.AuthorityConfig, limi
 	}
 	s.url = "https://" + addr
 	s.srv = auth.NewAPIServer(renewer.Current, limits, log)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := s.srv.Serve(ln); err != nil {
-			log.Error("CA API stopped", "err", err)
-		}
-	}()
+	iln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		s.Close()
+		ln.Close()
+		return nil, fmt.Errorf("CA API for local engines: %w", err)
+	}
+	s.internalURL = "https://" + iln.Addr().String()
+	s.internal = auth.NewAPIServer(renewer.Current, limits, log)
+	for _, l := range []struct {
+		srv *certs.APIServer
+		ln  net.Listener
+	}{{s.srv, ln}, {s.internal, iln}} {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := l.srv.Serve(l.ln); err != nil {
+				log.Error("CA API stopped", "addr", l.ln.Addr().String(), "err", err)
+			}
+		}()
+	}
 	if s.announce, err = ca.AnnounceServing(s.url); err != nil {
 		s.Close()
 		return nil, err
@@ -100,10 +118,12 @@ func (s *caService) Close() {
 	if s.announce != nil {
 		s.announce()
 	}
-	if s.srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s.srv.Shutdown(ctx)
-		cancel()
+	for _, srv := range []*certs.APIServer{s.srv, s.internal} {
+		if srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			srv.Shutdown(ctx)
+			cancel()
+		}
 	}
 	s.cancel()
 	s.wg.Wait()

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -98,11 +100,12 @@ func loadCA(dir, pwFile string) (*certs.CA, error) {
 
 // openOperator loads the CA and opens it for an operator command: in
 // process, or through a running gateway's API.
-func openOperator(dir, pwFile string) (*certs.CA, *certs.Operator, error) {
+func openOperator(dir, pwFile string, stderr io.Writer) (*certs.CA, *certs.Operator, error) {
 	ca, err := loadCA(dir, pwFile)
 	if err != nil {
 		return nil, nil, err
 	}
+	noteReencrypted(ca, stderr)
 	op, err := ca.Operator()
 	if err != nil {
 		return nil, nil, err
@@ -137,7 +140,7 @@ gateway's CA API.`, stdout, stderr)
 	case *ttl < certs.MinTTL || *ttl > certs.MaxClientTTL:
 		return usageError("certs issue", "--ttl %s must be between %s and %s", *ttl, certs.MinTTL, certs.MaxClientTTL)
 	}
-	ca, op, err := openOperator(*dir, *pwFile)
+	ca, op, err := openOperator(*dir, *pwFile, stderr)
 	if err != nil {
 		return err
 	}
@@ -184,6 +187,7 @@ Pass it to CI as a secret: it is a credential until it is used.`, stdout, stderr
 	if err != nil {
 		return err
 	}
+	noteReencrypted(ca, stderr)
 	sans := []string{*name}
 	if *repo != "" {
 		sans = append(sans, identity.RepoURI(*repo))
@@ -216,11 +220,15 @@ Prints the SHA-256 fingerprint of the CA's root, which clients pass as
 }
 
 func runCertsRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("certs revoke", "certs revoke --dir CA (SERIAL | --name NAME) [--reason TEXT] [--kill]", `
-Revokes a certificate by its serial number (decimal, as 'certs list' shows
-it), or with --name every valid certificate of that identity. Gateways
-refuse a revoked certificate at their next handshake; with --kill a running
-gateway also closes the connections it has open.`, stdout, stderr)
+	fs := newFlags("certs revoke", "certs revoke --dir CA [--reason TEXT] [--kill] (SERIAL... | --name NAME)", `
+Revokes certificates by serial number, or with --name every valid
+certificate of that identity. A serial is given in decimal as 'certs list'
+prints it (leading zeros allowed), in hex as 0x..., or as colon-separated
+hex bytes as openssl prints it. A serial the CA never issued is refused, and
+nothing is revoked unless every serial given is valid. Gateways refuse a
+revoked certificate at their next handshake; with --kill a running gateway
+also closes the connections it has open, and says how many. Flags go before
+the serials.`, stdout, stderr)
 	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
 	name := fs.String("name", "", "revoke every valid certificate of this identity")
 	reason := fs.String("reason", "", "reason recorded with the revocation")
@@ -229,23 +237,43 @@ gateway also closes the connections it has open.`, stdout, stderr)
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
-	serials := fs.Args()
+	// The flag package stops at the first serial: a flag after it would
+	// be read as a serial, and not obeyed.
+	for _, a := range fs.Args() {
+		if strings.HasPrefix(a, "-") {
+			return usageError("certs revoke", "%s: flags go before the serials: wakegate certs revoke [flags] SERIAL...", a)
+		}
+	}
+	var serials []string
+	for _, a := range fs.Args() {
+		sn, err := certs.ParseSerial(a)
+		if err != nil {
+			return fmt.Errorf("certs revoke: %w", err)
+		}
+		if !slices.Contains(serials, sn) {
+			serials = append(serials, sn)
+		}
+	}
 	switch {
 	case *dir == "":
 		return usageError("certs revoke", "--dir is required")
 	case (*name == "") == (len(serials) == 0):
 		return usageError("certs revoke", "give either serial numbers or --name")
 	}
-	_, op, err := openOperator(*dir, *pwFile)
+	_, op, err := openOperator(*dir, *pwFile, stderr)
 	if err != nil {
 		return err
 	}
 	defer op.Close()
+	recs, err := op.Records(ctx)
+	if err != nil {
+		return err
+	}
+	byName := map[string]certs.Record{}
+	for _, r := range recs {
+		byName[r.Serial] = r
+	}
 	if *name != "" {
-		recs, err := op.Records(ctx)
-		if err != nil {
-			return err
-		}
 		for _, r := range recs {
 			if r.Identity == *name && r.Status == "valid" {
 				serials = append(serials, r.Serial)
@@ -255,13 +283,52 @@ gateway also closes the connections it has open.`, stdout, stderr)
 			return fmt.Errorf("certs revoke: no valid certificate for identity %q", *name)
 		}
 	}
+	// Every serial is checked before any is revoked: a typo in the last
+	// must not leave the others half done.
 	for _, sn := range serials {
-		if err := op.Revoke(ctx, sn, *reason, *kill); err != nil {
+		r, ok := byName[sn]
+		switch {
+		case !ok:
+			return fmt.Errorf("certs revoke: %w with serial %s in this CA; see 'wakegate certs list' (nothing revoked)", certs.ErrUnknownSerial, sn)
+		case r.Status == "revoked":
+			return fmt.Errorf("certs revoke: %s (%s) is already revoked (nothing revoked)", sn, r.Identity)
+		}
+	}
+	for _, sn := range serials {
+		rv, err := op.Revoke(ctx, sn, *reason, *kill)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "revoked %s\n", sn)
+		id := rv.Identity
+		if id == "" {
+			id = byName[sn].Identity
+		}
+		fmt.Fprintf(stdout, "revoked %s (%s)%s\n", rv.Serial, id, killed(rv, *kill))
 	}
 	return nil
+}
+
+// killed says what --kill did.
+func killed(rv *certs.Revocation, kill bool) string {
+	switch {
+	case !kill:
+		return ""
+	case rv.Gateway == "":
+		return "; no gateway is serving this CA, so it had no open connections"
+	case rv.Closed < 0:
+		return "; the gateway did not say how many open connections it closed"
+	case rv.Closed == 1:
+		return "; closed 1 open connection"
+	}
+	return fmt.Sprintf("; closed %d open connections", rv.Closed)
+}
+
+// noteReencrypted says which key files loading the CA rewrote from the
+// legacy PEM encryption (names only).
+func noteReencrypted(ca *certs.CA, stderr io.Writer) {
+	for _, f := range ca.Reencrypted {
+		fmt.Fprintf(stderr, "re-encrypted %s in %s as PKCS#8 with PBKDF2 (it was in the legacy PEM encryption)\n", f, ca.Dir)
+	}
 }
 
 func runCertsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -277,7 +344,7 @@ Lists the certificates the CA issued: serial, identity, expiry and status
 	if *dir == "" {
 		return usageError("certs list", "--dir is required")
 	}
-	_, op, err := openOperator(*dir, *pwFile)
+	_, op, err := openOperator(*dir, *pwFile, stderr)
 	if err != nil {
 		return err
 	}

@@ -237,11 +237,11 @@ func TestRotationUnderContinuousTraffic(t *testing.T) {
 
 	ctx, stop := context.WithCancel(t.Context())
 	var ok, failed atomic.Int64
-	var firstErr atomic.Value
+	var firstErr atomic.Pointer[error] // an atomic.Value would panic on errors of different types
 	var wg sync.WaitGroup
 	fail := func(err error) {
 		failed.Add(1)
-		firstErr.CompareAndSwap(nil, err)
+		firstErr.CompareAndSwap(nil, &err)
 	}
 	wg.Add(2)
 	go func() { // new connections, back to back
@@ -293,7 +293,7 @@ func TestRotationUnderContinuousTraffic(t *testing.T) {
 	stop()
 	wg.Wait()
 	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d of %d connections failed during rotation; first: %v", n, n+ok.Load(), firstErr.Load())
+		t.Fatalf("%d of %d connections failed during rotation; first: %v", n, n+ok.Load(), *firstErr.Load())
 	}
 	t.Logf("%d connections, 0 failed, across %d client, %d gateway, %d CA API and %d engine rotations",
 		ok.Load(), renewed(sc, "client"), renewed(g.logs, "wakegate-gateway"), renewed(g.logs, "ca-api"), engineRenewed())

@@ -11,16 +11,20 @@ import (
 
 	"github.com/wakegate/wakegate/certs"
 	"github.com/wakegate/wakegate/engine"
+	"github.com/wakegate/wakegate/identity"
 )
 
 func runEngine(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("engine", "engine --state DIR --ca-url URL --ca-fingerprint FP [--listen ADDR] [flags]", `
 Runs an engine machine: buildkitd (or another engine, through --engine-cmd)
 on a unix socket inside DIR, with its cache in DIR/root, exposed on --listen
-over mTLS to the gateway's identity only, refusing certificates the CA has
-revoked (its list is polled every 2s). Its server certificate comes from
-a single-use token (servers provisioner; $WAKEGATE_TOKEN or --token-file)
-exchanged at --ca-url, and is renewed there at two thirds of its life.
+over mTLS to the gateway only (a certificate with the gateway role, which
+only the CA's servers provisioner issues, not merely the gateway's name),
+refusing certificates the CA has revoked (its list is polled every 2s). Its
+server certificate comes from a single-use token (servers provisioner;
+$WAKEGATE_TOKEN or --token-file) exchanged at --ca-url, and is renewed there
+at two thirds of its life. Its child processes (buildkitd, build steps) do
+not inherit its token or other secrets.
 
 The same port answers GET /ready and GET /status (HTTP/1.1 over mTLS):
 connections, builds in progress and cache usage, as JSON the gateway reads.
@@ -46,7 +50,7 @@ unless its last stop completed.`, stdout, stderr)
 	engineCmd := fs.String("engine-cmd", "", "engine command replacing buildkitd, space-separated, with {socket}, {root}, {config}")
 	userConfig := fs.String("buildkitd-config", "", "your own buildkitd.toml instead of the generated one")
 	snapshotter := fs.String("snapshotter", "", "BuildKit snapshotter (default: overlayfs where supported, else native)")
-	allow := fs.String("allow", "wakegate-gateway", "comma-separated client identities that may connect")
+	allow := fs.String("allow", identity.GatewayName, "comma-separated gateway names that may connect (each must also hold a gateway certificate)")
 	idle := fs.Duration("idle", 0, "exit after this long with no connections and no builds (0: never)")
 	drain := fs.Duration("drain-timeout", 10*time.Minute, "at shutdown, how long running builds may finish")
 	stopTimeout := fs.Duration("stop-timeout", time.Minute, "how long the engine process may take to stop after SIGTERM (300s for Dagger)")

@@ -28,7 +28,7 @@ type gatewayFlags struct {
 	caListen, caSANs, passwordFile, flyApp, flyPool, engineCAURL     string
 	execStart, execStop, execStatus, prefer                          string
 	oidcIssuer, oidcAudience, policyFile                             string
-	softLimit, hardLimit, minRunning                                 int
+	softLimit, hardLimit, minRunning, maxConnsPerIdentity            int
 	flySuspend                                                       bool
 	engines                                                          int
 	idle, wakeTimeout, maxClientTTL, clientTTL, certTTL              time.Duration
@@ -73,6 +73,7 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	fs.IntVar(&f.hardLimit, "hard-limit", gateway.DefaultPolicy.Hard, "most sessions an engine ever takes; beyond, connections are held")
 	fs.StringVar(&f.prefer, "prefer", "home", `"home": wake a client's home engine (its cache) when it is free; "warm": any running engine first`)
 	fs.IntVar(&f.minRunning, "min-running", 0, "engines kept running when idle")
+	fs.IntVar(&f.maxConnsPerIdentity, "max-conns-per-identity", gateway.DefaultMaxConnsPerIdentity, "most connections one client identity may have open (held, proxied and wake requests together); beyond, connections are refused")
 	fs.StringVar(&f.state, "state", "", "directory for the engines' persistent state (required for local)")
 	fs.DurationVar(&f.idle, "idle", 30*time.Second, "stop an engine this long after its last connection closes")
 	fs.DurationVar(&f.wakeTimeout, "wake-timeout", 60*time.Second, "give up on a wake (start and BuildKit answering) after this long")
@@ -170,15 +171,16 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 		Pool: pool,
 		Dial: ec.Dial,
 		// A held connection may wait out a stop, then a whole wake.
-		HoldTimeout: f.wakeTimeout + time.Minute,
-		Authorize:   pol.allow,
-		Log:         log,
+		HoldTimeout:         f.wakeTimeout + time.Minute,
+		Authorize:           pol.allow,
+		MaxConnsPerIdentity: f.maxConnsPerIdentity,
+		Log:                 log,
 	})
 	if err != nil {
 		return err
 	}
 
-	caSvc.auth.OnKill(func(serial string) { srv.CloseSerial(serial) })
+	caSvc.auth.OnKill(srv.CloseSerial)
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -251,6 +253,8 @@ func (f *gatewayFlags) validate() error {
 		return usageError("gateway", "need 1 <= --soft-limit <= --hard-limit")
 	case f.minRunning < 0:
 		return usageError("gateway", "--min-running must not be negative")
+	case f.maxConnsPerIdentity < 1:
+		return usageError("gateway", "--max-conns-per-identity must be at least 1")
 	case f.idle <= 0:
 		return usageError("gateway", "--idle must be positive")
 	case f.wakeTimeout <= 0:
@@ -303,9 +307,15 @@ func (f *gatewayFlags) newProvider(ctx context.Context, ca *certs.CA, caSvc *caS
 	caURL := f.engineCAURL
 	if caURL == "" {
 		caURL = caSvc.url
+		if f.provider == "local" {
+			caURL = caSvc.internalURL // never waits behind the public API's callers
+		}
 	}
-	token := func(name string) (string, error) {
-		return ca.Servers.Token(name, []string{name, "127.0.0.1", "localhost"}, 10*time.Minute)
+	// An engine's certificate is checked against the CA's records at every
+	// dial, as a client's is at the gateway's port.
+	ec.IsRevoked = caSvc.auth.IsRevoked
+	token := func(name, id string) (string, error) {
+		return ca.Servers.Token(name, f.engineSANs(name, id), 10*time.Minute)
 	}
 	if f.provider == "fly" {
 		return fly.New(ctx, fly.Config{
@@ -313,7 +323,7 @@ func (f *gatewayFlags) newProvider(ctx context.Context, ca *certs.CA, caSvc *caS
 			StartTimeout: f.wakeTimeout, Busy: ec.Busy, Log: log,
 			Prepare: func(_ context.Context, id string) (map[string]string, error) {
 				name := engine.EngineNamePrefix + id
-				tok, err := token(name)
+				tok, err := token(name, id)
 				return map[string]string{"WAKEGATE_TOKEN": tok, "WAKEGATE_ENGINE_NAME": name,
 					"WAKEGATE_CA_URL": caURL, "WAKEGATE_CA_FINGERPRINT": ca.Fingerprint()}, err
 			},
@@ -328,7 +338,7 @@ func (f *gatewayFlags) newProvider(ctx context.Context, ca *certs.CA, caSvc *caS
 		// with WAKEGATE_TOKEN in the machine's environment.
 		return engine.NewExec(engine.ExecConfig{
 			IDs: ids, Start: f.execStart, Stop: f.execStop, Status: f.execStatus,
-			Token: func(id string) (string, error) { return token("wakegate-" + id) },
+			Token: func(id string) (string, error) { return token("wakegate-"+id, id) },
 			Env:   []string{"WAKEGATE_CA_URL=" + caURL, "WAKEGATE_CA_FINGERPRINT=" + ca.Fingerprint()},
 			Log:   log,
 		})
@@ -340,7 +350,7 @@ func (f *gatewayFlags) newProvider(ctx context.Context, ca *certs.CA, caSvc *caS
 		Dir: f.state, N: f.engines, Wakegate: self, Buildkitd: bkd,
 		EngineArgs: []string{"--ca-url", caURL, "--ca-fingerprint", ca.Fingerprint(),
 			"--drain-timeout", "30s", "--stop-timeout", "30s", "--cert-ttl", f.certTTL.String()},
-		Token: func(id string) (string, error) { return token("wakegate-" + id) },
+		Token: func(id string) (string, error) { return token("wakegate-"+id, id) },
 		Log:   log,
 	})
 }
