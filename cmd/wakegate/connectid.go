@@ -32,7 +32,9 @@ func clientIdentity(ctx context.Context, f *connectFlags, progress io.Writer, lo
 		if f.caURL == "" || f.caFP == "" {
 			return nil, nil, usageError("connect", "a token needs --ca-url and --ca-fingerprint ('wakegate certs fingerprint' prints it)")
 		}
-		e, err := certs.Enroll(ctx, f.caURL, f.caFP, token, f.certTTL)
+		e, err := enrolRetrying(ctx, progress, func() (*certs.Enrollment, error) {
+			return certs.Enroll(ctx, f.caURL, f.caFP, token, f.certTTL)
+		})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -56,32 +58,43 @@ func clientIdentity(ctx context.Context, f *connectFlags, progress io.Writer, lo
 	return r, roots, err
 }
 
-// oidcIdentity enrols with the job's OIDC token. A gateway that cannot
-// reach its issuer for the moment answers 503: that is retried, with
-// progress, until ctx ends; a refusal is not.
+// oidcIdentity enrols with the job's OIDC token, a fresh one per attempt.
 func oidcIdentity(ctx context.Context, f *connectFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
 	idToken := func(ctx context.Context) (string, error) { return certs.GitHubIDToken(ctx, f.oidcAudience) }
-	backoff := time.Second
-	for {
+	e, err := enrolRetrying(ctx, progress, func() (*certs.Enrollment, error) {
 		tok, err := idToken(ctx)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		e, err := certs.EnrollOIDC(ctx, f.caURL, f.caFP, tok, f.certTTL)
-		if err == nil {
-			logEnrolled(log, e)
-			r, err := certs.NewRenewer("client", e.Cert, certs.OIDCRenewer(f.caURL, f.caFP, f.certTTL, idToken), log)
-			return r, e.Roots, err
-		}
-		if !certs.Retryable(err) {
-			return nil, nil, err
+		return certs.EnrollOIDC(ctx, f.caURL, f.caFP, tok, f.certTTL)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	logEnrolled(log, e)
+	r, err := certs.NewRenewer("client", e.Cert, certs.OIDCRenewer(f.caURL, f.caFP, f.certTTL, idToken), log)
+	return r, e.Roots, err
+}
+
+// enrolRetrying runs enrol until it succeeds, fails for good, or ctx ends.
+// A CA API that cannot be reached, or answers 5xx (503 while it cannot
+// reach the OIDC issuer), is retried with backoff from 1 s to 10 s and a
+// progress line per retry; a refusal is returned at once. Retrying a
+// single-use token is safe: a request that never reached the CA spent
+// nothing, and one that did is refused as already used.
+func enrolRetrying(ctx context.Context, progress io.Writer, enrol func() (*certs.Enrollment, error)) (*certs.Enrollment, error) {
+	backoff := time.Second
+	for {
+		e, err := enrol()
+		if err == nil || !certs.Retryable(err) {
+			return e, err
 		}
 		fmt.Fprintf(progress, "wakegate: %v; retrying in %s\n", err, backoff)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, nil, fmt.Errorf("enrol: %w (last error: %v)", context.Cause(ctx), err)
+			return nil, fmt.Errorf("enrol: %w (last error: %v)", context.Cause(ctx), err)
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 10*time.Second)
