@@ -12,7 +12,7 @@ export WAKEGATE_BUILDKITD := $(BIN)/buildkitd
 export WAKEGATE_BUILDCTL  := $(BIN)/buildctl
 export WAKEGATE_BUILDX    := $(BIN)/buildx
 
-.PHONY: all build tools deps demo test vet fmt-check bench clean
+.PHONY: all build tools deps demo test vet fmt-check bench soak clean
 
 all: build
 
@@ -49,6 +49,12 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# A long run of mixed builds, idle stops, wakes, rotations and attacks (not
+# part of 'make test'): reports failed builds (must be 0), RSS and goroutines.
+SOAK ?= 5m
+soak: build tools deps
+	$(GO) test -tags soak -count=1 -v -run '^TestSoak$$' -timeout 2h ./cmd/wakegate -args -soak $(SOAK)
 
 bench: build tools deps
 	$(GO) test -run '^$$' -bench . -benchmem ./...
