@@ -48,6 +48,18 @@ type Local struct {
 type running struct {
 	p    *Process
 	addr string
+	logs []logMark // this run's part of its logs
+	tok  string    // blanked from what its logs say
+}
+
+// failure describes an engine process that exited: its status and its last
+// words.
+func (r *running) failure(id string) error {
+	words := lastWords(newScrubber(nil, r.tok), r.logs...)
+	if words == "" {
+		return fmt.Errorf("engine %s exited: %v (nothing in its logs)", id, r.p.err)
+	}
+	return fmt.Errorf("engine %s exited: %v: %s", id, r.p.err, words)
 }
 
 // NewLocal validates cfg.
@@ -109,19 +121,46 @@ func (l *Local) Start(ctx context.Context, id string) (string, error) {
 	}
 	args := append([]string{"engine", "--state", dir, "--listen", "127.0.0.1:0", "--addr-file", addrFile,
 		"--name", "wakegate-" + id, "--buildkitd", l.cfg.Buildkitd}, l.cfg.EngineArgs...)
+	// BuildKit's log first: its last lines say why an engine died at start.
+	logs := []logMark{markLog(filepath.Join(dir, "buildkitd.log")), markLog(filepath.Join(dir, "engine.log"))}
 	p, err := startProcess(l.cfg.Wakegate, args, []string{"WAKEGATE_TOKEN=" + tok}, filepath.Join(dir, "engine.log"))
 	if err != nil {
 		return "", fmt.Errorf("engine %s: start %s: %w", id, l.cfg.Wakegate, err)
 	}
 	l.cfg.Log.Info("engine process started", "engine", id, "pid", p.Pid(), "state", dir)
+	r := &running{p: p, logs: logs, tok: tok}
 	addr, err := waitAddr(ctx, addrFile, p)
 	if err != nil {
 		p.Stop(context.Background())
+		if errors.Is(err, errExitedEarly) {
+			return "", fmt.Errorf("%w (before listening; logs in %s)", r.failure(id), dir)
+		}
 		return "", fmt.Errorf("engine %s: %w (see %s)", id, err, filepath.Join(dir, "engine.log"))
 	}
-	l.procs[id] = &running{p: p, addr: "tls://" + addr}
-	return "tls://" + addr, nil
+	r.addr = "tls://" + addr
+	l.procs[id] = r
+	return r.addr, nil
 }
+
+// Failed says, while the gateway waits for engine id to be ready, whether
+// its process has already exited, with its last words; the gateway's wake
+// then fails at once (gateway.Watcher).
+func (l *Local) Failed(id string) error {
+	l.mu.Lock()
+	r, ok := l.procs[id]
+	l.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	select {
+	case <-r.p.Exited():
+		return r.failure(id)
+	default:
+		return nil
+	}
+}
+
+var errExitedEarly = errors.New("engine exited before listening")
 
 // waitAddr waits for the engine to write the address it listens on.
 func waitAddr(ctx context.Context, path string, p *Process) (string, error) {
@@ -133,7 +172,7 @@ func waitAddr(ctx context.Context, path string, p *Process) (string, error) {
 		select {
 		case <-p.Exited():
 			t.Stop()
-			return "", fmt.Errorf("engine exited before listening: %v", p.err)
+			return "", fmt.Errorf("%w: %v", errExitedEarly, p.err)
 		case <-ctx.Done():
 			t.Stop()
 			return "", fmt.Errorf("engine not listening: %w", ctx.Err())

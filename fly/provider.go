@@ -276,8 +276,17 @@ func (p *Provider) start(ctx context.Context, id, nonce string) error {
 	return p.apiErr(cctx, "start machine "+id, err)
 }
 
-// ErrBusy says a stop was skipped because the engine is in use.
-var ErrBusy = errors.New("engine in use")
+// ErrBusy says a stop was skipped because the engine is in use. It says so
+// to the gateway too (EngineBusy, gateway.IsBusy), which keeps the engine
+// running and counted rather than taking the refusal for a failed stop.
+var ErrBusy error = busyError{}
+
+// busyError is ErrBusy's type: fly must not import gateway, so it meets
+// the gateway's optional interface structurally.
+type busyError struct{}
+
+func (busyError) Error() string    { return "engine in use" }
+func (busyError) EngineBusy() bool { return true }
 
 // Stop stops (or suspends) the machine under its lease, after asking the
 // engine once more, under that lease, whether anyone uses it.

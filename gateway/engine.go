@@ -353,10 +353,16 @@ func (e *Engine) start(ctx context.Context, deadline time.Time) (string, error) 
 	if err != nil {
 		return "", fmt.Errorf("start: %w", err)
 	}
+	w, _ := e.cfg.Provider.(Watcher)
 	var last error
 	for {
 		if last = e.cfg.Probe(ctx, addr); last == nil {
 			return addr, nil
+		}
+		if w != nil {
+			if err := w.Failed(e.cfg.ID); err != nil {
+				return "", fmt.Errorf("engine failed before it was ready: %w", err)
+			}
 		}
 		e.cfg.Log.Debug("engine not ready yet", "engine", e.cfg.ID, "err", last)
 		if err := clk.Sleep(ctx, e.cfg.ProbeInterval); err != nil {
@@ -366,15 +372,18 @@ func (e *Engine) start(ctx context.Context, deadline time.Time) (string, error) 
 }
 
 func (e *Engine) beginStopLocked() {
+	addr := e.addr
 	e.setStateLocked(Stopping)
 	e.addr = ""
 	ch := make(chan struct{})
 	e.stopped = ch
 	e.wg.Add(1)
-	e.cfg.Clock.Go(func() { e.runStop(ch) })
+	e.cfg.Clock.Go(func() { e.runStop(ch, addr) })
 }
 
-func (e *Engine) runStop(done chan struct{}) {
+// runStop asks the host to stop the engine that served at addr ("" if it
+// never became ready).
+func (e *Engine) runStop(done chan struct{}, addr string) {
 	defer e.wg.Done()
 	clk := e.cfg.Clock
 	began := clk.Now()
@@ -385,14 +394,27 @@ func (e *Engine) runStop(done chan struct{}) {
 	t.Stop()
 	cancel(nil)
 	took := clk.Now().Sub(began)
-	if err != nil {
-		e.cfg.Log.Error("engine stop failed", "engine", e.cfg.ID, "stop_ms", took.Milliseconds(), "err", err)
-	} else {
-		e.cfg.Log.Info("engine stopped", "engine", e.cfg.ID, "stop_ms", took.Milliseconds())
-	}
 	e.mu.Lock()
-	e.setStateLocked(Stopped)
 	e.stopped = nil
+	switch {
+	case IsBusy(err) && addr != "":
+		// The host decided too (it asked the engine under its own lock) and
+		// found it in use: the machine runs on and bills. Keep serving it
+		// here, and ask again after another idle period.
+		e.cfg.Log.Info("engine not stopped: another gateway's clients use it; keeping it", "engine", e.cfg.ID,
+			"stop_ms", took.Milliseconds(), "reason", err)
+		e.setStateLocked(Running)
+		e.addr = addr
+		if e.conns == 0 && !e.closed {
+			e.armIdleLocked()
+		}
+	case err != nil:
+		e.cfg.Log.Error("engine stop failed", "engine", e.cfg.ID, "stop_ms", took.Milliseconds(), "err", err)
+		e.setStateLocked(Stopped)
+	default:
+		e.cfg.Log.Info("engine stopped", "engine", e.cfg.ID, "stop_ms", took.Milliseconds())
+		e.setStateLocked(Stopped)
+	}
 	e.mu.Unlock()
 	e.cfg.Clock.Close(done)
 }

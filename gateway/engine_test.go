@@ -18,7 +18,9 @@ type fakeHost struct {
 	startGate     chan struct{} // if non-nil, Start blocks until it is closed
 	stopGate      chan struct{} // if non-nil, Stop blocks until it is closed
 	startErr      error
-	mu            sync.Mutex // guards addr
+	stopErr       error        // returned by every Stop
+	failed        func() error // if set, answers Failed (the host's Watcher)
+	mu            sync.Mutex   // guards addr
 	addr          string
 }
 
@@ -53,7 +55,15 @@ func (h *fakeHost) Stop(ctx context.Context, id string) error {
 			return ctx.Err()
 		}
 	}
-	return nil
+	return h.stopErr
+}
+
+// Failed makes fakeHost a Watcher.
+func (h *fakeHost) Failed(string) error {
+	if h.failed == nil {
+		return nil
+	}
+	return h.failed()
 }
 
 func readyProbe(context.Context, string) error { return nil }

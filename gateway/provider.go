@@ -21,6 +21,15 @@ type Provider interface {
 	Stop(ctx context.Context, id string) error
 }
 
+// Watcher is an optional capability of a Provider that can tell when an
+// engine it started has already failed (its process exited) before it is
+// ready. A wake asks it between probes and fails at once with its error —
+// the engine's own last words — instead of probing until the wake timeout.
+type Watcher interface {
+	// Failed returns nil while engine id may still become ready.
+	Failed(id string) error
+}
+
 // Prober makes one readiness check of the engine at addr: a BuildKit API
 // call, not merely an open port. The gateway calls it repeatedly until it
 // succeeds or the wake's deadline passes.
@@ -31,6 +40,23 @@ type Dialer func(ctx context.Context, addr string) (net.Conn, error)
 
 // ErrEngineUnavailable wraps every failure to give a client an engine.
 var ErrEngineUnavailable = errors.New("engine unavailable")
+
+// ErrBusy is what a provider's Stop returns (wrapped) when it did not stop
+// the engine because clients use it, as through another gateway: the engine
+// still runs, so the gateway keeps it Running, keeps billing it and asks
+// again after another idle period. Providers that must not import gateway
+// (fly) return an error implementing EngineBusy() bool instead.
+var ErrBusy = errors.New("engine in use")
+
+// engineBusy is the structural form of ErrBusy.
+type engineBusy interface{ EngineBusy() bool }
+
+// IsBusy says whether a provider's Stop error means the engine was left
+// running because it is in use.
+func IsBusy(err error) bool {
+	var b engineBusy
+	return errors.Is(err, ErrBusy) || errors.As(err, &b) && b.EngineBusy()
+}
 
 // DialAddr dials "unix:///path" or "tcp://host:port".
 func DialAddr(ctx context.Context, addr string) (net.Conn, error) {

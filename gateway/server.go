@@ -278,8 +278,8 @@ func (s *Server) CloseSerial(serial string) int {
 	return n
 }
 
-func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, id string, log *slog.Logger, began time.Time) {
-	eng, lease, early, err := s.acquireHeld(setup, tc, id, log)
+func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log *slog.Logger, began time.Time) {
+	eng, lease, early, err := s.acquireHeld(setup, tc, key, log)
 	if errors.Is(err, errClientLeft) {
 		log.Info("connection closed by client while held", "held_ms", time.Since(began).Milliseconds(), "reason", err)
 		return
@@ -288,25 +288,62 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, id string, log 
 		log.Warn("connection closed: no engine", "held_ms", time.Since(began).Milliseconds(), "err", err)
 		return
 	}
-	log = log.With("engine", eng.ID())
-	defer lease.Release()
-	held := time.Since(began)
-	ec, err := s.cfg.Dial(setup, lease.Addr)
-	if err != nil {
+	defer func() {
+		if lease != nil {
+			lease.Release()
+		}
+	}()
+	// An engine found dead before it read anything (its address refuses
+	// the dial, or it fails before its first byte) is marked broken and
+	// woken again, once, with the same client and its bytes: an engine
+	// killed from outside costs the next client a wake, not its build.
+	for retried := false; ; retried = true {
+		elog := log.With("engine", eng.ID())
+		held := time.Since(began)
+		var failed error
+		var res proxy.Result
+		ec, err := s.cfg.Dial(setup, lease.Addr)
+		if err != nil {
+			failed = fmt.Errorf("engine dial failed: %w", err)
+		} else {
+			fc := &firstContact{tc: tc}
+			client, engine := fc.pair(&heldConn{Conn: tc, early: early}, ec)
+			res = proxy.Join(s.ctx, client, engine, "client", "engine", s.cfg.HalfOpenTimeout)
+			var replay []byte
+			var ok bool
+			if failed, replay, ok = fc.failure(); failed != nil {
+				failed = fmt.Errorf("engine failed before answering: %w", failed)
+				tc.SetReadDeadline(time.Time{})
+				if !ok {
+					retried = true // the client's bytes were not all kept
+				}
+				early = replay
+			}
+		}
+		if failed == nil {
+			attrs := []any{
+				"bytes_in", res.BytesAToB, "bytes_out", res.BytesBToA,
+				"held_ms", held.Milliseconds(), "duration_ms", time.Since(began).Milliseconds(),
+			}
+			if res.Err != nil {
+				elog.Warn("connection closed", append(attrs, "err", res.Err)...)
+				return
+			}
+			elog.Info("connection closed", attrs...)
+			return
+		}
 		lease.Broken()
-		log.Error("connection closed: engine dial failed", "addr", lease.Addr, "err", err)
-		return
+		lease.Release()
+		if retried {
+			elog.Error("connection closed: engine unreachable", "addr", lease.Addr, "err", failed)
+			return
+		}
+		elog.Warn("engine unreachable before it answered; waking it again for this connection", "addr", lease.Addr, "err", failed)
+		if eng, lease, err = s.cfg.Pool.Acquire(setup, key, log); err != nil {
+			log.Warn("connection closed: no engine", "held_ms", time.Since(began).Milliseconds(), "err", err)
+			return
+		}
 	}
-	res := proxy.Join(s.ctx, &heldConn{Conn: tc, early: early}, ec, "client", "engine", s.cfg.HalfOpenTimeout)
-	attrs := []any{
-		"bytes_in", res.BytesAToB, "bytes_out", res.BytesBToA,
-		"held_ms", held.Milliseconds(), "duration_ms", time.Since(began).Milliseconds(),
-	}
-	if res.Err != nil {
-		log.Warn("connection closed", append(attrs, "err", res.Err)...)
-		return
-	}
-	log.Info("connection closed", attrs...)
 }
 
 // refuse closes an authenticated connection that the gateway will not

@@ -74,6 +74,7 @@ type gatewayOptions struct {
 	authorize func(identity.Peer) error
 	policy    Policy        // DefaultPolicy when zero
 	wake      time.Duration // the engines' wake timeout; 5 s when zero
+	probe     Prober        // readyProbe when nil
 	config    func(*Config)
 }
 
@@ -108,7 +109,10 @@ func startGatewayOpts(t *testing.T, h *fakeHost, o gatewayOptions) *testGateway 
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := NewPoolWithPolicy(t.Context(), h, EngineConfig{Probe: readyProbe, Idle: time.Minute, WakeTimeout: o.wake}, o.policy)
+	if o.probe == nil {
+		o.probe = readyProbe
+	}
+	pool, err := NewPoolWithPolicy(t.Context(), h, EngineConfig{Probe: o.probe, Idle: time.Minute, WakeTimeout: o.wake}, o.policy)
 	if err != nil {
 		t.Fatal(err)
 	}

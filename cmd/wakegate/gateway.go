@@ -107,6 +107,9 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 		if bin, err = findBuildkitd(f.buildkitd); err != nil {
 			return err
 		}
+		if err := engine.CheckLocalHost(bin); err != nil {
+			return err
+		}
 	}
 	pol, err := loadPolicy(f.policyFile, f.oidcIssuer, log)
 	if err != nil {

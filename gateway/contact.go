@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// firstContact watches a proxied pair until the engine's first byte.
+//
+// An engine can fail after the gateway dialled it and before it answers:
+// TLS 1.3 reports a refused certificate only on the client's first read,
+// after the dial returned; an engine front whose BuildKit died closes the
+// connection; a killed machine resets it. Such an engine never read the
+// client's bytes, and a BuildKit engine always speaks first (HTTP/2's
+// server preface), so until its first byte the client's bytes are kept
+// (up to holdBufferSize, HTTP/2's window) and the connection can be sent
+// to a freshly woken engine instead of failing the client's build.
+type firstContact struct {
+	tc *tls.Conn // the client
+
+	mu       sync.Mutex // guards the fields below
+	answered bool       // the engine sent a byte: the pair is committed
+	failed   error      // the engine failed before answering
+	sent     []byte     // client bytes forwarded while the engine had not answered
+	overflow bool       // sent outgrew holdBufferSize: no replay
+	ended    bool       // the client's input ended: the engine may close in answer
+}
+
+// pair wraps a client (with its held bytes) and an engine connection for
+// proxy.Join.
+func (f *firstContact) pair(client *heldConn, ec net.Conn) (net.Conn, net.Conn) {
+	return &contactClient{heldConn: client, f: f}, &contactEngine{Conn: ec, f: f}
+}
+
+// failure is why the engine failed before answering, and the client's bytes
+// to replay to another engine (nil replay: it cannot be replayed).
+func (f *firstContact) failure() (err error, replay []byte, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failed, f.sent, f.failed != nil && !f.overflow
+}
+
+func (f *firstContact) isFailed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failed != nil
+}
+
+// engineFailed says whether err, the engine's first read ending with no
+// byte, means the engine failed rather than the proxy ending (a deadline at
+// shutdown is not the engine's failure). An EOF after the client's own
+// input ended is an answer to it, not a failure.
+func engineFailed(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error" || // a TLS alert: refused
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// contactClient records what the client sends until the engine answers.
+// Once the engine failed, Join's half-close and close of the client are
+// skipped: the client is kept for the next engine.
+type contactClient struct {
+	*heldConn
+	f *firstContact
+}
+
+func (c *contactClient) Read(p []byte) (int, error) {
+	n, err := c.heldConn.Read(p)
+	f := c.f
+	f.mu.Lock()
+	if err != nil {
+		f.ended = true
+	}
+	if n > 0 && !f.answered && !f.overflow {
+		if len(f.sent)+n > holdBufferSize {
+			f.overflow, f.sent = true, nil
+		} else {
+			f.sent = append(f.sent, p[:n]...)
+		}
+	}
+	f.mu.Unlock()
+	return n, err
+}
+
+func (c *contactClient) CloseWrite() error {
+	if c.f.isFailed() {
+		return nil
+	}
+	return c.heldConn.CloseWrite()
+}
+
+func (c *contactClient) Close() error {
+	if c.f.isFailed() {
+		return nil
+	}
+	return c.heldConn.Close()
+}
+
+// contactEngine notices the engine's first byte, or its failure before it.
+type contactEngine struct {
+	net.Conn
+	f *firstContact
+}
+
+func (c *contactEngine) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	f := c.f
+	f.mu.Lock()
+	if !f.answered {
+		switch {
+		case n > 0:
+			f.answered, f.sent = true, nil
+		case err != nil && engineFailed(err) && !(f.ended && errors.Is(err, io.EOF)):
+			f.failed = err
+			// End the other direction now, keeping the client: a read
+			// deadline in the past is not sticky in crypto/tls.
+			past := time.Unix(1, 0)
+			f.tc.SetReadDeadline(past)
+			c.Conn.SetWriteDeadline(past)
+		}
+	}
+	f.mu.Unlock()
+	return n, err
+}
+
+func (c *contactEngine) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+func (c *contactEngine) NetConn() net.Conn {
+	if nc, ok := c.Conn.(interface{ NetConn() net.Conn }); ok {
+		return nc.NetConn()
+	}
+	return c.Conn
+}
