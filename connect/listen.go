@@ -38,9 +38,10 @@ func ParseListenAddress(s string) (ListenAddress, error) {
 			return ListenAddress{}, errors.New("no socket path: want unix:///PATH")
 		}
 		// Clients read the address back as a URL: a query or fragment
-		// would cut the path short.
-		if strings.ContainsAny(path, "?#") {
-			return ListenAddress{}, errors.New("a socket path cannot contain ? or #")
+		// would cut the path short, a % escape would be decoded to
+		// another path, and control characters are refused.
+		if strings.ContainsFunc(path, func(r rune) bool { return r == '?' || r == '#' || r == '%' || r < 0x20 || r == 0x7f }) {
+			return ListenAddress{}, errors.New("a socket path cannot contain ?, #, % or control characters (clients read it as a URL)")
 		}
 		abs, err := filepath.Abs(path)
 		if err != nil {
