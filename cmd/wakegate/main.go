@@ -98,8 +98,14 @@ A typical setup (the CA password comes from $WAKEGATE_CA_PASSWORD):
   wakegate certs issue --dir ca --name ci --out creds
   wakegate connect     --gateway localhost:8443 --creds creds -- buildctl build ...
 
-See README.md and docs/ for the certificate model, the engine machine, Fly
-Machines and the simulator.
+In GitHub Actions, with no stored secret (the gateway runs with --policy FILE,
+see 'wakegate help policy'; the job has 'permissions: id-token: write'):
+  wakegate connect --oidc github --gateway HOST:8443 --ca-url https://HOST:9443 \
+    --ca-fingerprint FP --background --pid-file "$RUNNER_TEMP/wakegate.pid"
+or the action at the repository's root (docs/github-actions.md).
+
+See README.md and docs/ for the certificate model, GitHub Actions, the
+security model, the engine machine, Fly Machines and the simulator.
 `)
 }
 
