@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -186,4 +188,64 @@ func TestConnectionsBeyondTheCapWaitForASlot(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestDescriptorsAndGoroutinesReturnToBaselineAfterAnAttack: 200 callers
+// that connect, send a huge body, or idle, then leave, leave nothing
+// behind in the server.
+func TestDescriptorsAndGoroutinesReturnToBaselineAfterAnAttack(t *testing.T) {
+	a, addr := servedAPI(t, APILimits{MaxConns: 64})
+	client := apiClient(a)
+	if resp, err := client.Get("https://" + addr + "/roots"); err == nil { // warm up the server's own goroutines
+		resp.Body.Close()
+	}
+	client.CloseIdleConnections()
+	baseFDs, baseG := openFDs(t), runtime.NumGoroutine()
+
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch i % 3 {
+			case 0: // connect and leave
+				if c, err := net.DialTimeout("tcp", addr, 5*time.Second); err == nil {
+					c.Close()
+				}
+			case 1: // a body over the limit
+				req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/1.0/sign", &countingZeros{limit: 4 << 20})
+				if resp, err := client.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			case 2: // a TLS handshake, then idle, then leave
+				c, err := tls.DialWithDialer(&net.Dialer{Timeout: 20 * time.Second}, "tcp", addr, &tls.Config{RootCAs: a.CA().Pool(), ServerName: "127.0.0.1"})
+				if err == nil {
+					c.Close()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	client.CloseIdleConnections()
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		fds, g := openFDs(t), runtime.NumGoroutine()
+		if fds <= baseFDs && g <= baseG+2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the attack: %d descriptors (baseline %d), %d goroutines (baseline %d)", fds, baseFDs, g, baseG)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
 }
