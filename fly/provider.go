@@ -300,6 +300,19 @@ func (p *Provider) Stop(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if m.State == "starting" {
+		// A start that landed is still booting (a wake abandoned after its
+		// start request, e.g. by a gateway shutting down): it will be
+		// "started" shortly, so skipping the stop would leave it running
+		// with no gateway that knows about it.
+		wctx, cancel := context.WithTimeout(ctx, p.cfg.StartTimeout+p.cfg.CallTimeout)
+		err := p.flaps.Wait(wctx, p.cfg.App, id, flaps.WithWaitStates("started"), flaps.WithWaitTimeout(p.cfg.StartTimeout))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("stop machine %s: it was starting and did not start within %s: %w", id, p.cfg.StartTimeout, err)
+		}
+		m.State = "started"
+	}
 	if m.State != "started" {
 		return nil
 	}
