@@ -20,7 +20,14 @@ import (
 // limits, on loopback; it returns the authority and the API's address.
 func servedAPI(t *testing.T, limits APILimits) (*Authority, string) {
 	t.Helper()
-	c, err := Init(t.TempDir(), "test", nil)
+	return servedAPIWith(t, nil, limits)
+}
+
+// servedAPIWith is servedAPI for a CA whose keys are encrypted with password
+// (nil: in the clear).
+func servedAPIWith(t *testing.T, password []byte, limits APILimits) (*Authority, string) {
+	t.Helper()
+	c, err := Init(t.TempDir(), "test", password)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/wakegate/wakegate/identity"
 	"math/big"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -22,34 +21,8 @@ import (
 // API on loopback TLS, as the gateway does.
 func servedAuthority(t *testing.T, password []byte) (*Authority, string) {
 	t.Helper()
-	c, err := Init(t.TempDir(), "test", password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := c.OpenAuthority(AuthorityConfig{Address: ln.Addr().String(), DNSNames: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := a.Issue(t.Context(), Server, "ca", []string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: a.Handler(), TLSConfig: a.ServerTLS(leaf.TLSCertificate)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.ServeTLS(ln, "", "")
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-		a.Close()
-	})
-	return a, "https://" + ln.Addr().String()
+	a, addr := servedAPIWith(t, password, APILimits{})
+	return a, "https://" + addr
 }
 
 func TestSmallstepClientBootstrapsWithAOneTimeToken(t *testing.T) {
@@ -428,7 +401,8 @@ func TestRepositoryInTheCertificateIsTheAffinityKey(t *testing.T) {
 				got <- "handshake: " + err.Error()
 				return
 			}
-			got <- identity.AffinityKey(s.ConnectionState())
+			p, _ := identity.FromConn(s.ConnectionState())
+			got <- p.AffinityKey()
 		}()
 		c := tls.Client(cli, ClientTLS(func() *tls.Certificate { return tc.cert }, a.CA().Pool(), "127.0.0.1"))
 		c.HandshakeContext(t.Context())

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -22,6 +23,10 @@ import (
 // to a freshly woken engine instead of failing the client's build.
 type firstContact struct {
 	tc *tls.Conn // the client
+
+	// committed is answered, readable without mu: once the engine spoke,
+	// the copy loop's reads skip the bookkeeping below.
+	committed atomic.Bool
 
 	mu       sync.Mutex // guards the fields below
 	answered bool       // the engine sent a byte: the pair is committed
@@ -73,6 +78,9 @@ type contactClient struct {
 func (c *contactClient) Read(p []byte) (int, error) {
 	n, err := c.heldConn.Read(p)
 	f := c.f
+	if f.committed.Load() {
+		return n, err
+	}
 	f.mu.Lock()
 	if err != nil {
 		f.ended = true
@@ -111,11 +119,15 @@ type contactEngine struct {
 func (c *contactEngine) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	f := c.f
+	if f.committed.Load() {
+		return n, err
+	}
 	f.mu.Lock()
 	if !f.answered {
 		switch {
 		case n > 0:
 			f.answered, f.sent = true, nil
+			f.committed.Store(true)
 		case err != nil && engineFailed(err) && !(f.ended && errors.Is(err, io.EOF)):
 			f.failed = err
 			// End the other direction now, keeping the client: a read

@@ -288,39 +288,16 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log
 		log.Warn("connection closed: no engine", "held_ms", time.Since(began).Milliseconds(), "err", err)
 		return
 	}
-	defer func() {
-		if lease != nil {
-			lease.Release()
-		}
-	}()
 	// An engine found dead before it read anything (its address refuses
 	// the dial, or it fails before its first byte) is marked broken and
 	// woken again, once, with the same client and its bytes: an engine
 	// killed from outside costs the next client a wake, not its build.
-	for retried := false; ; retried = true {
+	for attempt := 1; ; attempt++ {
 		elog := log.With("engine", eng.ID())
 		held := time.Since(began)
-		var failed error
-		var res proxy.Result
-		ec, err := s.cfg.Dial(setup, lease.Addr)
-		if err != nil {
-			failed = fmt.Errorf("engine dial failed: %w", err)
-		} else {
-			fc := &firstContact{tc: tc}
-			client, engine := fc.pair(&heldConn{Conn: tc, early: early}, ec)
-			res = proxy.Join(s.ctx, client, engine, "client", "engine", s.cfg.HalfOpenTimeout)
-			var replay []byte
-			var ok bool
-			if failed, replay, ok = fc.failure(); failed != nil {
-				failed = fmt.Errorf("engine failed before answering: %w", failed)
-				tc.SetReadDeadline(time.Time{})
-				if !ok {
-					retried = true // the client's bytes were not all kept
-				}
-				early = replay
-			}
-		}
+		res, failed, replay, replayable := s.proxyTo(setup, tc, lease.Addr, early)
 		if failed == nil {
+			lease.Release()
 			attrs := []any{
 				"bytes_in", res.BytesAToB, "bytes_out", res.BytesBToA,
 				"held_ms", held.Milliseconds(), "duration_ms", time.Since(began).Milliseconds(),
@@ -334,16 +311,37 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log
 		}
 		lease.Broken()
 		lease.Release()
-		if retried {
+		if attempt > 1 || !replayable {
 			elog.Error("connection closed: engine unreachable", "addr", lease.Addr, "err", failed)
 			return
 		}
 		elog.Warn("engine unreachable before it answered; waking it again for this connection", "addr", lease.Addr, "err", failed)
+		early = replay
 		if eng, lease, err = s.cfg.Pool.Acquire(setup, key, log); err != nil {
 			log.Warn("connection closed: no engine", "held_ms", time.Since(began).Milliseconds(), "err", err)
 			return
 		}
 	}
+}
+
+// proxyTo proxies tc, its held bytes early first, to the engine at addr.
+// failed says the engine could not be dialled or failed before it answered;
+// then replay is what the client sent (to resend to another engine), and
+// replayable whether all of it was kept.
+func (s *Server) proxyTo(ctx context.Context, tc *tls.Conn, addr string, early []byte) (res proxy.Result, failed error, replay []byte, replayable bool) {
+	ec, err := s.cfg.Dial(ctx, addr)
+	if err != nil {
+		return res, fmt.Errorf("engine dial failed: %w", err), early, true
+	}
+	fc := &firstContact{tc: tc}
+	client, engine := fc.pair(&heldConn{Conn: tc, early: early}, ec)
+	res = proxy.Join(s.ctx, client, engine, "client", "engine", s.cfg.HalfOpenTimeout)
+	cause, replay, replayable := fc.failure()
+	if cause == nil {
+		return res, nil, nil, false
+	}
+	tc.SetReadDeadline(time.Time{}) // the client stays, for the next engine
+	return res, fmt.Errorf("engine failed before answering: %w", cause), replay, replayable
 }
 
 // refuse closes an authenticated connection that the gateway will not

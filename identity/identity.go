@@ -58,14 +58,6 @@ func FromConn(cs tls.ConnectionState) (p Peer, ok bool) {
 	return FromCert(cs.VerifiedChains[0][0]), true
 }
 
-// Name is the verified client identity of a completed handshake: the
-// common name of the leaf in the first verified chain, or "" when the peer
-// was not verified.
-func Name(cs tls.ConnectionState) string {
-	p, _ := FromConn(cs)
-	return p.Name
-}
-
 // AffinityKey is what the gateway places a peer by: its repository
 // ("repo:OWNER/NAME") when its certificate names one, else its name.
 func (p Peer) AffinityKey() string {
@@ -73,14 +65,4 @@ func (p Peer) AffinityKey() string {
 		return "repo:" + p.Repo
 	}
 	return p.Name
-}
-
-// AffinityKey is the placement key of a completed handshake's verified
-// peer, or "" when the peer was not verified.
-func AffinityKey(cs tls.ConnectionState) string {
-	p, ok := FromConn(cs)
-	if !ok {
-		return ""
-	}
-	return p.AffinityKey()
 }
