@@ -194,6 +194,9 @@ func TestWakesThroughProviderFaults(t *testing.T) {
 		{name: "start hangs past the call bound", fault: func(f *front, id string) {
 			f.em.Inject(flytest.Fault{Action: "start", Machine: id, Hang: time.Minute})
 		}, call: 500 * time.Millisecond, errHas: []string{"start machine", "did not answer within"}, isErr: context.DeadlineExceeded},
+		{name: "start answers 503 until the call bound runs out", fault: func(f *front, id string) {
+			f.em.Inject(flytest.Fault{Action: "start", Machine: id, Status: http.StatusServiceUnavailable, Count: 2})
+		}, call: 1500 * time.Millisecond, errHas: []string{"start machine", "kept answering 503 Service Unavailable"}, isErr: context.DeadlineExceeded},
 		{name: "connection reset before the start lands", fault: func(f *front, id string) {
 			f.mu.Lock()
 			f.resetsBefore = 1

@@ -124,13 +124,16 @@ func (e *HostError) Error() string {
 func (e *HostError) HostUnavailable() bool { return true }
 
 func (p *Provider) call(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, p.cfg.CallTimeout)
+	return context.WithTimeout(withAnswer(ctx), p.cfg.CallTimeout)
 }
 
 // apiErr names a call that ran out of time as such: a hanging API must
 // read as a hang, not as "request canceled".
 func (p *Provider) apiErr(ctx context.Context, what string, err error) error {
 	if ctx.Err() == context.DeadlineExceeded {
+		if a := answered(ctx); a != "" {
+			return fmt.Errorf("%s: the Machines API kept answering %s, retried until the call's bound of %s ran out: %w", what, a, p.cfg.CallTimeout, context.DeadlineExceeded)
+		}
 		return fmt.Errorf("%s: the Machines API did not answer within %s: %w", what, p.cfg.CallTimeout, context.DeadlineExceeded)
 	}
 	return fmt.Errorf("%s: %w", what, err)

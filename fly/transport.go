@@ -28,6 +28,7 @@ func retryingTransport(base http.RoundTripper, log *slog.Logger) http.RoundTripp
 	// what the API answered rather than "giving up".
 	c.ErrorHandler = retryablehttp.PassthroughErrorHandler
 	c.Logger = nil
+	c.ResponseLogHook = func(_ retryablehttp.Logger, r *http.Response) { recordAnswer(r) }
 	c.RequestLogHook = func(_ retryablehttp.Logger, r *http.Request, attempt int) {
 		if attempt > 0 {
 			log.Warn("retrying Machines API request", "method", r.Method, "path", r.URL.Path, "attempt", attempt)
