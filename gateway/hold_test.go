@@ -29,7 +29,7 @@ func (g *testGateway) dialRaw(t *testing.T, cert *tls.Certificate, proto string)
 		cfg.NextProtos = []string{proto}
 	}
 	c := tls.Client(raw, cfg)
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetDeadline(time.Now().Add(15 * time.Second))
 	if err := c.Handshake(); err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
@@ -93,7 +93,7 @@ func TestHeldClientsThatLeaveAreLetGo(t *testing.T) {
 		close(h.startGate)
 		waitState(t, e, Running)
 		c := g.dial(t, g.client, g.ca, "")
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.SetDeadline(time.Now().Add(15 * time.Second))
 		if _, err := c.Write([]byte("ping")); err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func TestClientHeldForAFreeEngineIsLetGoWhenItLeaves(t *testing.T) {
 	g := startGatewayOpts(t, h, gatewayOptions{policy: Policy{Soft: 1, Hard: 1}})
 
 	a := g.dial(t, g.client, g.ca, "")
-	a.SetDeadline(time.Now().Add(5 * time.Second))
+	a.SetDeadline(time.Now().Add(15 * time.Second))
 	a.Write([]byte("a"))
 	if _, err := io.ReadFull(a, make([]byte, 1)); err != nil {
 		t.Fatal(err)

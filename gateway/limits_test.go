@@ -39,7 +39,7 @@ func TestConnectionsPerIdentityAreCapped(t *testing.T) {
 	refusedStream := func(t *testing.T, cert *tls.Certificate) {
 		t.Helper()
 		c := g.dial(t, cert, g.ca, "")
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.SetDeadline(time.Now().Add(15 * time.Second))
 		c.Write([]byte("a"))
 		if n, err := c.Read(make([]byte, 1)); err == nil {
 			t.Fatalf("a connection over the cap read %d bytes", n)
@@ -50,7 +50,7 @@ func TestConnectionsPerIdentityAreCapped(t *testing.T) {
 	refusedStream(t, a)
 
 	w := g.dial(t, a, g.ca, wire.ProtoWake)
-	w.SetDeadline(time.Now().Add(5 * time.Second))
+	w.SetDeadline(time.Now().Add(15 * time.Second))
 	e, err := wire.NewReader(w).Next()
 	if err != nil {
 		t.Fatalf("wake request over the cap: %v", err)
@@ -64,14 +64,14 @@ func TestConnectionsPerIdentityAreCapped(t *testing.T) {
 
 	// team-b is held like anyone else meanwhile, and served.
 	bc := g.dial(t, b, g.ca, "")
-	bc.SetDeadline(time.Now().Add(5 * time.Second))
+	bc.SetDeadline(time.Now().Add(15 * time.Second))
 	bc.Write([]byte("b"))
 	close(h.startGate)
 	if _, err := io.ReadFull(bc, make([]byte, 1)); err != nil {
 		t.Fatalf("team-b while team-a is at its cap: %v", err)
 	}
 	for _, c := range held {
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.SetDeadline(time.Now().Add(15 * time.Second))
 		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 			t.Fatalf("team-a's held connection: %v", err)
 		}
@@ -82,7 +82,7 @@ func TestConnectionsPerIdentityAreCapped(t *testing.T) {
 	held[0].Close()
 	eventually(t, "team-a's closed connection is no longer counted", func() bool { return g.srv.connsOf("team-a") == limit-1 })
 	c := g.dial(t, a, g.ca, "")
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetDeadline(time.Now().Add(15 * time.Second))
 	c.Write([]byte("x"))
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 		t.Fatalf("team-a under its cap again: %v", err)

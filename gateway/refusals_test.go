@@ -150,14 +150,14 @@ func TestRevokedClientsAreLoggedApartFromNoise(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Write([]byte("garbage\r\n\r\n"))
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.SetDeadline(time.Now().Add(15 * time.Second))
 		io.Copy(io.Discard, c)
 		c.Close()
 
 		cfg := certs.ClientTLS(func() *tls.Certificate { return leaver }, g.ca.Pool(), "127.0.0.1")
 		lc, err := tls.Dial("tcp", g.addr, cfg)
 		if err == nil {
-			lc.SetDeadline(time.Now().Add(5 * time.Second))
+			lc.SetDeadline(time.Now().Add(15 * time.Second))
 			lc.Read(make([]byte, 1))
 			lc.Close()
 		}

@@ -177,7 +177,7 @@ func refusingEngine(t *testing.T) (addr string, dial Dialer) {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
+				c.SetDeadline(time.Now().Add(15 * time.Second))
 				c.(*tls.Conn).Handshake()
 			}()
 		}
@@ -241,7 +241,7 @@ func TestEngineClosingAfterTheClientsEndIsNotAFailure(t *testing.T) {
 	h := &fakeHost{addr: echoEngine(t)}
 	g := startGateway(t, h)
 	c := g.dial(t, g.client, g.ca, "")
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetDeadline(time.Now().Add(15 * time.Second))
 	c.Write([]byte("x"))
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 		t.Fatal(err)
@@ -249,7 +249,7 @@ func TestEngineClosingAfterTheClientsEndIsNotAFailure(t *testing.T) {
 	// A second connection to the running engine that sends nothing and
 	// half-closes: the engine (which does not speak first) closes in answer.
 	c2 := g.dial(t, g.client, g.ca, "")
-	c2.SetDeadline(time.Now().Add(5 * time.Second))
+	c2.SetDeadline(time.Now().Add(15 * time.Second))
 	c2.CloseWrite()
 	if n, err := c2.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("read = %d, %v; want EOF", n, err)

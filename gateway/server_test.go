@@ -225,7 +225,7 @@ func TestClientRefused(t *testing.T) {
 			h := &fakeHost{addr: echoEngine(t)}
 			g := startGateway(t, h)
 			c := g.dial(t, tc.cert, g.ca, "")
-			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.SetDeadline(time.Now().Add(15 * time.Second))
 			c.Write([]byte("ping"))
 			// TLS 1.3 clients learn of the refusal on their first read.
 			if _, err := c.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "remote error") {
@@ -279,7 +279,7 @@ func TestFailedWakeClosesHeldConnections(t *testing.T) {
 	g := startGateway(t, h)
 
 	held := g.dial(t, g.client, g.ca, "")
-	held.SetDeadline(time.Now().Add(5 * time.Second))
+	held.SetDeadline(time.Now().Add(15 * time.Second))
 	held.Write([]byte("ping"))
 	// Closed, not left hanging: EOF, or a reset since the gateway never
 	// read the bytes it held.
@@ -288,7 +288,7 @@ func TestFailedWakeClosesHeldConnections(t *testing.T) {
 	}
 
 	w := g.dial(t, g.client, g.ca, wire.ProtoWake)
-	w.SetDeadline(time.Now().Add(5 * time.Second))
+	w.SetDeadline(time.Now().Add(15 * time.Second))
 	r := wire.NewReader(w)
 	for {
 		e, err := r.Next()
@@ -312,7 +312,7 @@ func TestGarbageBytesAreRefusedWithoutWaking(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetDeadline(time.Now().Add(15 * time.Second))
 	c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff garbage"))
 	if _, err := io.ReadAll(c); err != nil {
 		t.Fatalf("gateway did not close a garbage connection cleanly: %v", err)
@@ -328,7 +328,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 		h := &fakeHost{addr: echoEngine(t)}
 		g := startGateway(t, h)
 		c := g.dial(t, g.client, g.ca, "")
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.SetDeadline(time.Now().Add(15 * time.Second))
 		c.Write([]byte("x"))
 		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 			t.Fatal(err)
