@@ -20,8 +20,11 @@ import (
 // Enrollment is a client identity obtained from a CA's API, with what it
 // needs to renew itself there.
 type Enrollment struct {
-	Cert   *tls.Certificate
-	Roots  *x509.CertPool
+	Cert  *tls.Certificate
+	Roots *x509.CertPool
+	// Root is the CA root in Roots, for configurations that carry the
+	// trust bundle itself (Envoy's).
+	Root   *x509.Certificate
 	client *stepca.Client
 }
 
@@ -33,7 +36,7 @@ func Enroll(ctx context.Context, caURL, fingerprint, token string, ttl time.Dura
 	if err := checkTokenFresh(token); err != nil {
 		return nil, err
 	}
-	client, roots, err := pinnedClient(caURL, fingerprint)
+	client, root, err := pinnedClient(caURL, fingerprint)
 	if err != nil {
 		return nil, err
 	}
@@ -48,12 +51,18 @@ func Enroll(ctx context.Context, caURL, fingerprint, token string, ttl time.Dura
 	if err != nil {
 		return nil, fmt.Errorf("the CA refused the token (already used, expired, or not issued by this CA; get a new one with 'wakegate certs token'): %w", err)
 	}
-	return &Enrollment{Cert: tlsCert(chainOf(resp), key), Roots: roots, client: client}, nil
+	return newEnrollment(tlsCert(chainOf(resp), key), root, client), nil
+}
+
+func newEnrollment(cert *tls.Certificate, root *x509.Certificate, client *stepca.Client) *Enrollment {
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	return &Enrollment{Cert: cert, Roots: roots, Root: root, client: client}
 }
 
 // pinnedClient is a client of the CA API at caURL that trusts only the root
-// whose SHA-256 fingerprint is fingerprint, and that root as a pool.
-func pinnedClient(caURL, fingerprint string) (*stepca.Client, *x509.CertPool, error) {
+// whose SHA-256 fingerprint is fingerprint, and that root.
+func pinnedClient(caURL, fingerprint string) (*stepca.Client, *x509.Certificate, error) {
 	client, err := stepca.NewClient(caURL, stepca.WithRootSHA256(fingerprint))
 	var ne net.Error
 	switch {
@@ -71,9 +80,7 @@ func pinnedClient(caURL, fingerprint string) (*stepca.Client, *x509.CertPool, er
 	if got := x509util.Fingerprint(root.RootPEM.Certificate); !strings.EqualFold(got, fingerprint) {
 		return nil, nil, fmt.Errorf("the CA at %s served a root with fingerprint %s, want %s", caURL, got, fingerprint)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(root.RootPEM.Certificate)
-	return client, roots, nil
+	return client, root.RootPEM.Certificate, nil
 }
 
 // checkTokenFresh reads the token's expiry (unverified: the CA verifies) to

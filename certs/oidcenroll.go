@@ -86,7 +86,7 @@ func GitHubIDToken(ctx context.Context, audience string) (string, error) {
 // names the certificate after the verified claims, so the request carries
 // no names of its own. A zero ttl takes the CA's default.
 func EnrollOIDC(ctx context.Context, caURL, fingerprint, idToken string, ttl time.Duration) (*Enrollment, error) {
-	client, roots, err := pinnedClient(caURL, fingerprint)
+	client, root, err := pinnedClient(caURL, fingerprint)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +106,7 @@ func EnrollOIDC(ctx context.Context, caURL, fingerprint, idToken string, ttl tim
 	if err != nil {
 		return nil, fmt.Errorf("the CA at %s refused OIDC enrolment: %w", caURL, err)
 	}
-	return &Enrollment{Cert: tlsCert(chainOf(resp), key), Roots: roots, client: client}, nil
+	return newEnrollment(tlsCert(chainOf(resp), key), root, client), nil
 }
 
 // OIDCRenewer renews by enrolling again with a fresh ID token from

@@ -35,6 +35,9 @@ type Renewer struct {
 type held struct {
 	cert *tls.Certificate
 	got  time.Time
+	// replaced is closed when a renewal replaces this certificate, so
+	// that a party publishing it elsewhere (an xDS server) follows.
+	replaced chan struct{}
 }
 
 // NewRenewer starts from initial, whose Leaf must be set.
@@ -46,13 +49,17 @@ func NewRenewer(name string, initial *tls.Certificate, renew RenewFunc, log *slo
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Renewer{renew: renew, log: log, name: name}
-	r.cur.Store(&held{initial, time.Now()})
+	r.cur.Store(&held{cert: initial, got: time.Now(), replaced: make(chan struct{})})
 	return r, nil
 }
 
 // Current is the certificate to present now; use it from GetCertificate or
 // GetClientCertificate.
 func (r *Renewer) Current() *tls.Certificate { return r.cur.Load().cert }
+
+// Changed returns a channel that is closed when a renewal replaces the
+// certificate Current returns now. Call it before Current to miss nothing.
+func (r *Renewer) Changed() <-chan struct{} { return r.cur.Load().replaced }
 
 // Renewals is how many times the certificate has been replaced.
 func (r *Renewer) Renewals() int64 { return r.renewed.Load() }
@@ -94,7 +101,8 @@ func (r *Renewer) renewOnce(ctx context.Context) bool {
 			err = fmt.Errorf("renewal returned no parsed certificate")
 		}
 		if err == nil {
-			r.cur.Store(&held{next, time.Now()})
+			r.cur.Store(&held{cert: next, got: time.Now(), replaced: make(chan struct{})})
+			close(h.replaced)
 			r.renewed.Add(1)
 			r.log.Info("certificate renewed", "cert", r.name, "serial", next.Leaf.SerialNumber.String(),
 				"not_after", next.Leaf.NotAfter.UTC().Format(time.RFC3339))

@@ -124,3 +124,44 @@ func TestRenewerKeepsOldCertAndLogsLouderNearExpiry(t *testing.T) {
 		<-done
 	})
 }
+
+func TestRenewerChangedIsClosedByEachRenewalOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const life = 30 * time.Second
+		var serial int64 = 1
+		r, err := NewRenewer("test", fakeCert(serial, life), func(ctx context.Context, cur *tls.Certificate) (*tls.Certificate, error) {
+			serial++
+			return fakeCert(serial, life), nil
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := r.Changed()
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); r.Run(ctx) }()
+
+		time.Sleep(life / 2)
+		synctest.Wait()
+		select {
+		case <-first:
+			t.Fatal("Changed closed before any renewal")
+		default:
+		}
+		<-first // the renewal at two thirds of the life
+		if got := r.Current().Leaf.SerialNumber.Int64(); got != 2 {
+			t.Fatalf("after Changed closed, Current has serial %d, want 2", got)
+		}
+		second := r.Changed()
+		if second == first {
+			t.Fatal("Changed returned the closed channel again after the renewal")
+		}
+		select {
+		case <-second:
+			t.Fatal("the new Changed channel is already closed")
+		default:
+		}
+		cancel()
+		<-done
+	})
+}

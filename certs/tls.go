@@ -72,3 +72,14 @@ func loadPool(path string) (*x509.CertPool, error) {
 	}
 	return p, nil
 }
+
+// LoadRoots reads the CA roots a credentials directory trusts (its
+// CACertFile), for configurations that carry the trust bundle itself
+// (Envoy's) rather than a pool.
+func LoadRoots(dir string) ([]*x509.Certificate, error) {
+	roots, err := readCerts(filepath.Join(dir, CACertFile))
+	if err != nil {
+		return nil, fmt.Errorf("load trusted roots: %w", err)
+	}
+	return roots, nil
+}

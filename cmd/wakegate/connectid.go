@@ -18,6 +18,16 @@ import (
 // that keeps it fresh. Without a CA URL the renewer never renews: the
 // certificate serves until it expires.
 func clientIdentity(ctx context.Context, f *connectFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
+	r, roots, err := clientCredentials(ctx, f, progress, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, poolOf(roots), nil
+}
+
+// clientCredentials is clientIdentity with the trusted roots as
+// certificates, for configurations that carry them (Envoy's).
+func clientCredentials(ctx context.Context, f *connectFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, []*x509.Certificate, error) {
 	if f.oidc != "" {
 		return oidcIdentity(ctx, f, progress, log)
 	}
@@ -40,26 +50,45 @@ func clientIdentity(ctx context.Context, f *connectFlags, progress io.Writer, lo
 		}
 		logEnrolled(log, e)
 		r, err := certs.NewRenewer("client", e.Cert, e.Renew, log)
-		return r, e.Roots, err
+		return r, []*x509.Certificate{e.Root}, err
 	}
-	cert, roots, err := certs.LoadClientCreds(f.creds)
+	cert, _, err := certs.LoadClientCreds(f.creds)
 	if err != nil {
 		return nil, nil, err
 	}
-	renew := func(context.Context, *tls.Certificate) (*tls.Certificate, error) {
-		return nil, errors.New("no --ca-url to renew at: issue new credentials with 'wakegate certs issue'")
+	roots, err := certs.LoadRoots(f.creds)
+	if err != nil {
+		return nil, nil, err
 	}
-	if f.caURL != "" {
-		if renew, err = certs.NewAPIRenewer(f.caURL, roots); err != nil {
-			return nil, nil, err
-		}
+	renew, err := dirRenewer(f.caURL, roots)
+	if err != nil {
+		return nil, nil, err
 	}
 	r, err := certs.NewRenewer("client", cert, renew, log)
 	return r, roots, err
 }
 
+// dirRenewer renews credentials read from a directory through the CA API
+// at caURL, or, without one, says how to replace them.
+func dirRenewer(caURL string, roots []*x509.Certificate) (certs.RenewFunc, error) {
+	if caURL == "" {
+		return func(context.Context, *tls.Certificate) (*tls.Certificate, error) {
+			return nil, errors.New("no --ca-url to renew at: issue new credentials with 'wakegate certs issue'")
+		}, nil
+	}
+	return certs.NewAPIRenewer(caURL, poolOf(roots))
+}
+
+func poolOf(roots []*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, r := range roots {
+		p.AddCert(r)
+	}
+	return p
+}
+
 // oidcIdentity enrols with the job's OIDC token, a fresh one per attempt.
-func oidcIdentity(ctx context.Context, f *connectFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
+func oidcIdentity(ctx context.Context, f *connectFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, []*x509.Certificate, error) {
 	idToken := func(ctx context.Context) (string, error) { return certs.GitHubIDToken(ctx, f.oidcAudience) }
 	e, err := enrolRetrying(ctx, progress, func() (*certs.Enrollment, error) {
 		tok, err := idToken(ctx)
@@ -73,7 +102,7 @@ func oidcIdentity(ctx context.Context, f *connectFlags, progress io.Writer, log 
 	}
 	logEnrolled(log, e)
 	r, err := certs.NewRenewer("client", e.Cert, certs.OIDCRenewer(f.caURL, f.caFP, f.certTTL, idToken), log)
-	return r, e.Roots, err
+	return r, []*x509.Certificate{e.Root}, err
 }
 
 // enrolRetrying runs enrol until it succeeds, fails for good, or ctx ends.
