@@ -1,11 +1,19 @@
 // Package fly drives Fly.io Machines as wakegate's engine hosts, through
-// fly-go's flaps client: it discovers a pool's engine machines by metadata,
-// starts them from stopped or suspended and waits with the API's long poll,
-// stops or suspends them, coordinates gateway replicas with machine leases,
-// and reads each engine's private address at every wake (Fly changes it
-// when it migrates a machine). Calls are bounded by context deadlines and
-// retried on 429 (honouring Retry-After) and 5xx by a go-retryablehttp
-// transport under flaps.
+// fly-go's flaps client, as Fly really behaves: it discovers a pool's
+// engine machines by metadata; wakes a machine from wherever it is —
+// waiting out an update that is still "replacing" or a stop that is still
+// "stopping" before starting it, resuming a recently suspended machine as
+// it is — and waits with the API's long poll, in rounds of at most Fly's
+// 60 s cap; stops or suspends machines, reporting a stop that outlasts its
+// wait as still stopping (the gateway keeps it billed); reads Fly's
+// refusals by call, status and message as flyctl does (capacity: reroute;
+// state: wait; lease: start over under a new lease); coordinates gateway
+// replicas with machine leases refreshed while held; and reads each
+// engine's private address at every wake (Fly changes it when it migrates
+// a machine). Calls are bounded by context deadlines and retried on 429
+// (honouring Retry-After, backing off without it) and 5xx by a
+// go-retryablehttp transport under flaps; creates are never retried
+// blindly. Init and Status are 'wakegate fly init' and 'fly status'.
 //
 // It satisfies gateway.Provider structurally and must not import gateway,
 // engine or cmd. fly/flytest emulates the API for tests.

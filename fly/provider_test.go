@@ -3,6 +3,7 @@ package fly
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -18,38 +19,98 @@ import (
 
 const app = "engines-app"
 
-// recorder is a Runner that records what the emulator runs.
+// recorder is a Runner that records what the emulator runs; exit ends a
+// machine's process on its own, and hold (when set) keeps stops draining
+// until it is closed.
 type recorder struct {
 	mu      sync.Mutex
 	started map[string]int
 	stopped map[string]int
+	thawed  map[string]int
+	procs   map[string]chan struct{}
+	hold    chan struct{}
 }
 
-func (r *recorder) Start(m *fly.Machine, _ string) error {
+func newRecorder() *recorder {
+	return &recorder{started: map[string]int{}, stopped: map[string]int{}, thawed: map[string]int{}, procs: map[string]chan struct{}{}}
+}
+
+func (r *recorder) Start(m *fly.Machine, _ string) (<-chan struct{}, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.started[m.ID]++
-	return nil
+	ch := make(chan struct{})
+	r.procs[m.ID] = ch
+	return ch, nil
 }
 
 func (r *recorder) Stop(m *fly.Machine) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.stopped[m.ID]++
+	hold := r.hold
+	r.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	r.exit(m.ID)
 	return nil
+}
+
+func (r *recorder) Freeze(*fly.Machine) error { return nil }
+
+func (r *recorder) Thaw(m *fly.Machine) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.thawed[m.ID]++
+	return nil
+}
+
+// holdStops makes stops drain until the returned release is called (or
+// the test ends: a failed test must not leave the emulator's Close
+// waiting on a drain).
+func (r *recorder) holdStops(t *testing.T) (release func()) {
+	hold := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	r.mu.Lock()
+	r.hold = hold
+	r.mu.Unlock()
+	return release
+}
+
+// exit ends the machine's process, as an engine's idle exit or a crash.
+func (r *recorder) exit(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ch, ok := r.procs[id]; ok {
+		close(ch)
+		delete(r.procs, id)
+	}
+}
+
+func (r *recorder) count(c map[string]int, id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return c[id]
 }
 
 type world struct {
 	em  *flytest.Emulator
 	run *recorder
+	fc  *flaps.Client
 	ids []string
 }
+
+func (w *world) flaps(*testing.T) *flaps.Client { return w.fc }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // newWorld serves an emulator with n pool machines (stopped) and one
 // machine of another pool, and points flaps at it.
 func newWorld(t *testing.T, n int, opts flytest.Options) *world {
 	t.Helper()
-	rec := &recorder{started: map[string]int{}, stopped: map[string]int{}}
+	rec := newRecorder()
 	opts.Runner = rec
 	opts.Dir = t.TempDir()
 	if opts.StartDelay == 0 {
@@ -63,7 +124,7 @@ func newWorld(t *testing.T, n int, opts flytest.Options) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{em: em, run: rec}
+	w := &world{em: em, run: rec, fc: fc}
 	for i := range n + 1 {
 		size := 1
 		v, err := fc.CreateVolume(t.Context(), app, fly.CreateVolumeRequest{Name: "cache", Region: "ams", SizeGb: &size})
@@ -214,7 +275,7 @@ func TestTwoGatewaysStartAMachineOnce(t *testing.T) {
 	if got := w.em.Calls("start"); got != 1 {
 		t.Fatalf("start calls = %d, want 1", got)
 	}
-	if got := w.run.started[id]; got != 1 {
+	if got := w.run.count(w.run.started, id); got != 1 {
 		t.Fatalf("the machine ran %d times", got)
 	}
 }

@@ -51,7 +51,7 @@ func TestTwoGatewaysUnderConcurrentConnectsStartEachMachineOnce(t *testing.T) {
 		t.Fatalf("concurrent connect: %v", err)
 	}
 	for _, id := range w.ids {
-		if got := w.run.started[id]; got != 1 {
+		if got := w.run.count(w.run.started, id); got != 1 {
 			t.Errorf("machine %s started %d times, want once", id, got)
 		}
 	}

@@ -31,7 +31,9 @@ type EngineConfig struct {
 	// WakeTimeout bounds a whole wake: the host starting it and BuildKit
 	// answering.
 	WakeTimeout time.Duration
-	// StopTimeout bounds the host stopping it.
+	// StopTimeout bounds one request to the host to stop it. A host that
+	// is still stopping it then (IsStillStopping) is asked again, up to
+	// maxStopRounds times, the engine staying Stopping and billed.
 	StopTimeout time.Duration
 	// ProbeInterval is the pause between readiness probes.
 	ProbeInterval time.Duration
@@ -387,12 +389,18 @@ func (e *Engine) runStop(done chan struct{}, addr string) {
 	defer e.wg.Done()
 	clk := e.cfg.Clock
 	began := clk.Now()
-	// Not e.ctx: a gateway shutting down still stops its engines cleanly.
-	ctx, cancel := context.WithCancelCause(context.Background())
-	t := clk.AfterFunc(e.cfg.StopTimeout, func() { cancel(context.DeadlineExceeded) })
-	err := e.cfg.Provider.Stop(ctx, e.cfg.ID)
-	t.Stop()
-	cancel(nil)
+	var err error
+	for round := 1; ; round++ {
+		err = e.stopOnce()
+		if !IsStillStopping(err) || round >= maxStopRounds || e.isClosed() {
+			break
+		}
+		// The host still stops it (an engine draining builds): it is
+		// billed until it has stopped, and cannot be started before, so
+		// it stays Stopping and a new connection waits for the stop.
+		e.cfg.Log.Info("engine still stopping on its host; waiting again", "engine", e.cfg.ID, "round", round,
+			"stop_ms", clk.Now().Sub(began).Milliseconds(), "reason", err)
+	}
 	took := clk.Now().Sub(began)
 	e.mu.Lock()
 	e.stopped = nil
@@ -408,6 +416,13 @@ func (e *Engine) runStop(done chan struct{}, addr string) {
 		if e.conns == 0 && !e.closed {
 			e.armIdleLocked()
 		}
+	case IsStillStopping(err):
+		// Given up waiting (the gateway is shutting down, or the host has
+		// stopped it for longer than any kill timeout): the next wake's
+		// start waits for the host's stop itself.
+		e.cfg.Log.Warn("engine still stopping on its host; no longer waiting for it here", "engine", e.cfg.ID,
+			"stop_ms", took.Milliseconds(), "reason", err)
+		e.setStateLocked(Stopped)
 	case err != nil:
 		e.cfg.Log.Error("engine stop failed", "engine", e.cfg.ID, "stop_ms", took.Milliseconds(), "err", err)
 		e.setStateLocked(Stopped)
@@ -417,6 +432,29 @@ func (e *Engine) runStop(done chan struct{}, addr string) {
 	}
 	e.mu.Unlock()
 	e.cfg.Clock.Close(done)
+}
+
+// maxStopRounds bounds how often a stop the host still carries out is
+// waited for again (each round at most StopTimeout): ten rounds of the
+// default minute outlast Fly's longest kill timeout (5 minutes) and its
+// "stuck" threshold for a stopping machine.
+const maxStopRounds = 10
+
+// stopOnce asks the host to stop the engine, within StopTimeout.
+func (e *Engine) stopOnce() error {
+	// Not e.ctx: a gateway shutting down still stops its engines cleanly.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	t := e.cfg.Clock.AfterFunc(e.cfg.StopTimeout, func() { cancel(context.DeadlineExceeded) })
+	err := e.cfg.Provider.Stop(ctx, e.cfg.ID)
+	t.Stop()
+	cancel(nil)
+	return err
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
 }
 
 // Close abandons a wake in progress, stops the engine if it runs, and

@@ -58,6 +58,21 @@ func IsBusy(err error) bool {
 	return errors.Is(err, ErrBusy) || errors.As(err, &b) && b.EngineBusy()
 }
 
+// stillStopping is what a provider's Stop error implements when it stopped
+// waiting while the host still stops the engine (an engine draining its
+// builds before it exits: Fly keeps such a machine "stopping", billed, and
+// refuses to start it until it has stopped). The gateway keeps the engine
+// Stopping — billed, and a new connection waits — and asks the provider
+// again.
+type stillStopping interface{ StillStopping() bool }
+
+// IsStillStopping says whether a provider's Stop error means the engine is
+// still stopping on its host.
+func IsStillStopping(err error) bool {
+	var s stillStopping
+	return errors.As(err, &s) && s.StillStopping()
+}
+
 // DialAddr dials "unix:///path" or "tcp://host:port".
 func DialAddr(ctx context.Context, addr string) (net.Conn, error) {
 	network, target, err := SplitAddr(addr)

@@ -1,35 +1,51 @@
 package flytest
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
+	"net/http/httptest"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	fly "github.com/superfly/fly-go"
 )
 
-// Runner runs a started machine. Start returns once the machine's process
-// runs; Stop returns once it has exited.
+// Runner runs the process of a started machine.
 type Runner interface {
-	Start(m *fly.Machine, volumeDir string) error
+	// Start launches the machine's process — Fly's "started" means booted,
+	// not ready — and returns a channel closed when that process ends, on
+	// its own (an idle exit, a crash, the OOM killer) or through Stop.
+	Start(m *fly.Machine, volumeDir string) (exited <-chan struct{}, err error)
+	// Stop sends the machine's stop signal and returns once the process
+	// has ended: it waits up to the machine's kill timeout, then kills it.
+	// A frozen process (a suspended machine's snapshot) is killed at once.
 	Stop(m *fly.Machine) error
+	// Freeze pauses the process where it is (suspend); Thaw lets it run
+	// on (a start from suspended resumes the same process, with the
+	// environment it was started with).
+	Freeze(m *fly.Machine) error
+	Thaw(m *fly.Machine) error
 }
 
-// Options tune the emulator's realism.
+// Options tune the emulator's realism. Its delays are its own simulated
+// behaviour: Fly's are seconds, tests keep them short.
 type Options struct {
-	// StartDelay and StopDelay are how long a machine spends starting and
-	// stopping before its runner is called (Fly: a few hundred ms).
+	// StartDelay is how long a machine spends starting before its runner
+	// is called (Fly: a few hundred ms); StopDelay how long it stays
+	// stopping after its process has exited.
 	StartDelay, StopDelay time.Duration
+	// UpdateDelay is how long an update keeps the machine replacing
+	// before it settles (Fly: seconds, longer when the image is pulled).
+	UpdateDelay time.Duration
+	// SuspendDelay is how long a machine spends suspending (Fly: the
+	// snapshot of its memory is written).
+	SuspendDelay time.Duration
 	// Dir holds the volumes' directories.
 	Dir string
 	// Runner runs started machines (nil: nothing runs).
@@ -38,19 +54,34 @@ type Options struct {
 	// out (127.0.0.FirstAddr); default 2. Emulators running side by side
 	// use different ranges.
 	FirstAddr int
-	// RatePerSecond and Burst limit each (action, machine) pair; zero
-	// disables the limit. Fly: about 1/s with a burst of 3.
-	RatePerSecond float64
-	Burst         int
-	Log           *slog.Logger
+	// RatePerSecond and Burst limit each action per machine (per app for
+	// app-level calls: list, create, volumes); zero disables every limit.
+	// Fly: 1/s with a burst of 3. GetRatePerSecond and GetBurst limit
+	// Get Machine (Fly: 5/s, burst 10; the defaults when zero).
+	RatePerSecond    float64
+	Burst            int
+	GetRatePerSecond float64
+	GetBurst         int
+	// NoRetryAfter answers rate-limited requests with a bare 429, as Fly
+	// may: clients must back off on their own.
+	NoRetryAfter bool
+	// Zones is how many hosts ("zones") each region has for volumes;
+	// default 4.
+	Zones int
+	// MaxWait caps one /wait long poll, as Fly caps it at 60 s (the
+	// default); tests lower it to exercise waits longer than the cap.
+	MaxWait time.Duration
+	Log     *slog.Logger
 }
 
 // Emulator is an in-memory Machines API.
 type Emulator struct {
 	opts Options
 	mux  *http.ServeMux
+	done chan struct{} // closed by Close: delayed transitions give up
+	wg   sync.WaitGroup
 
-	mu       sync.Mutex // guards everything below
+	mu       sync.Mutex // guards everything below, and every machine and volume
 	apps     map[string]*app
 	nextIP   int
 	faults   []*Fault
@@ -62,13 +93,9 @@ type Emulator struct {
 
 type app struct {
 	machines map[string]*machine
-	volumes  map[string]*fly.Volume
-}
-
-type machine struct {
-	m         *fly.Machine
-	lease     *fly.MachineLeaseData
-	noCapReas string // non-empty: the host cannot take it (capacity)
+	volumes  map[string]*volume
+	// overQuota maps a region to the organization's quota refusal there.
+	overQuota map[string]string
 }
 
 // New returns an emulator with no apps.
@@ -79,7 +106,17 @@ func New(opts Options) *Emulator {
 	if opts.FirstAddr < 2 || opts.FirstAddr > 254 {
 		opts.FirstAddr = 2
 	}
-	e := &Emulator{opts: opts, apps: map[string]*app{}, nextIP: opts.FirstAddr, buckets: map[string]*bucket{}, calls: map[string]int{}}
+	if opts.RatePerSecond > 0 && opts.GetRatePerSecond <= 0 {
+		opts.GetRatePerSecond, opts.GetBurst = 5, 10
+	}
+	if opts.Zones <= 0 {
+		opts.Zones = 4
+	}
+	if opts.MaxWait <= 0 || opts.MaxWait > time.Minute {
+		opts.MaxWait = time.Minute
+	}
+	e := &Emulator{opts: opts, apps: map[string]*app{}, nextIP: opts.FirstAddr, buckets: map[string]*bucket{},
+		calls: map[string]int{}, done: make(chan struct{})}
 	e.changed = sync.NewCond(&e.mu)
 	e.mux = http.NewServeMux()
 	p := "/v1/apps/{app}"
@@ -108,28 +145,60 @@ func (e *Emulator) Calls(action string) int {
 	return e.calls[action]
 }
 
-// Close stops every running machine's process.
+// Close ends every machine's process (a frozen one at once) and waits for
+// the emulator's own goroutines.
 func (e *Emulator) Close() {
 	e.mu.Lock()
+	if e.shutdown {
+		e.mu.Unlock()
+		e.wg.Wait()
+		return
+	}
 	e.shutdown = true
-	var running []*fly.Machine
+	close(e.done)
+	var procs []*fly.Machine
 	for _, a := range e.apps {
 		for _, m := range a.machines {
-			if m.m.State == "started" || m.m.State == "starting" {
-				running = append(running, m.m)
+			if m.exited != nil {
+				procs = append(procs, m.copyLocked())
+				m.exited, m.frozen = nil, false
 			}
 		}
 	}
 	e.changed.Broadcast()
 	e.mu.Unlock()
 	if e.opts.Runner != nil {
-		for _, m := range running {
+		for _, m := range procs {
 			e.opts.Runner.Stop(m)
 		}
 	}
+	e.wg.Wait()
 }
 
-// auth checks the token, counts the call, applies rate limits and faults.
+// later runs f after d on a goroutine Close waits for, unless Close comes
+// first. The delay is the emulated platform's, not synchronisation.
+// Called with e.mu held.
+func (e *Emulator) laterLocked(d time.Duration, f func()) {
+	if e.shutdown {
+		return
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		if d > 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-e.done:
+				return
+			}
+		}
+		f()
+	}()
+}
+
+// auth checks the token, counts the call, applies faults and rate limits.
 func (e *Emulator) auth(action string, h func(http.ResponseWriter, *http.Request, *app)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if tok := r.Header.Get("Authorization"); tok == "" {
@@ -140,7 +209,7 @@ func (e *Emulator) auth(action string, h func(http.ResponseWriter, *http.Request
 		e.mu.Lock()
 		e.calls[action]++
 		f := e.takeFault(action, id)
-		limited := !e.allow(action, id)
+		limited := !e.allowLocked(action, r.PathValue("app"), id)
 		e.mu.Unlock()
 		if f != nil {
 			if f.Hang > 0 {
@@ -151,6 +220,11 @@ func (e *Emulator) auth(action string, h func(http.ResponseWriter, *http.Request
 				}
 			}
 			if f.Status != 0 {
+				if f.Apply {
+					// The request takes effect; only its answer is lost
+					// (a 5xx or a timeout after the work was done).
+					e.serve(httptest.NewRecorder(), r, h)
+				}
 				if f.RetryAfter > 0 {
 					w.Header().Set("Retry-After", strconv.Itoa(int(f.RetryAfter.Seconds())))
 				}
@@ -159,26 +233,35 @@ func (e *Emulator) auth(action string, h func(http.ResponseWriter, *http.Request
 			}
 		}
 		if limited {
-			w.Header().Set("Retry-After", "1")
+			// Fly limits each action per machine (per app for app-level
+			// calls): https://fly.io/docs/machines/api/working-with-machines-api/#rate-limits
+			if !e.opts.NoRetryAfter {
+				w.Header().Set("Retry-After", "1")
+			}
 			apiError(w, http.StatusTooManyRequests, "rate limit exceeded")
 			return
 		}
-		e.mu.Lock()
-		a := e.appLocked(r.PathValue("app"))
-		e.mu.Unlock()
-		h(w, r, a)
+		e.serve(w, r, h)
 	}
+}
+
+func (e *Emulator) serve(w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request, *app)) {
+	e.mu.Lock()
+	a := e.appLocked(r.PathValue("app"))
+	e.mu.Unlock()
+	h(w, r, a)
 }
 
 func (e *Emulator) appLocked(name string) *app {
 	a, ok := e.apps[name]
 	if !ok {
-		a = &app{machines: map[string]*machine{}, volumes: map[string]*fly.Volume{}}
+		a = &app{machines: map[string]*machine{}, volumes: map[string]*volume{}, overQuota: map[string]string{}}
 		e.apps[name] = a
 	}
 	return a
 }
 
+// apiError answers as flaps reads errors: {"error": "..."}.
 func apiError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -205,25 +288,7 @@ func (e *Emulator) nextAddrLocked() string {
 	return ip
 }
 
-// Migrate moves a machine to a "new host": it keeps its id and gets a new
-// private address, as on Fly.
-func (e *Emulator) Migrate(appName, id string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if m, ok := e.appLocked(appName).machines[id]; ok {
-		m.m.PrivateIP = e.nextAddrLocked()
-	}
-}
-
-// NoCapacity makes the host of a machine refuse to start it, with reason,
-// until called again with "".
-func (e *Emulator) NoCapacity(appName, id, reason string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if m, ok := e.appLocked(appName).machines[id]; ok {
-		m.noCapReas = reason
-	}
-}
+func (e *Emulator) volumeDir(id string) string { return filepath.Join(e.opts.Dir, id) }
 
 // State returns a machine's state.
 func (e *Emulator) State(appName, id string) string {
@@ -241,326 +306,54 @@ func (e *Emulator) Machines(appName string) []fly.Machine {
 	defer e.mu.Unlock()
 	var out []fly.Machine
 	for _, m := range e.appLocked(appName).machines {
-		out = append(out, *m.m)
+		out = append(out, *m.copyLocked())
 	}
 	return out
 }
 
-func (e *Emulator) volumeDir(id string) string { return filepath.Join(e.opts.Dir, id) }
-
-func (e *Emulator) listVolumes(w http.ResponseWriter, r *http.Request, a *app) {
+// Migrate moves a machine to a "new host": it keeps its id and gets a new
+// private address, and a suspended machine loses its snapshot, as on Fly
+// (https://fly.io/docs/reference/suspend-resume/#snapshot-behavior-with-suspend).
+func (e *Emulator) Migrate(appName, id string) {
 	e.mu.Lock()
-	out := []fly.Volume{}
-	for _, v := range a.volumes {
-		out = append(out, *v)
-	}
-	e.mu.Unlock()
-	writeJSON(w, out)
-}
-
-func (e *Emulator) createVolume(w http.ResponseWriter, r *http.Request, a *app) {
-	var req fly.CreateVolumeRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Name == "" {
-		apiError(w, http.StatusBadRequest, "a volume needs a name")
-		return
-	}
-	size := 1
-	if req.SizeGb != nil {
-		size = *req.SizeGb
-	}
-	v := &fly.Volume{ID: "vol_" + newID(8), Name: req.Name, State: "created", SizeGb: size, Region: req.Region, CreatedAt: time.Now()}
-	if err := os.MkdirAll(e.volumeDir(v.ID), 0o700); err != nil {
-		apiError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	e.mu.Lock()
-	a.volumes[v.ID] = v
-	e.mu.Unlock()
-	writeJSON(w, v)
-}
-
-// withMachine runs f with the machine locked in, or answers 404.
-func (e *Emulator) withMachine(w http.ResponseWriter, r *http.Request, a *app, f func(m *machine)) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	m, ok := a.machines[r.PathValue("id")]
+	m, ok := e.appLocked(appName).machines[id]
 	if !ok {
-		apiError(w, http.StatusNotFound, "machine not found")
-		return
-	}
-	f(m)
-}
-
-func (e *Emulator) listMachines(w http.ResponseWriter, r *http.Request, a *app) {
-	e.mu.Lock()
-	out := []*fly.Machine{}
-	for _, m := range a.machines {
-		c := *m.m
-		out = append(out, &c)
-	}
-	e.mu.Unlock()
-	writeJSON(w, out)
-}
-
-func (e *Emulator) getMachine(w http.ResponseWriter, r *http.Request, a *app) {
-	e.withMachine(w, r, a, func(m *machine) {
-		c := *m.m
-		writeJSON(w, &c)
-	})
-}
-
-func (e *Emulator) createMachine(w http.ResponseWriter, r *http.Request, a *app) {
-	var in fly.LaunchMachineInput
-	if err := json.NewDecoder(r.Body).Decode(&in); err != nil || in.Config == nil {
-		apiError(w, http.StatusBadRequest, "a machine needs a config")
-		return
-	}
-	e.mu.Lock()
-	for _, mt := range in.Config.Mounts {
-		v, ok := a.volumes[mt.Volume]
-		if !ok {
-			e.mu.Unlock()
-			apiError(w, http.StatusNotFound, "volume "+mt.Volume+" not found")
-			return
-		}
-		if v.AttachedMachine != nil {
-			e.mu.Unlock()
-			apiError(w, http.StatusPreconditionFailed, "volume "+mt.Volume+" is attached to another machine")
-			return
-		}
-	}
-	m := &fly.Machine{ID: newID(7), Name: in.Name, Region: in.Region, State: "created", Config: in.Config,
-		PrivateIP: e.nextAddrLocked(), CreatedAt: time.Now().UTC().Format(time.RFC3339)}
-	for _, mt := range in.Config.Mounts {
-		id := m.ID
-		a.volumes[mt.Volume].AttachedMachine = &id
-	}
-	a.machines[m.ID] = &machine{m: m}
-	c := *m
-	e.mu.Unlock()
-	if !in.SkipLaunch {
-		e.beginStart(a, m.ID)
-	}
-	writeJSON(w, &c)
-}
-
-func (e *Emulator) updateMachine(w http.ResponseWriter, r *http.Request, a *app) {
-	var in fly.LaunchMachineInput
-	if err := json.NewDecoder(r.Body).Decode(&in); err != nil || in.Config == nil {
-		apiError(w, http.StatusBadRequest, "an update needs a config")
-		return
-	}
-	e.withMachine(w, r, a, func(m *machine) {
-		if !e.leaseOK(w, r, m) {
-			return
-		}
-		m.m.Config = in.Config
-		c := *m.m
-		writeJSON(w, &c)
-	})
-}
-
-// leaseOK enforces a held lease: mutations need its nonce.
-func (e *Emulator) leaseOK(w http.ResponseWriter, r *http.Request, m *machine) bool {
-	if m.lease == nil || time.Now().Unix() >= m.lease.ExpiresAt {
-		m.lease = nil
-		return true
-	}
-	if r.Header.Get("fly-machine-lease-nonce") == m.lease.Nonce {
-		return true
-	}
-	apiError(w, http.StatusPreconditionFailed, "machine is leased by another client")
-	return false
-}
-
-func (e *Emulator) startMachine(w http.ResponseWriter, r *http.Request, a *app) {
-	var prev string
-	ok := false
-	e.withMachine(w, r, a, func(m *machine) {
-		if !e.leaseOK(w, r, m) {
-			return
-		}
-		if m.noCapReas != "" {
-			apiError(w, http.StatusPreconditionFailed, "could not reserve resource for machine: "+m.noCapReas)
-			return
-		}
-		prev = m.m.State
-		switch prev {
-		case "stopped", "suspended", "created":
-			m.m.State = "starting"
-			e.changed.Broadcast()
-			ok = true
-		case "started", "starting":
-			writeJSON(w, fly.MachineStartResponse{Status: "success", PreviousState: prev})
-		default:
-			apiError(w, http.StatusPreconditionFailed, "machine is "+prev+"; cannot start")
-		}
-	})
-	if !ok {
-		return
-	}
-	go e.finishStart(a, r.PathValue("id"))
-	writeJSON(w, fly.MachineStartResponse{Status: "success", PreviousState: prev})
-}
-
-func (e *Emulator) beginStart(a *app, id string) {
-	e.mu.Lock()
-	a.machines[id].m.State = "starting"
-	e.changed.Broadcast()
-	e.mu.Unlock()
-	go e.finishStart(a, id)
-}
-
-// finishStart plays the starting → started transition and runs the
-// machine; a runner that fails leaves the machine stopped (Fly: failed).
-func (e *Emulator) finishStart(a *app, id string) {
-	time.Sleep(e.opts.StartDelay) // the emulated boot time, not synchronisation
-	e.mu.Lock()
-	m := a.machines[id]
-	if m.m.State != "starting" || e.shutdown {
 		e.mu.Unlock()
 		return
 	}
-	c := *m.m
-	dir := ""
-	for _, mt := range c.Config.Mounts {
-		dir = e.volumeDir(mt.Volume)
+	m.m.PrivateIP = e.nextAddrLocked()
+	var snapshot *fly.Machine
+	if m.frozen {
+		snapshot = m.copyLocked()
+		m.exited, m.frozen = nil, false
 	}
 	e.mu.Unlock()
-	var err error
-	if e.opts.Runner != nil {
-		err = e.opts.Runner.Start(&c, dir)
+	if snapshot != nil && e.opts.Runner != nil {
+		e.opts.Runner.Stop(snapshot)
 	}
+}
+
+// NoCapacity makes the host of a machine refuse it, with reason, until
+// called again with "": an update is answered 409 and a start (the volume
+// pins the machine to that host) 412, as Fly answers.
+func (e *Emulator) NoCapacity(appName, id, reason string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err != nil {
-		e.opts.Log.Error("emulated machine failed to start", "machine", id, "err", err)
-		m.m.State = "stopped"
+	if m, ok := e.appLocked(appName).machines[id]; ok {
+		m.noCap = reason
+	}
+}
+
+// OverQuota makes the organization refuse, with a 403, to create, update
+// or start the app's machines in region (on=false lifts it), as Fly does
+// when an organization is over its quota in a region.
+func (e *Emulator) OverQuota(appName, region string, on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.appLocked(appName)
+	if on {
+		a.overQuota[region] = fmt.Sprintf("organization %q is using 1970176 MB of memory in %s which is over the allowed quota. please consider other regions", appName, region)
 	} else {
-		m.m.State = "started"
+		delete(a.overQuota, region)
 	}
-	e.changed.Broadcast()
-}
-
-func (e *Emulator) stopMachine(w http.ResponseWriter, r *http.Request, a *app) {
-	e.transition(w, r, a, "stopping", "stopped")
-}
-
-func (e *Emulator) suspendMachine(w http.ResponseWriter, r *http.Request, a *app) {
-	e.transition(w, r, a, "suspending", "suspended")
-}
-
-// transition moves a started machine through via to final, stopping its
-// process.
-func (e *Emulator) transition(w http.ResponseWriter, r *http.Request, a *app, via, final string) {
-	ok := false
-	e.withMachine(w, r, a, func(m *machine) {
-		if !e.leaseOK(w, r, m) {
-			return
-		}
-		switch m.m.State {
-		case "started", "starting":
-			m.m.State = via
-			e.changed.Broadcast()
-			ok = true
-		case "stopped", "suspended", final:
-			w.WriteHeader(http.StatusOK)
-		default:
-			apiError(w, http.StatusPreconditionFailed, "machine is "+m.m.State)
-		}
-	})
-	if !ok {
-		return
-	}
-	id := r.PathValue("id")
-	go func() {
-		e.mu.Lock()
-		c := *a.machines[id].m
-		e.mu.Unlock()
-		if e.opts.Runner != nil {
-			if err := e.opts.Runner.Stop(&c); err != nil {
-				e.opts.Log.Error("emulated machine stop", "machine", id, "err", err)
-			}
-		}
-		time.Sleep(e.opts.StopDelay) // the emulated shutdown time
-		e.mu.Lock()
-		a.machines[id].m.State = final
-		e.changed.Broadcast()
-		e.mu.Unlock()
-	}()
-	w.WriteHeader(http.StatusOK)
-}
-
-// waitMachine long-polls until the machine is in one of the states asked
-// for, or the timeout (1–60 s) passes: 408, as Fly answers.
-func (e *Emulator) waitMachine(w http.ResponseWriter, r *http.Request, a *app) {
-	states := r.URL.Query()["state"]
-	if len(states) == 0 {
-		states = []string{"started"}
-	}
-	secs, _ := strconv.Atoi(r.URL.Query().Get("timeout"))
-	secs = min(max(secs, 1), 60)
-	deadline := time.Now().Add(time.Duration(secs) * time.Second)
-	timer := time.AfterFunc(time.Until(deadline), func() {
-		e.mu.Lock()
-		e.changed.Broadcast()
-		e.mu.Unlock()
-	})
-	defer timer.Stop()
-	stop := context.AfterFunc(r.Context(), func() {
-		e.mu.Lock()
-		e.changed.Broadcast()
-		e.mu.Unlock()
-	})
-	defer stop()
-	id := r.PathValue("id")
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for {
-		m, ok := a.machines[id]
-		if !ok {
-			apiError(w, http.StatusNotFound, "machine not found")
-			return
-		}
-		for _, s := range states {
-			if m.m.State == s {
-				writeJSON(w, map[string]bool{"ok": true})
-				return
-			}
-		}
-		if time.Now().After(deadline) || r.Context().Err() != nil || e.shutdown {
-			apiError(w, http.StatusRequestTimeout, "deadline exceeded waiting for machine to be "+strings.Join(states, ","))
-			return
-		}
-		e.changed.Wait()
-	}
-}
-
-func (e *Emulator) acquireLease(w http.ResponseWriter, r *http.Request, a *app) {
-	ttl, _ := strconv.Atoi(r.URL.Query().Get("ttl"))
-	if ttl <= 0 {
-		ttl = 30
-	}
-	e.withMachine(w, r, a, func(m *machine) {
-		now := time.Now()
-		if m.lease != nil && now.Unix() < m.lease.ExpiresAt {
-			if r.Header.Get("fly-machine-lease-nonce") != m.lease.Nonce {
-				apiError(w, http.StatusConflict, "machine already has an active lease")
-				return
-			}
-		}
-		m.lease = &fly.MachineLeaseData{Nonce: newID(8), ExpiresAt: now.Add(time.Duration(ttl) * time.Second).Unix(), Owner: "wakegate"}
-		writeJSON(w, fly.MachineLease{Status: "success", Data: m.lease})
-	})
-}
-
-func (e *Emulator) releaseLease(w http.ResponseWriter, r *http.Request, a *app) {
-	e.withMachine(w, r, a, func(m *machine) {
-		if m.lease != nil && r.Header.Get("fly-machine-lease-nonce") != m.lease.Nonce {
-			apiError(w, http.StatusConflict, "lease nonce does not match")
-			return
-		}
-		m.lease = nil
-		w.WriteHeader(http.StatusOK)
-	})
 }

@@ -4,15 +4,20 @@ import "time"
 
 // Fault is an injected failure: the next Count requests of Action (to
 // Machine, or any machine when empty) hang for Hang, then answer Status
-// (with Retry-After when set), or proceed normally when Status is 0.
+// (with Retry-After when set), or proceed normally when Status is 0. With
+// Apply the request takes effect before the failure is answered: the
+// ambiguous outcome of a create whose answer was lost (flyctl
+// internal/flapsutil/retry.go: "a 408 from flaps is *ambiguous* — the
+// upstream side-effect may or may not have happened").
 type Fault struct {
-	Action     string // "start", "stop", "wait", "lease", "get", "list", …
+	Action     string // "start", "stop", "wait", "lease", "get", "list", "create", "create_volume", …
 	Machine    string
 	Count      int
 	Hang       time.Duration
 	Status     int
 	RetryAfter time.Duration
 	Message    string
+	Apply      bool
 }
 
 // Inject queues a fault.
@@ -41,32 +46,4 @@ func (e *Emulator) takeFault(action, id string) *Fault {
 		}
 	}
 	return nil
-}
-
-// bucket is a token bucket for one (action, machine) pair, as Fly limits
-// mutations to about one per second per machine with a small burst.
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func (e *Emulator) allow(action, id string) bool {
-	if e.opts.RatePerSecond <= 0 || id == "" {
-		return true
-	}
-	burst := float64(max(e.opts.Burst, 1))
-	key := action + "/" + id
-	b, ok := e.buckets[key]
-	now := time.Now()
-	if !ok {
-		b = &bucket{tokens: burst, last: now}
-		e.buckets[key] = b
-	}
-	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*e.opts.RatePerSecond)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }

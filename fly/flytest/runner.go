@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,15 +30,17 @@ type EngineRunner struct {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd    *exec.Cmd
+	done   chan struct{}
+	frozen atomic.Bool // stopped by Freeze, not yet thawed
 }
 
 // Start launches the machine's process; like Fly's "started", that means
-// booted, not ready.
-func (r *EngineRunner) Start(m *fly.Machine, volumeDir string) error {
+// booted, not ready. The channel it returns is closed when the process
+// ends.
+func (r *EngineRunner) Start(m *fly.Machine, volumeDir string) (<-chan struct{}, error) {
 	if m.Config == nil {
-		return errors.New("machine has no config")
+		return nil, errors.New("machine has no config")
 	}
 	args := append([]string(nil), m.Config.Init.Cmd...)
 	if len(m.Config.Init.Exec) > 0 {
@@ -52,7 +55,7 @@ func (r *EngineRunner) Start(m *fly.Machine, volumeDir string) error {
 		if a == "--listen" && i+1 < len(args) {
 			_, port, err := net.SplitHostPort(args[i+1])
 			if err != nil {
-				return fmt.Errorf("machine %s: --listen %q: %w", m.ID, args[i+1], err)
+				return nil, fmt.Errorf("machine %s: --listen %q: %w", m.ID, args[i+1], err)
 			}
 			args[i+1] = net.JoinHostPort(m.PrivateIP, port)
 		}
@@ -60,7 +63,7 @@ func (r *EngineRunner) Start(m *fly.Machine, volumeDir string) error {
 	logPath := filepath.Join(filepath.Dir(volumeDir), m.ID+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer logf.Close()
 	cmd := exec.Command(r.Bin, args...)
@@ -71,7 +74,7 @@ func (r *EngineRunner) Start(m *fly.Machine, volumeDir string) error {
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("machine %s: %w", m.ID, err)
+		return nil, fmt.Errorf("machine %s: %w", m.ID, err)
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{})}
 	go func() {
@@ -87,11 +90,35 @@ func (r *EngineRunner) Start(m *fly.Machine, volumeDir string) error {
 	if r.Log != nil {
 		r.Log.Info("emulated machine running", "machine", m.ID, "addr", m.PrivateIP, "pid", cmd.Process.Pid, "log", logPath)
 	}
+	return p.done, nil
+}
+
+// Freeze stops the machine's processes where they are (SIGSTOP to the
+// process group), as a suspended machine's VM is paused: connections stay
+// open and nothing runs.
+func (r *EngineRunner) Freeze(m *fly.Machine) error { return r.signalGroup(m, syscall.SIGSTOP, true) }
+
+// Thaw lets a frozen machine's processes run on (SIGCONT): the same
+// processes, with the environment they were started with.
+func (r *EngineRunner) Thaw(m *fly.Machine) error { return r.signalGroup(m, syscall.SIGCONT, false) }
+
+func (r *EngineRunner) signalGroup(m *fly.Machine, sig syscall.Signal, frozen bool) error {
+	r.mu.Lock()
+	p, ok := r.procs[m.ID]
+	r.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("machine %s has no process", m.ID)
+	}
+	if err := syscall.Kill(-p.cmd.Process.Pid, sig); err != nil {
+		return fmt.Errorf("machine %s: %s: %w", m.ID, sig, err)
+	}
+	p.frozen.Store(frozen)
 	return nil
 }
 
 // Stop sends SIGTERM and waits up to the machine's kill timeout (Fly's
-// stop_config, 300 s at most), then kills it, as Fly does.
+// stop_config, 300 s at most), then kills it, as Fly does. A frozen
+// process (a snapshot being discarded) is killed at once.
 func (r *EngineRunner) Stop(m *fly.Machine) error {
 	r.mu.Lock()
 	p, ok := r.procs[m.ID]
@@ -100,15 +127,22 @@ func (r *EngineRunner) Stop(m *fly.Machine) error {
 	if !ok {
 		return nil
 	}
+	if p.frozen.Load() {
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		return nil
+	}
 	grace := 300 * time.Second
 	if m.Config != nil && m.Config.StopConfig != nil && m.Config.StopConfig.Timeout != nil {
 		grace = m.Config.StopConfig.Timeout.Duration
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
 	select {
 	case <-p.done:
 		return nil
-	case <-time.After(grace):
+	case <-t.C:
 	}
 	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	<-p.done
