@@ -1,6 +1,6 @@
 # wakegate — see README.md. Two commands matter on a fresh machine:
 #   make demo   builds everything and shows the main job end to end
-#   make test   runs every test (real BuildKit included)
+#   make test   runs every test (real BuildKit and Dagger included)
 
 GO  ?= go
 BIN := $(CURDIR)/bin
@@ -11,8 +11,17 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './.
 export WAKEGATE_BUILDKITD := $(BIN)/buildkitd
 export WAKEGATE_BUILDCTL  := $(BIN)/buildctl
 export WAKEGATE_BUILDX    := $(BIN)/buildx
+export WAKEGATE_DAGGER_BIN := $(BIN)/dagger
 
-.PHONY: all build tools deps demo test vet fmt-check bench soak clean
+# Dagger's engine, CLI, init and CNI plugin, built from its source elsewhere
+# (the module proxy does not serve github.com/dagger/dagger): a tarball
+# found at $WAKEGATE_DAGGER_TARBALL, else beside the repository in
+# ../shared/dagger, else /work/shared/dagger, checked against this checksum.
+DAGGER_SHA256  := 00e6f40cf3607ad7a2711e8d0d3bde869e4170a765bc151da856392cd660605e
+DAGGER_TARBALL := $(firstword $(WAKEGATE_DAGGER_TARBALL) $(wildcard $(CURDIR)/../shared/dagger/dagger-bin.tar.xz) $(wildcard /work/shared/dagger/dagger-bin.tar.xz))
+DAGGER_STAMP   := $(BIN)/dagger/.sha256-$(DAGGER_SHA256)
+
+.PHONY: all build tools deps dagger demo demo-dagger test vet fmt-check bench soak clean
 
 all: build
 
@@ -33,14 +42,35 @@ $(BUILDKIT_BINS) &: tools/buildkit/go.mod tools/buildkit/go.sum
 $(BIN)/buildx: tools/buildx/go.mod tools/buildx/go.sum
 	cd tools/buildx && $(GO) build -o $(BIN)/ github.com/docker/buildx/cmd/buildx
 
-# runc and busybox-static from Debian's packages, when missing.
+# runc, busybox-static, and what Dagger's engine needs (dnsmasq-base,
+# iptables, containernetworking-plugins; xz-utils to unpack it) from Debian's
+# packages, when missing.
 deps:
 	scripts/install-deps.sh
+
+# Dagger's binaries into bin/dagger (dagger-engine, dagger-init, dnsname and
+# the dagger CLI), checked against DAGGER_SHA256.
+dagger: $(DAGGER_STAMP)
+
+$(DAGGER_STAMP): | deps
+	@if [ -z "$(DAGGER_TARBALL)" ] || [ ! -f "$(DAGGER_TARBALL)" ]; then \
+	  echo "Dagger's binaries: no dagger-bin.tar.xz at \$$WAKEGATE_DAGGER_TARBALL ($(WAKEGATE_DAGGER_TARBALL)), $(CURDIR)/../shared/dagger or /work/shared/dagger;" >&2; \
+	  echo "  set WAKEGATE_DAGGER_TARBALL=/path/to/dagger-bin.tar.xz (sha256 $(DAGGER_SHA256))" >&2; exit 1; fi
+	@echo "$(DAGGER_SHA256)  $(DAGGER_TARBALL)" | sha256sum -c --quiet - || { \
+	  echo "$(DAGGER_TARBALL): checksum differs from DAGGER_SHA256 in the Makefile; refusing to unpack it" >&2; exit 1; }
+	rm -rf $(BIN)/dagger $(BIN)/dagger.tmp && mkdir -p $(BIN)/dagger.tmp
+	tar -xJf $(DAGGER_TARBALL) -C $(BIN)/dagger.tmp
+	mv $(BIN)/dagger.tmp/dagger $(BIN)/dagger && rmdir $(BIN)/dagger.tmp
+	touch $@
 
 demo: build $(BUILDKIT_BINS) deps
 	scripts/demo.sh
 
-test: build tools deps vet fmt-check
+# The demo's story with a Dagger engine and the dagger CLI.
+demo-dagger: build deps dagger
+	scripts/demo-dagger.sh
+
+test: build tools deps dagger vet fmt-check
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 vet:
@@ -60,4 +90,4 @@ bench: build tools deps
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 clean:
-	rm -rf $(BIN) .demo
+	rm -rf $(BIN) .demo .demo-dagger

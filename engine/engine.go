@@ -44,9 +44,16 @@ type Config struct {
 	Idle time.Duration
 	// DrainTimeout bounds how long running builds may finish at shutdown.
 	DrainTimeout time.Duration
-	// StopTimeout is the engine process's own stop budget after SIGTERM
-	// (Dagger's engine takes up to 5 minutes to stop cleanly).
+	// StopTimeout is the engine process's own stop budget after SIGTERM.
+	// Dagger's engine gives itself up to 5 minutes; with its clients gone
+	// (they are, by then) it writes its clean-shutdown marker within a
+	// second and exits within about 16 s.
 	StopTimeout time.Duration
+	// KillTimeout, if positive, is the host's budget between its SIGTERM
+	// and its SIGKILL (Fly's kill_timeout, at most 300 s). The drain is
+	// shortened so that drain, stop and a margin fit in it; a
+	// StopTimeout that cannot fit is an error.
+	KillTimeout time.Duration
 	// ReadyTimeout bounds the wait for BuildKit to answer at start.
 	ReadyTimeout time.Duration
 	Log          *slog.Logger
@@ -74,6 +81,27 @@ func (c *Config) setDefaults() error {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	if c.Backend.Kind == "" {
+		c.Backend.Kind = KindBuildkit
+	}
+	if err := CheckStopBudget(c.Backend.Kind, c.DrainTimeout, c.StopTimeout, c.KillTimeout); err != nil {
+		return err
+	}
+	if c.Backend.Kind == KindDagger {
+		if err := CheckDaggerBin(c.Backend.EngineBin); err != nil {
+			return fmt.Errorf("engine: %w", err)
+		}
+		c.Backend.StopTimeout = c.StopTimeout
+	}
+	drain, err := fitKillTimeout(c.DrainTimeout, c.StopTimeout, c.KillTimeout)
+	if err != nil {
+		return err
+	}
+	if drain < c.DrainTimeout {
+		c.Log.Info("drain shortened to fit the host's kill timeout", "drain_timeout", drain.String(), "asked", c.DrainTimeout.String(),
+			"stop_timeout", c.StopTimeout.String(), "kill_timeout", c.KillTimeout.String(), "margin", killMargin.String())
+		c.DrainTimeout = drain
+	}
 	return nil
 }
 
@@ -84,8 +112,8 @@ func (c *Config) setDefaults() error {
 type Engine struct {
 	cfg   Config
 	tls   *tls.Config
-	bk    *client.Client // to the local socket, for status
-	conns atomic.Int64   // proxied connections open
+	act   activity     // asks the engine about its work; set before ready
+	conns atomic.Int64 // proxied connections open
 	ready atomic.Bool
 
 	lastBusy atomic.Int64 // unix nanos of the last moment with connections or builds
@@ -146,8 +174,12 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 	if err := os.MkdirAll(b.Dir, 0o700); err != nil {
 		return fmt.Errorf("engine state %s: %w", b.Dir, err)
 	}
-	if err := checkCacheDBs(b.Root(), log); err != nil {
-		return err
+	// Dagger keeps its cache index in SQLite, not bbolt, and resets a
+	// corrupt one itself.
+	if b.Kind == KindBuildkit {
+		if err := checkCacheDBs(b.Root(), log); err != nil {
+			return err
+		}
 	}
 	b.Config = e.cfg.UserConfig
 	if b.Config == "" {
@@ -157,7 +189,7 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 		}
 		b.Config = p
 	}
-	if b.Snapshotter == "" {
+	if b.Snapshotter == "" && b.Kind == KindBuildkit {
 		b.Snapshotter = "native"
 		if overlaySupported(b.Dir) {
 			b.Snapshotter = "overlayfs"
@@ -167,7 +199,7 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		return err
 	}
-	log.Info("engine process started", "pid", p.Pid(), "state", b.Dir, "snapshotter", b.Snapshotter, "config", b.Config)
+	log.Info("engine process started", "engine_kind", string(b.Kind), "pid", p.Pid(), "state", b.Dir, "snapshotter", b.Snapshotter, "config", b.Config)
 	stopProcess := func() error {
 		sctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
 		defer cancel()
@@ -180,13 +212,19 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 		stopProcess()
 		return err
 	}
-	// Only now: a gRPC client made before the socket opened would sit out
-	// gRPC's reconnect backoff (a second) before its first answer.
-	if e.bk, err = client.New(ctx, b.Addr()); err != nil {
-		stopProcess()
-		return fmt.Errorf("engine client: %w", err)
+	if b.Kind == KindDagger {
+		e.act = newDaggerActivity(b.MetricsSocket(), e.conns.Load, log)
+	} else {
+		// Only now: a gRPC client made before the socket opened would sit
+		// out gRPC's reconnect backoff (a second) before its first answer.
+		bk, err := client.New(ctx, b.Addr())
+		if err != nil {
+			stopProcess()
+			return fmt.Errorf("engine client: %w", err)
+		}
+		defer bk.Close()
+		e.act = &buildkitActivity{c: bk, conns: e.conns.Load, log: log}
 	}
-	defer e.bk.Close()
 	e.ready.Store(true)
 	e.markBusy()
 	log.Info("engine ready", "addr", ln.Addr().String(), "allow", e.cfg.Allow, "idle", e.cfg.Idle.String())
@@ -203,8 +241,16 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 
 	reason := e.waitForStop(ctx, p)
 	log.Info("engine stopping", "reason", reason)
-	ln.Close() // stop accepting
+	// A BuildKit client holds one connection for its build: stop accepting
+	// new ones. A Dagger client opens new connections in the middle of a
+	// call (its queries, after its session), so refusing them would fail
+	// the very calls the drain waits for: its front keeps accepting until
+	// the drain ends, which bounds calls begun meanwhile too.
+	if b.Kind != KindDagger {
+		ln.Close()
+	}
 	e.drain()
+	ln.Close()    // stop accepting
 	stopServing() // close what is still connected
 	status.close()
 	wg.Wait()
@@ -226,7 +272,7 @@ func (e *Engine) waitReady(ctx context.Context, p *Process) error {
 		select {
 		case <-p.Exited():
 			t.Stop()
-			return fmt.Errorf("engine process exited before it was ready (see %s/buildkitd.log): %v", e.cfg.Backend.Dir, p.err)
+			return fmt.Errorf("engine process exited before it was ready (see %s): %v", e.cfg.Backend.LogPath(), p.err)
 		case <-rctx.Done():
 			t.Stop()
 			return fmt.Errorf("engine not ready after %s: %w", e.cfg.ReadyTimeout, last)
@@ -265,38 +311,50 @@ func (e *Engine) waitForStop(ctx context.Context, p *Process) string {
 	}
 }
 
-// busy says whether any connection is open or any build runs. If BuildKit
-// cannot be asked, it counts as busy: never stop on a guess.
+// busy says whether any connection is open or any build runs. If the
+// engine cannot be asked, it counts as busy: never stop on a guess.
 func (e *Engine) busy(ctx context.Context) bool {
 	if e.conns.Load() > 0 {
 		return true
 	}
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	n, err := activeBuilds(qctx, e.bk)
+	n, err := e.act.Builds(qctx)
 	if err != nil {
-		e.cfg.Log.Warn("cannot ask BuildKit for active builds; treating the engine as busy", "err", err)
+		e.cfg.Log.Warn("cannot ask the engine for work in progress; treating it as busy", "err", err)
 		return true
 	}
 	return n > 0
 }
 
-// drain waits, up to DrainTimeout, for builds in progress to finish.
+// drain waits, up to DrainTimeout, for builds (Dagger: client sessions) in
+// progress to finish. An engine that cannot be asked is waited for, but
+// never past the bound: every query runs under the drain's own deadline.
 func (e *Engine) drain() {
-	deadline := time.Now().Add(e.cfg.DrainTimeout)
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
+	defer cancel()
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		n, err := activeBuilds(ctx, e.bk)
-		cancel()
+		qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
+		n, err := e.act.Builds(qctx)
+		qcancel()
 		if err == nil && n == 0 {
+			if waited := time.Since(began); waited > time.Second {
+				e.cfg.Log.Info("work in progress finished", "drain_ms", waited.Milliseconds())
+			}
 			return
 		}
-		if time.Now().After(deadline) {
-			e.cfg.Log.Warn("builds still running at the drain bound; stopping anyway", "builds", n, "err", err)
+		if ctx.Err() != nil {
+			e.cfg.Log.Warn("work still in progress at the drain bound; stopping anyway", "builds", n, "err", err, "drain_timeout", e.cfg.DrainTimeout.String())
 			return
 		}
-		e.cfg.Log.Info("waiting for builds to finish before stopping", "builds", n)
-		time.Sleep(250 * time.Millisecond) // polling BuildKit, bounded by the drain deadline
+		e.cfg.Log.Info("waiting for work in progress to finish before stopping", "builds", n, "err", err)
+		t := time.NewTimer(250 * time.Millisecond) // polling the engine, bounded by the drain deadline
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
 	}
 }
 

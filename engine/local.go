@@ -24,6 +24,12 @@ type LocalConfig struct {
 	Wakegate string
 	// Buildkitd is passed to each engine.
 	Buildkitd string
+	// Engine is the kind of engine each runs: buildkit (the default) or
+	// dagger, from EngineBin. A local Dagger engine runs in its own mount,
+	// PID and network namespaces, so several share this host and none
+	// changes it.
+	Engine    Kind
+	EngineBin string
 	// EngineArgs are extra arguments for 'wakegate engine' (the CA URL and
 	// fingerprint, drain and stop bounds, an --engine-cmd).
 	EngineArgs []string
@@ -73,20 +79,30 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Engine == "" {
+		cfg.Engine = KindBuildkit
+	}
+	if cfg.Engine == KindDagger {
+		if err := CheckDaggerBin(cfg.EngineBin); err != nil {
+			return nil, fmt.Errorf("local provider: %w", err)
+		}
+	}
 	l := &Local{cfg: cfg, procs: map[string]*running{}}
 	for i := range cfg.N {
 		l.ids = append(l.ids, fmt.Sprintf("engine-%d", i))
 	}
 	for _, id := range l.ids {
-		if b := l.backend(id); len(b.Socket()) > maxSocketPath {
-			return nil, fmt.Errorf("local provider: socket path %s is longer than %d bytes; use a shorter --state", b.Socket(), maxSocketPath)
+		for _, sock := range l.backend(id).sockets() {
+			if len(sock) > maxSocketPath {
+				return nil, fmt.Errorf("local provider: socket path %s is longer than %d bytes; use a shorter --state", sock, maxSocketPath)
+			}
 		}
 	}
 	return l, nil
 }
 
 func (l *Local) backend(id string) *Buildkitd {
-	return &Buildkitd{Bin: l.cfg.Buildkitd, Dir: filepath.Join(l.cfg.Dir, id)}
+	return &Buildkitd{Kind: l.cfg.Engine, Bin: l.cfg.Buildkitd, EngineBin: l.cfg.EngineBin, Dir: filepath.Join(l.cfg.Dir, id)}
 }
 
 // Engines lists the engine ids.
@@ -119,11 +135,17 @@ func (l *Local) Start(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("engine %s: token: %w", id, err)
 	}
-	args := append([]string{"engine", "--state", dir, "--listen", "127.0.0.1:0", "--addr-file", addrFile,
-		"--name", "wakegate-" + id, "--buildkitd", l.cfg.Buildkitd}, l.cfg.EngineArgs...)
-	// BuildKit's log first: its last lines say why an engine died at start.
-	logs := []logMark{markLog(filepath.Join(dir, "buildkitd.log")), markLog(filepath.Join(dir, "engine.log"))}
-	p, err := startProcess(l.cfg.Wakegate, args, []string{"WAKEGATE_TOKEN=" + tok}, filepath.Join(dir, "engine.log"))
+	args := []string{"engine", "--state", dir, "--listen", "127.0.0.1:0", "--addr-file", addrFile, "--name", "wakegate-" + id}
+	if l.cfg.Engine == KindDagger {
+		args = append(args, "--engine", string(KindDagger), "--engine-bin", l.cfg.EngineBin, "--engine-net", string(NetPrivate))
+	} else {
+		args = append(args, "--buildkitd", l.cfg.Buildkitd)
+	}
+	args = append(args, l.cfg.EngineArgs...)
+	// The engine process's log first: its last lines say why an engine
+	// died at start.
+	logs := []logMark{markLog(l.backend(id).LogPath()), markLog(filepath.Join(dir, "engine.log"))}
+	p, err := startProcess(l.cfg.Wakegate, args, []string{"WAKEGATE_TOKEN=" + tok}, filepath.Join(dir, "engine.log"), nil)
 	if err != nil {
 		return "", fmt.Errorf("engine %s: start %s: %w", id, l.cfg.Wakegate, err)
 	}

@@ -65,16 +65,23 @@ func newHarness(t *testing.T, dir string) *engineHarness {
 }
 
 func (h *engineHarness) start(idle time.Duration) {
-	t := h.t
-	t.Helper()
-	e, err := New(Config{
-		Backend:      Buildkitd{Bin: buildkitdBin(t), Dir: h.dir},
-		TLS:          certs.ServerTLS(func() *tls.Certificate { return h.srvCert }, h.ca.Pool()),
-		Allow:        []string{identity.GatewayName},
+	h.t.Helper()
+	h.run(Config{
+		Backend:      Buildkitd{Bin: buildkitdBin(h.t), Dir: h.dir},
 		Idle:         idle,
 		DrainTimeout: time.Minute,
 		StopTimeout:  30 * time.Second,
 	})
+}
+
+// run starts an engine of cfg, with the harness's certificates, and waits
+// until it is ready.
+func (h *engineHarness) run(cfg Config) {
+	t := h.t
+	t.Helper()
+	cfg.TLS = certs.ServerTLS(func() *tls.Certificate { return h.srvCert }, h.ca.Pool())
+	cfg.Allow = []string{identity.GatewayName}
+	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,17 +11,24 @@ import (
 
 // Status is what an engine reports about itself, as JSON, to the gateway.
 type Status struct {
+	// Engine is the kind of engine: buildkit or dagger.
+	Engine      string `json:"engine,omitempty"`
 	Ready       bool   `json:"ready"`
 	Connections int64  `json:"connections"`
-	Builds      int    `json:"builds"`
+	// Builds is the work in progress: BuildKit's active builds, or Dagger's
+	// client sessions.
+	Builds int `json:"builds"`
+	// CacheBytes is the cache's size as the engine reports it (Dagger's
+	// lags by up to a minute); 0 if it cannot tell.
 	CacheBytes  int64  `json:"cache_bytes"`
 	IdleSeconds int64  `json:"idle_seconds"`
 	Error       string `json:"error,omitempty"`
 }
 
-// Status asks BuildKit for builds in progress and cache usage.
+// Status asks the engine, in the way its kind answers, for work in
+// progress and cache usage.
 func (e *Engine) Status(ctx context.Context) Status {
-	s := Status{Ready: e.ready.Load(), Connections: e.conns.Load()}
+	s := Status{Engine: string(e.cfg.Backend.Kind), Ready: e.ready.Load(), Connections: e.conns.Load()}
 	if e.conns.Load() == 0 {
 		s.IdleSeconds = int64(time.Since(time.Unix(0, e.lastBusy.Load())).Seconds())
 	}
@@ -31,8 +38,8 @@ func (e *Engine) Status(ctx context.Context) Status {
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var err error
-	if s.Builds, err = activeBuilds(qctx, e.bk); err == nil {
-		s.CacheBytes, err = cacheBytes(qctx, e.bk)
+	if s.Builds, err = e.act.Builds(qctx); err == nil {
+		s.CacheBytes, err = e.act.CacheBytes(qctx)
 	}
 	if err != nil {
 		// Unknown is not idle: a gateway must not stop this engine.

@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# Installs what running BuildKit engines here needs, from Debian's packages,
-# when it is missing: runc (the OCI runtime buildkitd's worker calls) and
-# busybox-static (a static shell copied into build contexts, since no image
-# can be pulled); nodejs for the tests of the GitHub Action's two JavaScript
-# wrappers. Engines run as root, so this must too.
+# Installs what running engines here needs, from Debian's packages, when it
+# is missing: runc (the OCI runtime buildkitd's worker and Dagger's engine
+# call) and busybox-static (a static shell copied into build contexts, since
+# no image can be pulled); dnsmasq-base, iptables and
+# containernetworking-plugins, which Dagger's engine needs at start (see
+# docs/dagger.md), and xz-utils to unpack it ('make dagger'); nodejs for the
+# tests of the GitHub Action's two JavaScript wrappers. Engines run as root,
+# so this must too.
 set -euo pipefail
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 missing=()
 command -v runc >/dev/null 2>&1 || missing+=(runc)
-dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || missing+=(busybox-static)
+installed busybox-static || missing+=(busybox-static)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
+for p in dnsmasq-base iptables containernetworking-plugins; do
+  installed "$p" || missing+=("$p")
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

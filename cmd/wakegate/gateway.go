@@ -27,11 +27,13 @@ type gatewayFlags struct {
 	caDir, listen, admin, provider, state, buildkitd, sans, logLevel string
 	caListen, caSANs, passwordFile, flyApp, flyPool, engineCAURL     string
 	execStart, execStop, execStatus, prefer                          string
+	engineKind, engineBin                                            string
 	oidcIssuer, oidcAudience, policyFile                             string
 	softLimit, hardLimit, minRunning, maxConnsPerIdentity            int
 	flySuspend                                                       bool
 	engines                                                          int
 	idle, wakeTimeout, maxClientTTL, clientTTL, certTTL              time.Duration
+	flyStopWait                                                      time.Duration
 }
 
 func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -54,6 +56,8 @@ checked against the CA's revocation records.
 Provider "local" (the default) runs each engine as a 'wakegate engine'
 process on this machine (the same entrypoint remote engine machines run),
 with its cache under --state/engine-N; run as root with runc installed.
+With --engine dagger they run Dagger's engine from --engine-bin, each in its
+own mount, PID and network namespaces (docs/dagger.md).
 Before stopping an idle engine the gateway asks the engine itself whether
 anyone (through any gateway) still uses it. The admin address serves GET /healthz and GET /engines.`, stdout, stderr)
 	var f gatewayFlags
@@ -67,6 +71,7 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	fs.StringVar(&f.flyApp, "fly-app", "", "Fly app holding the engine machines (provider fly; token from $FLY_API_TOKEN)")
 	fs.StringVar(&f.flyPool, "fly-pool", "engines", "engine pool within the Fly app (machine metadata "+fly.PoolKey+")")
 	fs.BoolVar(&f.flySuspend, "fly-suspend", false, "suspend idle Fly machines instead of stopping them (faster wakes; see docs/fly.md)")
+	fs.DurationVar(&f.flyStopWait, "fly-stop-wait", 30*time.Second, "provider fly: how long one stop is waited for; an engine still draining then stays billed as stopping and is asked again (at most 50s)")
 	fs.StringVar(&f.engineCAURL, "engine-ca-url", "", "the CA API's URL as remote engines reach it (default: the --ca-listen URL)")
 	fs.IntVar(&f.engines, "engines", 1, "number of engines in the pool (local and exec)")
 	fs.IntVar(&f.softLimit, "soft-limit", gateway.DefaultPolicy.Soft, "sessions an engine takes before clients go to another")
@@ -78,6 +83,8 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	fs.DurationVar(&f.idle, "idle", 30*time.Second, "stop an engine this long after its last connection closes")
 	fs.DurationVar(&f.wakeTimeout, "wake-timeout", 60*time.Second, "give up on a wake (start and BuildKit answering) after this long")
 	fs.StringVar(&f.buildkitd, "buildkitd", "", "buildkitd binary (default: $WAKEGATE_BUILDKITD, then beside wakegate, then $PATH)")
+	fs.StringVar(&f.engineKind, "engine", "buildkit", "provider local: engine kind, buildkit or dagger (each Dagger engine in its own namespaces; see docs/dagger.md)")
+	fs.StringVar(&f.engineBin, "engine-bin", "", "provider local, --engine dagger: directory holding dagger-engine, dagger-init and dnsname (default: $WAKEGATE_DAGGER_BIN)")
 	fs.StringVar(&f.sans, "san", "", "extra comma-separated DNS names or IPs for the gateway's certificate")
 	fs.StringVar(&f.caListen, "ca-listen", "127.0.0.1:9443", `address of the CA's HTTPS API ("" serves none)`)
 	fs.StringVar(&f.caSANs, "ca-san", "", "extra comma-separated DNS names or IPs for the CA API's certificate")
@@ -103,7 +110,12 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 		return err
 	}
 	var bin string
-	if f.provider == "local" {
+	switch {
+	case f.provider == "local" && f.engineKind == string(engine.KindDagger):
+		if err := engine.CheckDaggerHost(daggerBin(f.engineBin)); err != nil {
+			return err
+		}
+	case f.provider == "local":
 		if bin, err = findBuildkitd(f.buildkitd); err != nil {
 			return err
 		}
@@ -238,6 +250,13 @@ func (f *gatewayFlags) validate() error {
 		return usageError("gateway", "the exec provider needs --exec-start and --exec-stop")
 	case f.provider == "local" && f.state == "":
 		return usageError("gateway", "--state is required for the local provider")
+	case f.engineKind != string(engine.KindBuildkit) && f.engineKind != string(engine.KindDagger):
+		return usageError("gateway", "--engine must be buildkit or dagger")
+	case f.engineKind == string(engine.KindDagger) && f.provider != "local":
+		return usageError("gateway", "--engine dagger is for the local provider; a %s engine machine is given --engine dagger by its own command", f.provider)
+	case f.flyStopWait <= 0 || f.flyStopWait > 50*time.Second:
+		// One stop round of the gateway is bounded by a minute.
+		return usageError("gateway", "--fly-stop-wait must be between 0 and 50s")
 	case f.provider == "fly" && f.flyApp == "":
 		return usageError("gateway", "--fly-app is required for the fly provider")
 	case f.provider == "fly" && os.Getenv("FLY_API_TOKEN") == "":
@@ -323,7 +342,10 @@ func (f *gatewayFlags) newProvider(ctx context.Context, ca *certs.CA, caSvc *caS
 	if f.provider == "fly" {
 		return fly.New(ctx, fly.Config{
 			App: f.flyApp, Token: os.Getenv("FLY_API_TOKEN"), Pool: f.flyPool, Suspend: f.flySuspend,
-			StartTimeout: f.wakeTimeout, Busy: ec.Busy, Log: log,
+			StartTimeout: f.wakeTimeout, StopTimeout: f.flyStopWait, Busy: ec.Busy, Log: log,
+			// A suspended engine resumes with the certificate it enrolled
+			// for; past a quarter of its life it is cold-started instead.
+			ResumeWithin: certs.ServerTTL / 4,
 			Prepare: func(_ context.Context, id string) (map[string]string, error) {
 				name := engine.EngineNamePrefix + id
 				tok, err := token(name, id)
@@ -346,13 +368,17 @@ func (f *gatewayFlags) newProvider(ctx context.Context, ca *certs.CA, caSvc *caS
 			Log:   log,
 		})
 	}
-	if bkd == "" {
+	kind := engine.Kind(f.engineKind)
+	if bkd == "" && kind != engine.KindDagger {
 		return nil, errors.New("buildkitd not found: run 'make tools' to build it into bin/, or pass --buildkitd PATH")
 	}
+	// A local engine's host is this gateway, whose stop gives up (and kills
+	// the engine's process group) after its default 60 s: drain, stop and
+	// the margin fit in that as --kill-timeout.
 	return engine.NewLocal(engine.LocalConfig{
-		Dir: f.state, N: f.engines, Wakegate: self, Buildkitd: bkd,
+		Dir: f.state, N: f.engines, Wakegate: self, Buildkitd: bkd, Engine: kind, EngineBin: daggerBin(f.engineBin),
 		EngineArgs: []string{"--ca-url", caURL, "--ca-fingerprint", ca.Fingerprint(),
-			"--drain-timeout", "30s", "--stop-timeout", "30s", "--cert-ttl", f.certTTL.String()},
+			"--drain-timeout", "20s", "--stop-timeout", "30s", "--kill-timeout", "60s", "--cert-ttl", f.certTTL.String()},
 		Token: func(id string) (string, error) { return token("wakegate-"+id, id) },
 		Log:   log,
 	})

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/wakegate/wakegate/engine"
 )
 
 func main() {
@@ -50,6 +52,7 @@ func commands() []command {
 		{"policy", "check a policy file of who may connect", runPolicy},
 		{"gateway", "run the mTLS gateway that wakes engines on demand", runGateway},
 		{"connect", "run the localhost sidecar a CI step talks to", runConnect},
+		{"envoy", "Envoy in place of connect or the engine front: bootstraps, xDS, certificates", runEnvoy},
 		{"engine", "run an engine machine: BuildKit behind mTLS, idle self-stop, clean shutdown", runEngine},
 		{"fly", "create and inspect the engine pool on Fly Machines", runFly},
 		{"simulate", "replay a CI trace against the pool's real logic and compare policies", runSimulate},
@@ -72,6 +75,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if c.name == args[0] {
 			return c.run(ctx, args[1:], stdout, stderr)
 		}
+	}
+	// Hidden: the init of a Dagger engine's namespaces, which 'wakegate
+	// engine' re-executes this binary as; not for people.
+	if args[0] == engine.NSInitCommand {
+		return runEngineNS(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "wakegate: unknown command %q\n\n", args[0])
 	usage(stderr)
@@ -105,7 +113,7 @@ see 'wakegate help policy'; the job has 'permissions: id-token: write'):
 or the action at the repository's root (docs/github-actions.md).
 
 See README.md and docs/ for the certificate model, GitHub Actions, the
-security model, the engine machine, Fly Machines and the simulator.
+security model, the engine machine, Fly Machines, Envoy and the simulator.
 `)
 }
 
