@@ -10,6 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -61,10 +64,20 @@ func (l *APILimits) setDefaults() {
 	}
 }
 
-// APIServer serves the authority's API within limits.
+// APIServer serves the authority's API within limits, and whatever else is
+// mounted beside it (Mount).
 type APIServer struct {
 	srv    *http.Server
 	limits APILimits
+	mounts atomic.Pointer[mounts] // read per request; replaced whole by Mount
+	mu     sync.Mutex             // serialises Mount
+}
+
+// mounts are the handlers served beside the CA's API, by path.
+type mounts struct {
+	mux   *http.ServeMux
+	paths []string
+	hs    []http.Handler
 }
 
 // NewAPIServer is the CA API's HTTPS server: the authority's handler behind
@@ -75,8 +88,18 @@ func (a *Authority) NewAPIServer(cert func() *tls.Certificate, limits APILimits,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &APIServer{limits: limits, srv: &http.Server{
-		Handler:           limitBodies(a.Handler(), limits.MaxBody),
+	s := &APIServer{limits: limits}
+	api := limitBodies(a.Handler(), limits.MaxBody)
+	s.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if m := s.mounts.Load(); m != nil {
+				if h, pattern := m.mux.Handler(r); pattern != "" {
+					h.ServeHTTP(w, r)
+					return
+				}
+			}
+			api.ServeHTTP(w, r)
+		}),
 		TLSConfig:         a.ServerTLS(cert),
 		ReadHeaderTimeout: min(10*time.Second, limits.ReadTimeout),
 		ReadTimeout:       limits.ReadTimeout,
@@ -84,7 +107,50 @@ func (a *Authority) NewAPIServer(cert func() *tls.Certificate, limits APILimits,
 		IdleTimeout:       limits.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}}
+	}
+	return s
+}
+
+// Mount serves h at path (exactly; any method) on this server beside the
+// CA's API, with the server's connection cap and timeouts but not its body
+// limit: h must bound what it reads of a body itself. It may be called
+// while the server serves. It refuses a path the CA's API serves under
+// (the root, /1.0/, /admin/ and the step API's own paths).
+func (s *APIServer) Mount(path string, h http.Handler) error {
+	if !strings.HasPrefix(path, "/") || path == "/" || strings.HasSuffix(path, "/") || strings.ContainsAny(path, " {}") {
+		return fmt.Errorf("CA API: mount %q: want an exact path such as /github/webhook", path)
+	}
+	if top, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/"); reservedAPIPaths[top] {
+		return fmt.Errorf("CA API: mount %q: the CA's API serves under /%s", path, top)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.mounts.Load()
+	m := &mounts{mux: http.NewServeMux()}
+	if old != nil {
+		m.paths, m.hs = append(m.paths, old.paths...), append(m.hs, old.hs...)
+	}
+	for _, p := range m.paths {
+		if p == path {
+			return fmt.Errorf("CA API: %s is mounted already", path)
+		}
+	}
+	m.paths, m.hs = append(m.paths, path), append(m.hs, h)
+	for i, p := range m.paths {
+		m.mux.Handle(p, m.hs[i])
+	}
+	s.mounts.Store(m)
+	return nil
+}
+
+// reservedAPIPaths are the first segments of the paths smallstep's API
+// serves (api.Route), which a mount must not shadow.
+var reservedAPIPaths = map[string]bool{
+	"1.0": true, "version": true, "health": true, "root": true, "roots": true, "roots.pem": true,
+	"sign": true, "renew": true, "rekey": true, "revoke": true, "crl": true, "provisioners": true,
+	"intermediates": true, "intermediates.pem": true, "federation": true, "ssh": true, "re-sign": true,
+	"sign-ssh": true, "admin": true, "acme": true, "scep": true,
+	"wakegate": true, // wakegate's own operator requests (adminRoutes)
 }
 
 // Serve serves TLS on ln, at most MaxConns connections at a time, until

@@ -1,12 +1,16 @@
 package gateway
 
+import "fmt"
+
 // Policy is how the pool places a client's session. A session is the
 // connections of one client identity (its affinity key) to one engine: a
 // CI job's many connections count once.
 type Policy struct {
 	// Soft is the number of sessions an engine takes before the next
 	// client goes elsewhere; Hard is the most it ever takes. BuildKit
-	// suits soft 1, hard 3: builds on one engine share CPU and disk.
+	// suits soft 1, hard 3 on a small machine: builds on one engine share
+	// CPU and disk. SoftBySize sets each engine's soft limit by its CPUs
+	// (SoftForCPUs).
 	Soft, Hard int
 	// PreferWarm sends a client to any running engine under its soft
 	// limit before waking its stopped home (less waiting, more cache
@@ -19,11 +23,50 @@ type Policy struct {
 // DefaultPolicy suits BuildKit.
 var DefaultPolicy = Policy{Soft: 1, Hard: 3}
 
+// SoftBySize as Policy.Soft sizes each engine's soft limit by its CPUs.
+const SoftBySize = -1
+
+// CPUsPerBuild is what one build keeps busy, for a soft limit by size:
+// BuildKit runs a Dockerfile's independent stages in parallel, but most CI
+// builds are chains of steps that each use one or two cores.
+const CPUsPerBuild = 2
+
+// SoftForCPUs is the soft limit of an engine with cpus CPUs: the builds it
+// runs side by side without slowing them, cpus/CPUsPerBuild, at least 1
+// (also when its size is unknown) and at most hard.
+func SoftForCPUs(cpus, hard int) int {
+	return min(max(cpus/CPUsPerBuild, 1), max(hard, 1))
+}
+
+// softFor is e's soft limit under p.
+func (p Policy) softFor(e *Engine) int {
+	if p.Soft == SoftBySize {
+		return SoftForCPUs(e.CPUs(), p.Hard)
+	}
+	return p.Soft
+}
+
+// validate refuses limits no engine can keep.
+func (p Policy) validate() error {
+	if (p.Soft < 1 && p.Soft != SoftBySize) || p.Hard < max(p.Soft, 1) {
+		return fmt.Errorf("pool policy: need 1 <= soft (%d) <= hard (%d), or soft by size", p.Soft, p.Hard)
+	}
+	return nil
+}
+
 // candidate is an engine as the router sees it.
 type candidate struct {
 	running  bool
 	sessions int  // sessions it holds
 	mine     bool // it already holds this key's session
+	soft     int  // its soft limit; 0: the policy's
+}
+
+func (c candidate) underSoft(p Policy) bool {
+	if c.soft > 0 {
+		return c.sessions < c.soft
+	}
+	return c.sessions < p.Soft
 }
 
 // choose picks an index into ranked (the key's engines by rendezvous rank,
@@ -45,21 +88,21 @@ func (p Policy) choose(ranked []candidate) int {
 	}
 	if p.PreferWarm {
 		for i, c := range ranked {
-			if c.running && c.sessions < p.Soft {
+			if c.running && c.underSoft(p) {
 				return i
 			}
 		}
 	}
-	if ranked[0].sessions < p.Soft {
+	if ranked[0].underSoft(p) {
 		return 0
 	}
 	for i, c := range ranked {
-		if i > 0 && c.running && c.sessions < p.Soft {
+		if i > 0 && c.running && c.underSoft(p) {
 			return i
 		}
 	}
 	for i, c := range ranked {
-		if i > 0 && c.sessions < p.Soft {
+		if i > 0 && c.underSoft(p) {
 			return i
 		}
 	}

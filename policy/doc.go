@@ -5,8 +5,9 @@
 // identities. Anything no rule allows is refused.
 //
 // It owns the file format (parsing, and problems reported with the line to
-// fix), matching a peer against the rules, and the Watcher that reloads the
-// file for a running gateway.
+// fix), matching a peer against the rules (and a job GitHub reports queued,
+// for a pre-wake: AllowQueued), and the Watcher that reloads the file for a
+// running gateway.
 //
 // It imports only identity, the TOML library (go-toml) and doublestar: no
 // other wakegate package, so the gateway and the CLI's 'policy check' share

@@ -22,6 +22,21 @@ type Config struct {
 	AlwaysOn bool
 	// Wake is how long an engine takes from start to BuildKit answering.
 	Wake time.Duration
+	// Prewake replays GitHub's workflow_job webhook: at each job's Queued
+	// time the pool pre-wakes the engine its key would be placed on
+	// (gateway.Pool.Prewake), holding it PrewakeGrace
+	// (gateway.DefaultPrewakeGrace when 0) for the job to connect.
+	Prewake      bool
+	PrewakeGrace time.Duration
+	// CachePerKey and Volume model each engine's cache volume: a key's
+	// cache takes CachePerKey bytes, and once Volume is full the least
+	// recently used key's cache is evicted. Volume 0 never evicts.
+	CachePerKey, Volume int64
+	// CPUs sizes the engines (engine i has CPUs[min(i, len-1)]): builds
+	// beyond cpus/gateway.CPUsPerBuild on one engine share it and slow
+	// down, and the pool learns each size from the host (as from Fly), for
+	// Policy.Soft gateway.SoftBySize. Empty: builds never slow down.
+	CPUs []int
 }
 
 // Result is what a policy costs and what it gives.
@@ -29,10 +44,23 @@ type Result struct {
 	Jobs           int
 	MachineSeconds float64
 	ColdStarts     int // jobs that waited for a wake
+	Warm           int // jobs that met a running engine
 	WaitP50        time.Duration
 	WaitP95        time.Duration
-	CacheHitRate   float64 // jobs on an engine that served their key before
+	CacheHitRate   float64 // jobs on an engine whose volume held their key's cache
+	Evictions      int     // keys' caches evicted from a full volume
 	Span           time.Duration
+	// BusySeconds is the time at least one job ran, on any engine: what
+	// one engine running exactly when needed would bill.
+	BusySeconds float64
+	// Slowdown is how much longer jobs ran than their trace durations
+	// because builds shared an engine's CPUs: 0.1 is 10 % longer in all.
+	Slowdown float64
+	// PrewakeSeconds is the machine time pre-wakes added before a job
+	// came (or the engine stopped unused); PrewakesUnused counts engines
+	// pre-woken or kept for jobs that never came to them.
+	PrewakeSeconds float64
+	PrewakesUnused int
 }
 
 // simHost is an engine host whose machines take Wake to answer.
@@ -40,9 +68,13 @@ type simHost struct {
 	clock *vclock
 	ids   []string
 	wake  time.Duration
+	cpus  map[string]int
 	mu    sync.Mutex
 	ready map[string]time.Time // engine → when it answers
 }
+
+// CPUs is engine id's size, as Fly's provider knows its machines'.
+func (h *simHost) CPUs(id string) int { return h.cpus[id] }
 
 func (h *simHost) Engines(context.Context) ([]string, error) { return h.ids, nil }
 
@@ -77,9 +109,28 @@ func Run(jobs []Job, cfg Config) (Result, error) {
 	}
 	start := time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC) // a Monday
 	clk := newVClock(start)
-	host := &simHost{clock: clk, wake: cfg.Wake, ready: map[string]time.Time{}}
+	host := &simHost{clock: clk, wake: cfg.Wake, ready: map[string]time.Time{}, cpus: map[string]int{}}
+	shares := map[string]*cpuShare{}
+	caches := map[string]*lru{}
+	capacity := 0
+	if cfg.Volume > 0 {
+		if cfg.CachePerKey <= 0 || cfg.CachePerKey > cfg.Volume {
+			return Result{}, fmt.Errorf("simulate: a volume needs 0 < cache per key (%d) <= volume (%d)", cfg.CachePerKey, cfg.Volume)
+		}
+		capacity = int(cfg.Volume / cfg.CachePerKey)
+	}
 	for i := range cfg.Engines {
-		host.ids = append(host.ids, fmt.Sprintf("engine-%d", i))
+		id := fmt.Sprintf("engine-%d", i)
+		host.ids = append(host.ids, id)
+		if len(cfg.CPUs) > 0 {
+			host.cpus[id] = cfg.CPUs[min(i, len(cfg.CPUs)-1)]
+		}
+		shares[id] = newCPUShare(clk, host.cpus[id])
+		caches[id] = &lru{capacity: capacity}
+	}
+	grace := cfg.PrewakeGrace
+	if grace <= 0 {
+		grace = gateway.DefaultPrewakeGrace
 	}
 	policy := cfg.Policy
 	idle := cfg.Idle
@@ -101,13 +152,19 @@ func Run(jobs []Job, cfg Config) (Result, error) {
 	sort.SliceStable(jobs, func(i, j int) bool { return jobs[i].Arrival < jobs[j].Arrival })
 	var mu sync.Mutex // guards the tallies below
 	waits := make([]time.Duration, 0, len(jobs))
-	cold, hits := 0, 0
-	served := map[string]map[string]bool{} // engine → keys it has served
+	cold, hits, evictions := 0, 0, 0
+	var ran, nominal time.Duration
+	busy := 0 // jobs running now
+	var busySince time.Time
+	var busyTotal time.Duration
 	var end time.Time
 	if cfg.AlwaysOn {
 		clk.AfterFunc(0, func() { pool.WarmUp(context.Background(), quiet) })
 	}
 	for _, j := range jobs {
+		if cfg.Prewake && j.HasQueued {
+			clk.AfterFunc(j.Queued, func() { pool.Prewake(j.Key, grace) })
+		}
 		clk.AfterFunc(j.Arrival, func() {
 			clk.Go(func() {
 				arrived := clk.Now()
@@ -115,22 +172,31 @@ func Run(jobs []Job, cfg Config) (Result, error) {
 				if err != nil {
 					return // unreachable: no deadline, and the sim host never refuses
 				}
+				id := e.ID()
 				mu.Lock()
-				waits = append(waits, clk.Now().Sub(arrived))
+				began := clk.Now()
+				waits = append(waits, began.Sub(arrived))
 				if l.Waited {
 					cold++
 				}
-				if served[e.ID()][j.Key] {
+				hit, ev := caches[id].use(j.Key)
+				if hit {
 					hits++
 				}
-				if served[e.ID()] == nil {
-					served[e.ID()] = map[string]bool{}
+				evictions += ev
+				if busy++; busy == 1 {
+					busySince = began
 				}
-				served[e.ID()][j.Key] = true
 				mu.Unlock()
-				clk.Sleep(context.Background(), j.Duration)
+				shares[id].run(j.Duration)
 				mu.Lock()
-				if now := clk.Now(); now.After(end) {
+				now := clk.Now()
+				ran += now.Sub(began)
+				nominal += j.Duration
+				if busy--; busy == 0 {
+					busyTotal += now.Sub(busySince)
+				}
+				if now.After(end) {
 					end = now
 				}
 				mu.Unlock()
@@ -146,15 +212,21 @@ func Run(jobs []Job, cfg Config) (Result, error) {
 			last = t
 		}
 	}
-	clk.Run(last.Add(2*idle + 10*cfg.Wake + time.Hour))
+	clk.Run(last.Add(2*idle + grace + 10*cfg.Wake + time.Hour))
 	if cfg.AlwaysOn {
 		clk.mu.Lock()
 		clk.now = end
 		clk.mu.Unlock()
 	}
-	res := Result{Jobs: len(waits), ColdStarts: cold, Span: end.Sub(start)}
+	res := Result{Jobs: len(waits), ColdStarts: cold, Warm: len(waits) - cold, Evictions: evictions, Span: end.Sub(start),
+		BusySeconds: busyTotal.Seconds()}
+	if nominal > 0 {
+		res.Slowdown = ran.Seconds()/nominal.Seconds() - 1
+	}
 	for _, st := range pool.Status() {
 		res.MachineSeconds += st.MachineSeconds
+		res.PrewakeSeconds += st.PrewakeSeconds
+		res.PrewakesUnused += st.PrewakesUnused
 	}
 	if len(waits) > 0 {
 		sort.Slice(waits, func(i, j int) bool { return waits[i] < waits[j] })
@@ -173,9 +245,19 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 
 // WriteReport prints results side by side.
 func WriteReport(w io.Writer, names []string, rs []Result) {
-	fmt.Fprintf(w, "%-16s %8s %16s %14s %12s %10s %10s %10s\n", "policy", "jobs", "machine-seconds", "machine-hours", "cold starts", "wait p50", "wait p95", "cache hits")
+	fmt.Fprintf(w, "%-16s %6s %14s %11s %12s %6s %9s %9s %10s %9s %9s %11s %9s\n", "policy", "jobs", "machine-hours", "billed/busy",
+		"cold starts", "warm", "wait p50", "wait p95", "cache hits", "evictions", "slowdown", "pre-wake h", "unused")
 	for i, r := range rs {
-		fmt.Fprintf(w, "%-16s %8d %16.0f %14.1f %12d %10s %10s %9.1f%%\n", names[i], r.Jobs, r.MachineSeconds, r.MachineSeconds/3600, r.ColdStarts,
-			r.WaitP50.Round(time.Millisecond), r.WaitP95.Round(time.Millisecond), 100*r.CacheHitRate)
+		ratio := 0.0
+		if r.BusySeconds > 0 {
+			ratio = r.MachineSeconds / r.BusySeconds
+		}
+		warm := 0.0
+		if r.Jobs > 0 {
+			warm = 100 * float64(r.Warm) / float64(r.Jobs)
+		}
+		fmt.Fprintf(w, "%-16s %6d %14.1f %11.2f %12d %5.0f%% %9s %9s %9.1f%% %9d %8.1f%% %11.1f %9d\n", names[i], r.Jobs, r.MachineSeconds/3600, ratio,
+			r.ColdStarts, warm, r.WaitP50.Round(time.Millisecond), r.WaitP95.Round(time.Millisecond), 100*r.CacheHitRate,
+			r.Evictions, 100*r.Slowdown, r.PrewakeSeconds/3600, r.PrewakesUnused)
 	}
 }

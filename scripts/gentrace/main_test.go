@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,10 +36,11 @@ func TestCommittedTraceIsWhatTheGeneratorWrites(t *testing.T) {
 		t.Fatal("scripts/ci-week.csv is stale: go run ./scripts/gentrace > scripts/ci-week.csv")
 	}
 	lines := strings.Split(strings.TrimSpace(string(got)), "\n")
-	if lines[0] != "arrival_s,duration_s,key" {
+	if lines[0] != "arrival_s,duration_s,key,queued_s" {
 		t.Fatalf("header %q", lines[0])
 	}
 	weekday, weekend, last := 0, 0, -1
+	var delays []int
 	for _, l := range lines[1:] {
 		f := strings.Split(l, ",")
 		at, _ := strconv.Atoi(f[0])
@@ -46,6 +48,11 @@ func TestCommittedTraceIsWhatTheGeneratorWrites(t *testing.T) {
 			t.Fatal("arrivals are not sorted")
 		}
 		last = at
+		q, _ := strconv.Atoi(f[3])
+		if q > at || q < 0 {
+			t.Fatalf("line %q: queued after it connects", l)
+		}
+		delays = append(delays, at-q)
 		if at/86400 >= 5 {
 			weekend++
 		} else {
@@ -54,5 +61,9 @@ func TestCommittedTraceIsWhatTheGeneratorWrites(t *testing.T) {
 	}
 	if weekday < 10*weekend {
 		t.Fatalf("weekday jobs %d vs weekend %d: the week has no shape", weekday, weekend)
+	}
+	slices.Sort(delays)
+	if med := delays[len(delays)/2]; med < 25 || med > 50 {
+		t.Fatalf("median queue-to-connect delay %d s, want about 35", med)
 	}
 }
