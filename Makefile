@@ -21,7 +21,7 @@ DAGGER_SHA256  := 00e6f40cf3607ad7a2711e8d0d3bde869e4170a765bc151da856392cd66060
 DAGGER_TARBALL := $(firstword $(WAKEGATE_DAGGER_TARBALL) $(wildcard $(CURDIR)/../shared/dagger/dagger-bin.tar.xz) $(wildcard /work/shared/dagger/dagger-bin.tar.xz))
 DAGGER_STAMP   := $(BIN)/dagger/.sha256-$(DAGGER_SHA256)
 
-.PHONY: all build tools deps dagger demo demo-dagger test vet fmt-check bench soak clean
+.PHONY: all build tools deps dagger demo demo-dagger test vet fmt-check bench bench-peers soak clean
 
 all: build
 
@@ -88,6 +88,12 @@ soak: build tools deps
 
 bench: build tools deps
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# wakegate's path beside stunnel → haproxy and raw TCP, in one run (installs
+# stunnel4 and haproxy when missing); writes bench/latest.txt, quoted by
+# docs/performance.md. Not part of 'make test'.
+bench-peers:
+	scripts/bench-peers.sh
 
 clean:
 	rm -rf $(BIN) .demo .demo-dagger

@@ -196,7 +196,11 @@ func TestIntermediateRotationKeepsOldCertificatesValid(t *testing.T) {
 		s := tls.Server(srv, ServerTLS(after.TLSCertificate, rotated.Pool()))
 		errc <- s.HandshakeContext(t.Context())
 	}()
-	cc := tls.Client(cli, ClientTLS(before.TLSCertificate, rotated.Pool(), "127.0.0.1"))
+	ccfg := ClientTLS(before.TLSCertificate, rotated.Pool(), "127.0.0.1")
+	// No session ticket: over net.Pipe nothing buffers the one the server
+	// would send after the handshake, and this client reads nothing.
+	ccfg.ClientSessionCache = nil
+	cc := tls.Client(cli, ccfg)
 	if err := cc.HandshakeContext(t.Context()); err != nil {
 		t.Fatalf("client handshake: %v", err)
 	}
@@ -404,7 +408,9 @@ func TestRepositoryInTheCertificateIsTheAffinityKey(t *testing.T) {
 			p, _ := identity.FromConn(s.ConnectionState())
 			got <- p.AffinityKey()
 		}()
-		c := tls.Client(cli, ClientTLS(func() *tls.Certificate { return tc.cert }, a.CA().Pool(), "127.0.0.1"))
+		ccfg := ClientTLS(func() *tls.Certificate { return tc.cert }, a.CA().Pool(), "127.0.0.1")
+		ccfg.ClientSessionCache = nil // over net.Pipe the server's ticket would wait for a read
+		c := tls.Client(cli, ccfg)
 		c.HandshakeContext(t.Context())
 		if k := <-got; k != tc.want {
 			t.Errorf("affinity key %q, want %q", k, tc.want)

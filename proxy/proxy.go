@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -25,13 +25,16 @@ type Result struct {
 	Err error
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
 type closeWriter interface{ CloseWrite() error }
 
 // Join copies a→b and b→a until both directions end, the half-open bound
 // passes, or ctx is done; then it closes both connections. halfOpen <= 0 uses
 // DefaultHalfOpenTimeout. aName and bName label the directions in errors.
+//
+// The two directions run as copyAToB (a goroutine of its own) and copyBToA
+// (in the caller's goroutine), so a goroutine dump says which one a stuck
+// copy is: a is the first connection given (the client at the gateway, the
+// local one at connect, the gateway's at an engine).
 func Join(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time.Duration) Result {
 	if halfOpen <= 0 {
 		halfOpen = DefaultHalfOpenTimeout
@@ -43,46 +46,81 @@ func Join(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time
 	stop := context.AfterFunc(ctx, func() { expire(a, b) })
 	defer stop()
 
-	type done struct {
-		n   int64
-		err error
-		dir string
+	p := &pair{a: a, b: b, halfOpen: halfOpen, done: make(chan half, 1)}
+	// One direction runs here: an idle connection costs one goroutine
+	// stack less.
+	go p.copyAToB()
+	ba := p.copyBToA()
+	ab := <-p.done
+	if p.reap != nil {
+		p.reap.Stop()
 	}
-	results := make(chan done, 2)
-	copyHalf := func(dst, src net.Conn, dir string) {
-		bp := bufPool.Get().(*[]byte)
-		n, err := io.CopyBuffer(dst, src, *bp)
-		bufPool.Put(bp)
-		// Pass the EOF on: half-close dst so its peer sees the end of input
-		// while the other direction keeps flowing.
-		if cw, ok := dst.(closeWriter); ok {
-			if cerr := cw.CloseWrite(); cerr != nil && err == nil && !IsNoise(cerr) {
-				err = cerr
-			}
-		} else {
-			dst.Close()
-		}
-		results <- done{n, err, dir}
-	}
-	go copyHalf(b, a, aName+"->"+bName)
-	go copyHalf(a, b, bName+"->"+aName)
 
 	var res Result
-	record := func(d done) {
-		if d.dir == aName+"->"+bName {
-			res.BytesAToB = d.n
-		} else {
-			res.BytesBToA = d.n
-		}
-		if d.err != nil && !IsNoise(d.err) && res.Err == nil {
-			res.Err = fmt.Errorf("copy %s: %w", d.dir, d.err)
+	record := func(h half, dir string) {
+		if h.err != nil && !IsNoise(h.err) && res.Err == nil {
+			res.Err = fmt.Errorf("copy %s: %w", dir, h.err)
 		}
 	}
-	record(<-results)
-	reap := time.AfterFunc(halfOpen, func() { expire(a, b) })
-	record(<-results)
-	reap.Stop()
+	res.BytesAToB, res.BytesBToA = ab.n, ba.n
+	// The first to fail is reported; the one that failed first is not
+	// known here, so a->b, the request, is preferred.
+	record(ab, aName+"->"+bName)
+	record(ba, bName+"->"+aName)
 	return res
+}
+
+// pair is one Join's two connections. Whichever direction finishes first
+// arms the half-open reaper for the other.
+type pair struct {
+	a, b     net.Conn
+	halfOpen time.Duration
+	done     chan half // copyAToB's result
+	ended    atomic.Int32
+	reap     *time.Timer // set by the first direction to end, read after both
+}
+
+type half struct {
+	n   int64
+	err error
+}
+
+// finished arms the reaper if the other direction is still running.
+func (p *pair) finished() {
+	if p.ended.Add(1) == 1 {
+		p.reap = time.AfterFunc(p.halfOpen, func() { expire(p.a, p.b) })
+	}
+}
+
+// copyAToB copies from a to b, then half-closes b. It runs in its own
+// goroutine.
+func (p *pair) copyAToB() {
+	n, err := copyHalf(p.b, p.a)
+	p.finished()
+	p.done <- half{n, err}
+}
+
+// copyBToA copies from b to a, then half-closes a. It runs in Join's
+// goroutine.
+func (p *pair) copyBToA() half {
+	n, err := copyHalf(p.a, p.b)
+	p.finished()
+	return half{n, err}
+}
+
+// copyHalf copies src to dst until src ends, then passes the EOF on:
+// half-closes dst so its peer sees the end of input while the other
+// direction keeps flowing.
+func copyHalf(dst, src net.Conn) (int64, error) {
+	n, err := copyStream(dst, src)
+	if cw, ok := dst.(closeWriter); ok {
+		if cerr := cw.CloseWrite(); cerr != nil && err == nil && !IsNoise(cerr) {
+			err = cerr
+		}
+	} else {
+		dst.Close()
+	}
+	return n, err
 }
 
 // expire ends pending reads and writes on conns at once. The transport under

@@ -1,0 +1,179 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// A proxied connection spends most of its life idle (a BuildKit session
+// waits between builds, a Dagger client between calls), and a gateway holds
+// thousands of them. So a direction holds a copy buffer only while bytes
+// flow: io.CopyBuffer's 32 KiB per direction, parked in a blocked Read,
+// was most of what an idle connection cost.
+const (
+	// bufSize is the pooled buffer a direction borrows while bytes flow.
+	bufSize = 32 << 10
+	// idleBufSize is what a direction that cannot wait without a buffer
+	// (a TLS connection: crypto/tls reads into its own buffer) reads into
+	// while it may be idle. Small messages (HTTP/2 pings, window updates,
+	// headers) fit in one read.
+	idleBufSize = 2 << 10
+	// maxRecord is the most plaintext one TLS record carries, and so the
+	// most a tls.Conn's Read returns at once: a read of exactly this much
+	// is a full record, the mark of a bulk transfer.
+	maxRecord = 16 << 10
+)
+
+var (
+	bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+	// lent counts the pooled buffers borrowed and not yet given back: what
+	// the copies of every Join in the process hold at the moment.
+	lent atomic.Int64
+)
+
+func getBuf() *[]byte {
+	lent.Add(1)
+	return bufPool.Get().(*[]byte)
+}
+
+func putBuf(b *[]byte) {
+	lent.Add(-1)
+	bufPool.Put(b)
+}
+
+// copyStream copies src to dst until src's EOF (a nil error) or a failure.
+// A plain socket is waited on without any buffer; anything else (TLS, a
+// wrapper) through a small one, with the pooled buffer borrowed while reads
+// keep coming back full. Neither allocates per chunk.
+func copyStream(dst io.Writer, src net.Conn) (int64, error) {
+	var sc syscall.Conn
+	// Exact types only: a wrapper that embeds a socket promotes
+	// SyscallConn but may rewrite what Read returns.
+	switch s := src.(type) {
+	case *net.TCPConn:
+		sc = s
+	case *net.UnixConn:
+		sc = s
+	}
+	if sc != nil {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return copyRaw(dst, rc)
+		}
+	}
+	return copyBuffered(dst, src)
+}
+
+// rawReader reads a socket from inside RawConn.Read, taking a pooled buffer
+// only once the socket is readable and giving it back as soon as the socket
+// has nothing more: an idle direction waits in the poller holding nothing.
+type rawReader struct {
+	buf *[]byte // held while bytes flow
+	n   int
+	err error
+}
+
+// read is RawConn.Read's callback: false means "nothing yet, wait for the
+// socket to be readable".
+func (r *rawReader) read(fd uintptr) bool {
+	if r.buf == nil {
+		r.buf = getBuf()
+	}
+	for {
+		n, err := syscall.Read(int(fd), *r.buf)
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			putBuf(r.buf)
+			r.buf = nil
+			return false
+		case nil:
+			r.n, r.err = n, nil
+		default:
+			r.n, r.err = 0, err
+		}
+		return true
+	}
+}
+
+func copyRaw(dst io.Writer, rc syscall.RawConn) (written int64, err error) {
+	r := &rawReader{}
+	read := r.read // bound once: a method value per call would allocate
+	defer func() {
+		if r.buf != nil {
+			putBuf(r.buf)
+		}
+	}()
+	for {
+		// Deadlines and Close end the wait (expire relies on it).
+		if err := rc.Read(read); err != nil {
+			return written, err
+		}
+		if r.err != nil {
+			return written, os.NewSyscallError("read", r.err)
+		}
+		if r.n == 0 {
+			return written, nil // EOF
+		}
+		m, werr := dst.Write((*r.buf)[:r.n])
+		written += int64(m)
+		if werr != nil {
+			return written, werr
+		}
+	}
+}
+
+// copyBuffered copies through a small buffer while src may be idle, and
+// through a pooled one while reads keep coming back full (a full buffer, or
+// a full TLS record). Each read's bytes are written before the next read,
+// so a message is never held back waiting for more input.
+func copyBuffered(dst io.Writer, src io.Reader) (written int64, err error) {
+	idle := make([]byte, idleBufSize)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			putBuf(big)
+		}
+	}()
+	// carry is what the idle buffer took of the record that the first read
+	// into big finishes.
+	carry := 0
+	for {
+		buf := idle
+		if big != nil {
+			buf = *big
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			m, werr := dst.Write(buf[:n])
+			written += int64(m)
+			if werr != nil {
+				return written, werr
+			}
+			if m != n {
+				return written, io.ErrShortWrite
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return written, nil
+			}
+			return written, rerr
+		}
+		switch {
+		case big == nil && n == len(idle):
+			big = getBuf()
+			carry = n
+		case big != nil && (n == len(buf) || n == maxRecord || carry > 0 && carry+n == maxRecord):
+			carry = 0
+		case big != nil:
+			// A short read: src has caught up. Wait in the idle buffer.
+			putBuf(big)
+			big, carry = nil, 0
+		}
+	}
+}

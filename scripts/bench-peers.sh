@@ -1,0 +1,35 @@
+#!/bin/sh
+# make bench-peers: wakegate's connect → gateway → engine path measured side
+# by side with the classic mTLS sidecar pair (stunnel in client mode →
+# haproxy verifying client certificates) and raw loopback TCP, one echo
+# backend behind them all, in one run. Writes bench/latest.txt, which
+# docs/performance.md quotes. Loopback only; a few minutes at most.
+# Extra arguments go to the measuring tool (scripts/benchpeers), e.g.
+#   scripts/bench-peers.sh -idle 1000 -cold 4
+set -eu
+cd "$(dirname "$0")/.."
+
+# Debian's stunnel4 and haproxy, when missing (as root, with apt-get).
+missing=""
+command -v stunnel4 >/dev/null 2>&1 || missing="$missing stunnel4"
+command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "bench-peers: needs$missing; run as root or: sudo apt-get install -y$missing" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+# 10,000 idle connections cost the gateway and connect two descriptors
+# each, and the measuring tool one.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+GO=${GO:-go}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+$GO build -o bin/wakegate ./cmd/wakegate
+$GO build -o "$tmp/echo" ./scripts/benchpeers/echo
+$GO build -o "$tmp/benchpeers" ./scripts/benchpeers
+"$tmp/benchpeers" -wakegate bin/wakegate -echo "$tmp/echo" -out bench/latest.txt "$@"

@@ -1,0 +1,799 @@
+// Command benchpeers is 'make bench-peers': it measures, in one run on this
+// machine and over loopback only, three paths to one echo backend —
+//
+//	raw:      client ──tcp──▶ echo
+//	peers:    client ──tcp──▶ stunnel ──mTLS──▶ haproxy ──unix──▶ echo
+//	wakegate: client ──tcp──▶ connect ──mTLS──▶ gateway ──mTLS──▶ engine ──unix──▶ echo
+//
+// The echo backend (./echo) is what 'wakegate engine --engine-cmd' runs in
+// place of buildkitd (it answers ListWorkers for readiness); haproxy reaches
+// the same process on its socket, the raw path on its TCP port. The
+// gateway runs with the exec provider and the real binaries throughout.
+//
+// It prints each figure with its ratio to the peer pair and to raw, checks
+// the performance targets, and writes the report to -out.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/wakegate/wakegate/certs"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-peers:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	bin, echo, out   string
+	conns, conns16   int
+	bulk             time.Duration
+	idle             []int
+	cold             int
+	stunnel, haproxy string
+	fdLimit          uint64
+}
+
+func run() error {
+	var o options
+	idle := "1000,10000"
+	flag.StringVar(&o.bin, "wakegate", "bin/wakegate", "the wakegate binary")
+	flag.StringVar(&o.echo, "echo", "", "the echo backend binary (scripts/benchpeers/echo)")
+	flag.StringVar(&o.out, "out", "bench/latest.txt", "where the report goes")
+	flag.IntVar(&o.conns, "conns", 400, "new connections measured one at a time, per path")
+	flag.IntVar(&o.conns16, "conns16", 1600, "new connections measured 16 at a time, per path")
+	flag.DurationVar(&o.bulk, "bulk", 3*time.Second, "bulk echo time per path")
+	flag.StringVar(&idle, "idle", idle, "idle tunnelled connections held, comma-separated counts")
+	flag.IntVar(&o.cold, "cold", 8, "cold connects (engine stopped) measured")
+	flag.StringVar(&o.stunnel, "stunnel", "stunnel4", "stunnel binary")
+	flag.StringVar(&o.haproxy, "haproxy", "haproxy", "haproxy binary")
+	flag.Parse()
+	for _, s := range strings.Split(idle, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("-idle %q: want positive counts", idle)
+		}
+		o.idle = append(o.idle, n)
+	}
+	if o.echo == "" {
+		return errors.New("-echo is required")
+	}
+	// The gateway, connect and the engine hold two descriptors per
+	// tunnelled connection: ask for no more than the limit allows.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	o.fdLimit = lim.Cur
+	for i, n := range o.idle {
+		if most := int(lim.Cur/2) - 500; n > most {
+			fmt.Fprintf(os.Stderr, "bench-peers: %d idle connections asked, %d held: the open-files limit is %d (raise it with ulimit -n as root)\n", n, most, lim.Cur)
+			o.idle[i] = most
+		}
+	}
+	var err error
+	if o.bin, err = filepath.Abs(o.bin); err != nil {
+		return err
+	}
+	if o.echo, err = filepath.Abs(o.echo); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "wg-bench-")
+	if err != nil {
+		return err
+	}
+	b := &bench{opt: o, work: work}
+	rep, err := b.measure()
+	b.stopAll()
+	if err != nil {
+		return fmt.Errorf("%w (logs in %s)", err, work)
+	}
+	os.RemoveAll(work)
+	text := rep.String()
+	fmt.Print(text)
+	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(o.out, []byte(text), 0o644)
+}
+
+// bench owns the processes it starts and stops them, by pid, at the end.
+type bench struct {
+	opt   options
+	work  string
+	mu    sync.Mutex // guards procs
+	procs []*exec.Cmd
+	roots []string // exec roots whose engines to stop
+}
+
+func (b *bench) start(name string, env []string, args ...string) (*exec.Cmd, error) {
+	log, err := os.Create(filepath.Join(b.work, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	log.Close()
+	b.mu.Lock()
+	b.procs = append(b.procs, cmd)
+	b.mu.Unlock()
+	return cmd, nil
+}
+
+// stopAll sends SIGTERM to what it started, newest first, and waits (the
+// gateway stops its engines through the exec provider); engines still
+// running after that are sent SIGKILL by their recorded pid.
+func (b *bench) stopAll() {
+	b.mu.Lock()
+	procs := b.procs
+	b.procs = nil
+	b.mu.Unlock()
+	for i := len(procs) - 1; i >= 0; i-- {
+		p := procs[i]
+		p.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			p.Process.Kill()
+			<-done
+		}
+	}
+	for _, root := range b.roots {
+		if pid, err := readPid(filepath.Join(root, "engine-0", "pid")); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func readPid(path string) (int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(data)))
+}
+
+// freePort reserves a loopback port for a process to listen on.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// waitListening waits until addr accepts connections.
+func waitListening(addr string, within time.Duration) error {
+	give := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(give) {
+			return fmt.Errorf("%s not listening after %s: %w", addr, within, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a process we started, bounded
+	}
+}
+
+// deployment is one gateway with its connect sidecar.
+type deployment struct {
+	root            string // WAKEGATE_EXEC_ROOT
+	gateway, admin  string
+	connect         string
+	gwCmd, connCmd  *exec.Cmd
+	engineDir       string
+	echoSock, echoT string // the echo backend's socket and TCP address
+}
+
+func (b *bench) deploy(name, caDir, creds, idle string) (*deployment, error) {
+	d := &deployment{root: filepath.Join(b.work, name)}
+	d.engineDir = filepath.Join(d.root, "engine-0")
+	if err := os.MkdirAll(d.root, 0o755); err != nil {
+		return nil, err
+	}
+	b.roots = append(b.roots, d.root)
+	var err error
+	if d.echoT, err = freePort(); err != nil {
+		return nil, err
+	}
+	// start.sh notes when each start begins: the engine's own
+	// start-to-ready is measured from there to its "engine ready" line.
+	start := filepath.Join(d.root, "start.sh")
+	script := `set -eu
+dir="$WAKEGATE_EXEC_ROOT/$WAKEGATE_ENGINE"
+mkdir -p "$dir"
+date +%s%N >"$dir/start.ns"
+rm -f "$dir/engine.addr"
+"$WAKEGATE_BIN" engine --state "$dir" --listen 127.0.0.1:0 --addr-file "$dir/engine.addr" \
+  --name "wakegate-$WAKEGATE_ENGINE" --engine-cmd "` + b.opt.echo + ` {socket} ` + d.echoT + `" >>"$dir/engine.log" 2>&1 &
+echo $! >"$dir/pid"
+while [ ! -s "$dir/engine.addr" ]; do sleep 0.005; done
+cat "$dir/engine.addr"
+`
+	stop := filepath.Join(d.root, "stop.sh")
+	stopScript := `set -eu
+dir="$WAKEGATE_EXEC_ROOT/$WAKEGATE_ENGINE"
+[ -s "$dir/pid" ] || exit 0
+pid=$(cat "$dir/pid")
+kill -TERM "$pid" 2>/dev/null || { rm -f "$dir/pid"; exit 0; }
+while state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) && [ "$state" != Z ]; do sleep 0.02; done
+rm -f "$dir/pid"
+`
+	for path, text := range map[string]string{start: script, stop: stopScript} {
+		if err := os.WriteFile(path, []byte(text), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if d.gateway, err = freePort(); err != nil {
+		return nil, err
+	}
+	if d.admin, err = freePort(); err != nil {
+		return nil, err
+	}
+	if d.connect, err = freePort(); err != nil {
+		return nil, err
+	}
+	env := []string{"WAKEGATE_CA_PASSWORD=", "WAKEGATE_EXEC_ROOT=" + d.root, "WAKEGATE_BIN=" + b.opt.bin}
+	if d.gwCmd, err = b.start(name+"-gateway", env, b.opt.bin, "gateway", "--ca-dir", caDir,
+		"--provider", "exec", "--exec-start", "sh "+start, "--exec-stop", "sh "+stop,
+		"--listen", d.gateway, "--admin", d.admin, "--ca-listen", "127.0.0.1:0",
+		"--idle", idle, "--max-conns-per-identity", "50000", "--log-level", "warn"); err != nil {
+		return nil, err
+	}
+	if err := waitListening(d.gateway, 30*time.Second); err != nil {
+		return nil, err
+	}
+	if d.connCmd, err = b.start(name+"-connect", nil, b.opt.bin, "connect", "--gateway", d.gateway,
+		"--creds", creds, "--listen", d.connect, "--log-level", "warn"); err != nil {
+		return nil, err
+	}
+	return d, waitListening(d.connect, 30*time.Second)
+}
+
+func (d *deployment) enginePid() (int, error) { return readPid(filepath.Join(d.engineDir, "pid")) }
+
+// echoPid finds the echo backend: the engine's child (forked by any of its
+// threads).
+func (d *deployment) echoPid() (int, error) {
+	epid, err := d.enginePid()
+	if err != nil {
+		return 0, err
+	}
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", epid))
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(data)); len(f) > 0 {
+			return strconv.Atoi(f[0])
+		}
+	}
+	return 0, fmt.Errorf("engine %d has no child", epid)
+}
+
+// engineState asks the gateway's admin endpoint for engine-0's state.
+func (d *deployment) engineState() (string, error) {
+	resp, err := http.Get("http://" + d.admin + "/engines")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var engines []struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(body, &engines); err != nil {
+		return "", fmt.Errorf("admin /engines: %w (%s)", err, body)
+	}
+	if len(engines) == 0 {
+		return "", errors.New("admin /engines: none")
+	}
+	return engines[0].State, nil
+}
+
+func (b *bench) measure() (*report, error) {
+	o := b.opt
+	rep := &report{opt: o, started: time.Now()}
+	// Certificates from the CLI (client) and the CA package (haproxy's
+	// server certificate, which 'certs issue' does not make).
+	caDir, creds := filepath.Join(b.work, "ca"), filepath.Join(b.work, "creds")
+	for _, args := range [][]string{
+		{"certs", "init", "--dir", caDir, "--no-password"},
+		{"certs", "issue", "--dir", caDir, "--name", "bench", "--ttl", "2h", "--out", creds},
+	} {
+		if out, err := exec.Command(o.bin, args...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("wakegate %s: %v\n%s", strings.Join(args[:2], " "), err, out)
+		}
+	}
+	// A second gateway (the cold one) cannot open the first one's CA
+	// database: it gets a copy of the same CA.
+	coldCA := filepath.Join(b.work, "ca-cold")
+	if out, err := exec.Command("cp", "-a", caDir, coldCA).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("copy the CA: %v\n%s", err, out)
+	}
+	ca, err := certs.Load(caDir, nil)
+	if err != nil {
+		return nil, err
+	}
+	srvLeaf, err := ca.Issue(certs.Server, "localhost", []string{"localhost", "127.0.0.1"}, 2*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	srvDir := filepath.Join(b.work, "server")
+	if err := ca.WriteClientCreds(srvDir, srvLeaf); err != nil {
+		return nil, err
+	}
+
+	d, err := b.deploy("warm", caDir, creds, "10m")
+	if err != nil {
+		return nil, err
+	}
+	// The first connection wakes the engine, which starts the echo backend.
+	if _, err := newConns(d.connect, 1, 1); err != nil {
+		return nil, fmt.Errorf("first connection through wakegate: %w", err)
+	}
+	paths := map[string]*pathInfo{
+		"wakegate": {addr: d.connect},
+		"raw":      {addr: d.echoT},
+	}
+	echoPid, err := d.echoPid()
+	if err != nil {
+		return nil, err
+	}
+	enginePid, _ := d.enginePid()
+	paths["raw"].procs = []proc{{"echo", echoPid}}
+	paths["wakegate"].procs = []proc{{"connect", d.connCmd.Process.Pid}, {"gateway", d.gwCmd.Process.Pid}, {"engine", enginePid}, {"echo", echoPid}}
+	peer, err := b.startPeers(filepath.Join(d.engineDir, "buildkitd.sock"), creds, srvDir)
+	if err != nil {
+		return nil, err
+	}
+	peer.procs = append(peer.procs, proc{"echo", echoPid})
+	paths["peers"] = peer
+	rep.paths = paths
+
+	// Idle memory first, on processes that have served one connection.
+	for _, p := range []proc{{"gateway", d.gwCmd.Process.Pid}, {"connect", d.connCmd.Process.Pid}} {
+		rep.idleProcs = append(rep.idleProcs, p)
+	}
+	if err := b.idle(rep, d.connect); err != nil {
+		return nil, fmt.Errorf("idle connections: %w", err)
+	}
+	for _, name := range pathOrder {
+		p := paths[name]
+		if p.c1, err = newConns(p.addr, o.conns, 1); err != nil {
+			return nil, fmt.Errorf("%s: new connections: %w", name, err)
+		}
+		if p.c16, err = newConns(p.addr, o.conns16, 16); err != nil {
+			return nil, fmt.Errorf("%s: new connections, 16 at a time: %w", name, err)
+		}
+		if p.bulk, err = bulk(p.addr, o.bulk, p.procs); err != nil {
+			return nil, fmt.Errorf("%s: bulk: %w", name, err)
+		}
+	}
+	if o.cold > 0 {
+		cold, err := b.deploy("cold", coldCA, creds, "1s")
+		if err != nil {
+			return nil, err
+		}
+		if rep.cold, err = b.coldConnects(cold, o.cold); err != nil {
+			return nil, fmt.Errorf("cold connects: %w", err)
+		}
+	}
+	rep.took = time.Since(rep.started)
+	return rep, nil
+}
+
+var pathOrder = []string{"raw", "peers", "wakegate"}
+
+type proc struct {
+	name string
+	pid  int
+}
+
+type pathInfo struct {
+	addr  string
+	procs []proc
+	c1    connStats
+	c16   connStats
+	bulk  bulkStats
+}
+
+// startPeers runs the classic pair: stunnel in client mode presenting the
+// client certificate, haproxy terminating TLS 1.3 with client certificates
+// required and verified, forwarding to the echo backend's socket.
+func (b *bench) startPeers(echoSock, creds, srvDir string) (*pathInfo, error) {
+	stAddr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	haAddr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	pem := filepath.Join(b.work, "haproxy.pem")
+	crt, err := os.ReadFile(filepath.Join(srvDir, certs.ClientCertFile))
+	if err != nil {
+		return nil, err
+	}
+	key, err := os.ReadFile(filepath.Join(srvDir, certs.ClientKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(pem, append(crt, key...), 0o600); err != nil {
+		return nil, err
+	}
+	ha := filepath.Join(b.work, "haproxy.cfg")
+	haCfg := fmt.Sprintf(`global
+  maxconn %d
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+frontend fe
+  bind %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3
+  default_backend be
+backend be
+  server echo unix@%s
+`, b.opt.fdLimit/2-100, haAddr, pem, filepath.Join(creds, certs.CACertFile), echoSock)
+	st := filepath.Join(b.work, "stunnel.conf")
+	stCfg := fmt.Sprintf(`foreground = yes
+pid =
+debug = 4
+[bench]
+client = yes
+accept = %s
+connect = %s
+cert = %s
+key = %s
+CAfile = %s
+verifyChain = yes
+checkHost = localhost
+sslVersionMin = TLSv1.3
+`, stAddr, haAddr, filepath.Join(creds, certs.ClientCertFile), filepath.Join(creds, certs.ClientKeyFile), filepath.Join(creds, certs.CACertFile))
+	if err := os.WriteFile(ha, []byte(haCfg), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(st, []byte(stCfg), 0o600); err != nil {
+		return nil, err
+	}
+	haCmd, err := b.start("haproxy", nil, b.opt.haproxy, "-db", "-f", ha)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitListening(haAddr, 10*time.Second); err != nil {
+		return nil, err
+	}
+	stCmd, err := b.start("stunnel", nil, b.opt.stunnel, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitListening(stAddr, 10*time.Second); err != nil {
+		return nil, err
+	}
+	p := &pathInfo{addr: stAddr, procs: []proc{{"stunnel", stCmd.Process.Pid}, {"haproxy", haCmd.Process.Pid}}}
+	if _, err := newConns(stAddr, 1, 1); err != nil {
+		return nil, fmt.Errorf("first connection through stunnel and haproxy: %w (see %s)", err, b.work)
+	}
+	return p, nil
+}
+
+type connStats struct {
+	n          int
+	lat        []time.Duration
+	elapsed    time.Duration
+	p50, p99   time.Duration
+	perSecond  float64
+	concurrent int
+}
+
+// newConns opens n connections, conc at a time; each sends 32 bytes,
+// reads their echo and closes. Its latency runs from the dial to the echo.
+func newConns(addr string, n, conc int) (connStats, error) {
+	s := connStats{n: n, concurrent: conc, lat: make([]time.Duration, n)}
+	var next int
+	var mu sync.Mutex // guards next and firstErr
+	var firstErr error
+	var wg sync.WaitGroup
+	began := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := bytes.Repeat([]byte("x"), 32)
+			got := make([]byte, 32)
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := i >= n || firstErr != nil
+				mu.Unlock()
+				if stop {
+					return
+				}
+				t0 := time.Now()
+				err := func() error {
+					c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+					if err != nil {
+						return err
+					}
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(30 * time.Second))
+					if _, err := c.Write(msg); err != nil {
+						return err
+					}
+					_, err = io.ReadFull(c, got)
+					return err
+				}()
+				s.lat[i] = time.Since(t0)
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("connection %d: %w", i, err)
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	s.elapsed = time.Since(began)
+	if firstErr != nil {
+		return s, firstErr
+	}
+	s.p50, s.p99 = percentile(s.lat, 50), percentile(s.lat, 99)
+	s.perSecond = float64(n) / s.elapsed.Seconds()
+	return s, nil
+}
+
+type bulkStats struct {
+	bytes   int64
+	elapsed time.Duration
+	mbps    float64
+	cpu     map[string]time.Duration
+}
+
+// bulk sends for d on one connection while reading the echo back, and
+// takes each process's CPU time around it.
+func bulk(addr string, d time.Duration, procs []proc) (bulkStats, error) {
+	s := bulkStats{cpu: map[string]time.Duration{}}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return s, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(d + time.Minute))
+	before := map[string]time.Duration{}
+	for _, p := range procs {
+		if before[p.name], err = cpuOf(p.pid); err != nil {
+			return s, err
+		}
+	}
+	began := time.Now()
+	werr := make(chan error, 1)
+	go func() {
+		buf := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+		for time.Since(began) < d {
+			if _, err := c.Write(buf); err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- c.(*net.TCPConn).CloseWrite()
+	}()
+	n, rerr := io.CopyBuffer(io.Discard, struct{ io.Reader }{c}, make([]byte, 64<<10))
+	s.elapsed = time.Since(began)
+	if err := <-werr; err != nil {
+		return s, err
+	}
+	if rerr != nil {
+		return s, rerr
+	}
+	for _, p := range procs {
+		after, err := cpuOf(p.pid)
+		if err != nil {
+			return s, err
+		}
+		s.cpu[p.name] = after - before[p.name]
+	}
+	s.bytes = n
+	s.mbps = float64(n) / 1e6 / s.elapsed.Seconds()
+	return s, nil
+}
+
+func cpuOf(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return procCPU(data)
+}
+
+func rssOf(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	return procRSS(data)
+}
+
+type idleStats struct {
+	conns int
+	per   map[string]int64 // RSS growth per connection, by process
+}
+
+// idle holds connections open through wakegate, each tunnelled to the echo
+// backend (one byte echoed), and reads the processes' RSS once they
+// settle.
+func (b *bench) idle(rep *report, addr string) error {
+	base := map[string]int64{}
+	for _, p := range rep.idleProcs {
+		v, err := rssOf(p.pid)
+		if err != nil {
+			return err
+		}
+		base[p.name] = v
+	}
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for _, target := range b.opt.idle {
+		var mu sync.Mutex // guards held and firstErr
+		var firstErr error
+		var wg sync.WaitGroup
+		todo := make(chan struct{}, target)
+		for range target - len(held) {
+			todo <- struct{}{}
+		}
+		close(todo)
+		for range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				one := []byte{1}
+				for range todo {
+					c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+					if err == nil {
+						c.SetDeadline(time.Now().Add(60 * time.Second))
+						if _, err = c.Write(one); err == nil {
+							_, err = io.ReadFull(c, one)
+						}
+						c.SetDeadline(time.Time{})
+					}
+					mu.Lock()
+					if err != nil && firstErr == nil {
+						firstErr = err
+					}
+					if c != nil {
+						held = append(held, c)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return fmt.Errorf("at %d connections: %w", len(held), firstErr)
+		}
+		// Let the processes settle (their GC and the scavenger), then take
+		// the lowest of a few readings.
+		s := idleStats{conns: len(held), per: map[string]int64{}}
+		low := map[string]int64{}
+		for range 4 {
+			time.Sleep(time.Second) // settling the measured processes
+			for _, p := range rep.idleProcs {
+				v, err := rssOf(p.pid)
+				if err != nil {
+					return err
+				}
+				if l, ok := low[p.name]; !ok || v < l {
+					low[p.name] = v
+				}
+			}
+		}
+		for _, p := range rep.idleProcs {
+			s.per[p.name] = perConn(base[p.name], low[p.name], s.conns)
+		}
+		rep.idle = append(rep.idle, s)
+	}
+	return nil
+}
+
+type coldStats struct {
+	total, engine, gateway []time.Duration
+}
+
+// coldConnects measures connections that find the engine stopped: the
+// whole wait to the echo, the engine's own start-to-ready (from the start
+// command's first line to the engine's "engine ready"), and the rest, which
+// is the gateway's (and connect's) part.
+func (b *bench) coldConnects(d *deployment, n int) (coldStats, error) {
+	var s coldStats
+	for i := range n {
+		if err := waitStopped(d, 60*time.Second); err != nil {
+			return s, err
+		}
+		st, err := newConns(d.connect, 1, 1)
+		if err != nil {
+			return s, err
+		}
+		total := st.lat[0]
+		startNs, err := os.ReadFile(filepath.Join(d.engineDir, "start.ns"))
+		if err != nil {
+			return s, err
+		}
+		ns, err := strconv.ParseInt(strings.TrimSpace(string(startNs)), 10, 64)
+		if err != nil {
+			return s, err
+		}
+		log, err := os.ReadFile(filepath.Join(d.engineDir, "engine.log"))
+		if err != nil {
+			return s, err
+		}
+		ready, ok := lastLogTime(log, "engine ready")
+		if !ok {
+			return s, fmt.Errorf("cold connect %d: no 'engine ready' in the engine's log", i)
+		}
+		eng := ready.Sub(time.Unix(0, ns))
+		s.total = append(s.total, total)
+		s.engine = append(s.engine, eng)
+		s.gateway = append(s.gateway, total-eng)
+	}
+	return s, nil
+}
+
+// waitStopped waits until the gateway reports its engine stopped (idle
+// after 1 s) and the stop command has finished.
+func waitStopped(d *deployment, within time.Duration) error {
+	give := time.Now().Add(within)
+	for {
+		state, err := d.engineState()
+		_, perr := os.Stat(filepath.Join(d.engineDir, "pid"))
+		if err == nil && state == "stopped" && errors.Is(perr, os.ErrNotExist) {
+			return nil
+		}
+		if time.Now().After(give) {
+			return fmt.Errorf("engine not stopped after %s (state %q, %v)", within, state, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the gateway we started, bounded
+	}
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Targets of issue #12, as ratios from one run.
+const (
+	targetIdleBytes   = 32 << 10 // per idle tunnelled connection, gateway and connect
+	targetNewConn     = 0.25     // wakegate's new-connection p50 over the peer pair's
+	targetBulk        = 1.3      // wakegate's bulk MB/s over the peer pair's
+	targetColdGateway = 5 * time.Millisecond
+)
+
+type report struct {
+	opt       options
+	started   time.Time
+	took      time.Duration
+	paths     map[string]*pathInfo
+	idleProcs []proc
+	idle      []idleStats
+	cold      coldStats
+}
+
+func (r *report) String() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	raw, peers, wg := r.paths["raw"], r.paths["peers"], r.paths["wakegate"]
+	p("# make bench-peers — %s, %s, %d CPUs, %s (run took %s)\n", r.started.UTC().Format(time.RFC3339), runtime.Version(), runtime.NumCPU(), runtime.GOARCH, r.took.Round(time.Second))
+	p("# One machine, loopback only, one echo backend; other work may share the machine: compare within this run.\n")
+	p("#   raw      client -tcp-> echo\n")
+	p("#   peers    client -tcp-> stunnel -mTLS-> haproxy (verify required) -unix-> echo\n")
+	p("#   wakegate client -tcp-> connect -mTLS-> gateway -mTLS-> engine front -unix-> echo\n")
+	p("# open-files limit %d\n\n", r.opt.fdLimit)
+
+	p("## New connections (dial, 32 bytes echoed, close)\n")
+	p("%-9s %10s %10s %10s %12s %10s %10s %12s\n", "path", "p50", "p99", "conns/s", "p50 ×16", "p99 ×16", "conns/s×16", "")
+	for _, name := range pathOrder {
+		x := r.paths[name]
+		p("%-9s %10s %10s %10.0f %12s %10s %10.0f\n", name, ms(x.c1.p50), ms(x.c1.p99), x.c1.perSecond, ms(x.c16.p50), ms(x.c16.p99), x.c16.perSecond)
+	}
+	p("wakegate/peers: p50 %s, conns/s %s, conns/s×16 %s; wakegate/raw: p50 %s\n\n",
+		ratio(float64(wg.c1.p50), float64(peers.c1.p50)), ratio(wg.c1.perSecond, peers.c1.perSecond),
+		ratio(wg.c16.perSecond, peers.c16.perSecond), ratio(float64(wg.c1.p50), float64(raw.c1.p50)))
+
+	p("## Bulk echo (one connection, 64 KiB writes for %s, every byte sent and echoed back; MB/s of one direction)\n", r.opt.bulk)
+	for _, name := range pathOrder {
+		x := r.paths[name]
+		p("%-9s %8.0f MB/s   CPU s/GB:", name, x.bulk.mbps)
+		for _, pr := range x.procs {
+			p(" %s %.2f", pr.name, cpuPerGB(x.bulk.cpu[pr.name], x.bulk.bytes))
+		}
+		p("\n")
+	}
+	p("wakegate/peers: %s; wakegate/raw: %s\n\n", ratio(wg.bulk.mbps, peers.bulk.mbps), ratio(wg.bulk.mbps, raw.bulk.mbps))
+
+	p("## Idle tunnelled connections through wakegate (RSS growth per connection, lowest of 4 readings 1 s apart)\n")
+	for _, s := range r.idle {
+		p("%6d conns:", s.conns)
+		for _, pr := range r.idleProcs {
+			p("  %s %.1f KiB", pr.name, float64(s.per[pr.name])/1024)
+		}
+		p("\n")
+	}
+	p("\n")
+	if len(r.cold.total) > 0 {
+		p("## Cold connects (engine stopped; %d trials)\n", len(r.cold.total))
+		p("total p50 %s, engine start-to-ready p50 %s, gateway's part (total less the engine's own) p50 %s, p99 %s\n\n",
+			ms(percentile(r.cold.total, 50)), ms(percentile(r.cold.engine, 50)), ms(percentile(r.cold.gateway, 50)), ms(percentile(r.cold.gateway, 99)))
+	}
+
+	p("## Targets\n")
+	for _, s := range r.idle {
+		for _, pr := range r.idleProcs {
+			p("idle connection at %s, %d conns: %.1f KiB <= 32 KiB: %s\n", pr.name, s.conns, float64(s.per[pr.name])/1024, verdict(s.per[pr.name] <= targetIdleBytes))
+		}
+	}
+	nc := float64(wg.c1.p50) / float64(peers.c1.p50)
+	p("new-connection p50 %.2f× the peer pair <= %.2f×: %s\n", nc, targetNewConn, verdict(nc <= targetNewConn))
+	bk := wg.bulk.mbps / peers.bulk.mbps
+	p("bulk %.2f× the peer pair >= %.2f×: %s\n", bk, targetBulk, verdict(bk >= targetBulk))
+	if len(r.cold.gateway) > 0 {
+		g := percentile(r.cold.gateway, 50)
+		p("gateway's part of a cold connect p50 %s <= %s: %s\n", ms(g), ms(targetColdGateway), verdict(g <= targetColdGateway))
+	}
+	p("zero allocations per chunk in the copy loop: see 'make bench' (proxy, -benchmem)\n")
+	return b.String()
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's CPU times: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+// percentile is the nearest-rank p-th percentile (0 < p <= 100) of ds; 0
+// for none.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	rank := int(float64(len(s))*p/100+0.999999) - 1
+	return s[min(max(rank, 0), len(s)-1)]
+}
+
+// procCPU reads a process's user and system CPU time from the text of
+// /proc/PID/stat. The command name (field 2) is in parentheses and may
+// itself hold spaces and parentheses: the fields are counted from the last
+// ')'.
+func procCPU(stat []byte) (time.Duration, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("/proc stat: no command name")
+	}
+	// After the name: state (field 3) ... utime (14), stime (15).
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc stat: %d fields after the name, want at least 13", len(f))
+	}
+	var ticks uint64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc stat: cpu time %q: %w", s, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// procRSS reads VmRSS, in bytes, from the text of /proc/PID/status.
+func procRSS(status []byte) (int64, error) {
+	for line := range strings.Lines(string(status)) {
+		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("/proc status: VmRSS %q", strings.TrimSpace(rest))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc status: VmRSS: %w", err)
+		}
+		return kb << 10, nil
+	}
+	return 0, errors.New("/proc status: no VmRSS (a kernel thread, or the process has exited)")
+}
+
+// lastLogTime finds the last line of a log/slog text log whose message is
+// msg and returns its time.
+func lastLogTime(log []byte, msg string) (time.Time, bool) {
+	want := "msg=" + strconv.Quote(msg)
+	if !strings.ContainsAny(msg, " =\"") {
+		want = "msg=" + msg
+	}
+	var found time.Time
+	ok := false
+	for line := range strings.Lines(string(log)) {
+		if !strings.Contains(line, " "+want+" ") && !strings.HasSuffix(strings.TrimSpace(line), " "+want) {
+			continue
+		}
+		ts, _, cut := strings.Cut(line, " ")
+		v, isTime := strings.CutPrefix(ts, "time=")
+		if !cut || !isTime {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			continue
+		}
+		found, ok = t, true
+	}
+	return found, ok
+}
+
+// ratio formats a/b as "1.23×", or "—" when b is zero.
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+// ms formats a duration in milliseconds with two decimals.
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+// cpuPerGB is CPU seconds per GB (10^9 bytes) moved.
+func cpuPerGB(cpu time.Duration, bytes int64) float64 {
+	if bytes == 0 {
+		return 0
+	}
+	return cpu.Seconds() / (float64(bytes) / 1e9)
+}
+
+// perConn is the growth from base to now spread over n connections.
+func perConn(base, now int64, n int) int64 {
+	if n == 0 {
+		return 0
+	}
+	return (now - base) / int64(n)
+}
+
+// verdict says whether a target holds.
+func verdict(holds bool) string {
+	if holds {
+		return "holds"
+	}
+	return "DOES NOT HOLD"
+}

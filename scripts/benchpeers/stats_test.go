@@ -1,0 +1,101 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestPercentileIsNearestRank(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 100; i++ {
+		ds = append(ds, time.Duration(101-i)*time.Millisecond) // unsorted
+	}
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50 * time.Millisecond}, {99, 99 * time.Millisecond}, {100, 100 * time.Millisecond}, {1, time.Millisecond}, {0.1, time.Millisecond}} {
+		if got := percentile(ds, tc.p); got != tc.want {
+			t.Errorf("p%v = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("p50 of nothing = %v", got)
+	}
+	if got := percentile([]time.Duration{7}, 99); got != 7 {
+		t.Errorf("p99 of one = %v", got)
+	}
+	if ds[0] != 100*time.Millisecond {
+		t.Error("percentile sorted its input in place")
+	}
+}
+
+func TestProcCPUCountsFieldsAfterTheLastParenthesis(t *testing.T) {
+	// utime 250 and stime 50 ticks; a command name with spaces and ')'.
+	stat := []byte("4242 (we ird) (name) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 8 0 100 1000000 500 18446744073709551615\n")
+	got, err := procCPU(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 3 * time.Second; got != want {
+		t.Fatalf("cpu = %v, want %v", got, want)
+	}
+	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S 1 2 3 4 5 6 7 8 9 10 x 5 0"} {
+		if _, err := procCPU([]byte(bad)); err == nil {
+			t.Errorf("procCPU(%q) gave no error", bad)
+		}
+	}
+}
+
+func TestProcRSSReadsVmRSSInBytes(t *testing.T) {
+	status := []byte("Name:\tgateway\nVmPeak:\t  999 kB\nVmRSS:\t   12345 kB\nThreads:\t9\n")
+	got, err := procRSS(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 12345*1024 {
+		t.Fatalf("rss = %d", got)
+	}
+	for _, bad := range []string{"Name:\tkthreadd\n", "VmRSS:\t12 MB\n", "VmRSS:\tx kB\n"} {
+		if _, err := procRSS([]byte(bad)); err == nil {
+			t.Errorf("procRSS(%q) gave no error", bad)
+		}
+	}
+}
+
+func TestLastLogTimeFindsTheLastMatchingLine(t *testing.T) {
+	log := []byte(`time=2026-01-02T03:04:05.100Z level=INFO msg="engine ready" addr=127.0.0.1:1
+time=2026-01-02T03:04:06.000Z level=INFO msg="engine stopping" reason=signal
+time=2026-01-02T03:04:07.250+01:00 level=INFO msg="engine ready" addr=127.0.0.1:2
+time=2026-01-02T03:04:08.000Z level=INFO msg="engine ready now" addr=127.0.0.1:3
+garbage
+`)
+	got, ok := lastLogTime(log, "engine ready")
+	if !ok {
+		t.Fatal("not found")
+	}
+	want := time.Date(2026, 1, 2, 2, 4, 7, 250e6, time.UTC)
+	if !got.Equal(want) {
+		t.Fatalf("time = %v, want %v", got, want)
+	}
+	if _, ok := lastLogTime(log, "gateway listening"); ok {
+		t.Fatal("found a message that is not there")
+	}
+}
+
+func TestRatiosAndUnits(t *testing.T) {
+	if got := ratio(3, 2); got != "1.50×" {
+		t.Errorf("ratio = %q", got)
+	}
+	if got := ratio(1, 0); got != "—" {
+		t.Errorf("ratio by zero = %q", got)
+	}
+	if got := cpuPerGB(2*time.Second, 4e9); got != 0.5 {
+		t.Errorf("cpu per GB = %v", got)
+	}
+	if got := perConn(1000, 33000, 1000); got != 32 {
+		t.Errorf("per conn = %d", got)
+	}
+	if got := ms(1500 * time.Microsecond); got != "1.50 ms" {
+		t.Errorf("ms = %q", got)
+	}
+}
