@@ -33,7 +33,7 @@ type Enrollment struct {
 // No long-lived secret is needed: the token is spent by the exchange. A
 // zero ttl takes the CA's default lifetime for clients.
 func Enroll(ctx context.Context, caURL, fingerprint, token string, ttl time.Duration) (*Enrollment, error) {
-	if err := checkTokenFresh(token); err != nil {
+	if err := CheckToken(token); err != nil {
 		return nil, err
 	}
 	client, root, err := pinnedClient(caURL, fingerprint)
@@ -83,9 +83,10 @@ func pinnedClient(caURL, fingerprint string) (*stepca.Client, *x509.Certificate,
 	return client, root.RootPEM.Certificate, nil
 }
 
-// checkTokenFresh reads the token's expiry (unverified: the CA verifies) to
-// fail with a clear message before any network call.
-func checkTokenFresh(token string) error {
+// CheckToken reads the token's form and expiry (unverified: the CA
+// verifies) to fail with a clear message before any network call — and,
+// for a command that validates its flags first, before it opens anything.
+func CheckToken(token string) error {
 	tok, err := jose.ParseSigned(token)
 	if err != nil {
 		return fmt.Errorf("the token is not a JWT (copy all of what 'wakegate certs token' printed): %w", err)

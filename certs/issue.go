@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/x509util"
+
+	"github.com/wakegate/wakegate/identity"
 )
 
 // Kind says what a leaf certificate is for.
@@ -31,22 +35,6 @@ const (
 	minTTL           = time.Minute
 )
 
-// Templates in smallstep's x509util template language. A client leaf only
-// authenticates clients; a server leaf only serves.
-const (
-	clientTemplate = `{
-	"subject": {{ toJson .Subject }},
-	"keyUsage": ["digitalSignature"],
-	"extKeyUsage": ["clientAuth"]
-}`
-	serverTemplate = `{
-	"subject": {{ toJson .Subject }},
-	"sans": {{ toJson .SANs }},
-	"keyUsage": ["digitalSignature"],
-	"extKeyUsage": ["serverAuth"]
-}`
-)
-
 // Credentials file names written by WriteClientCreds and read by LoadClientCreds.
 const (
 	ClientCertFile = "client.crt"
@@ -65,10 +53,14 @@ type Leaf struct {
 // intermediate: no authority, no token, no database record. wakegate's own
 // commands issue through the Authority (Authority.Issue, Operator.Issue);
 // this offline path serves tests and tools that must not touch the
-// database. sans applies to server certificates only.
+// database. It applies the provisioners' own profiles (leafSANs, then the
+// template of kind), so that what it issues is what production issues: a
+// client names itself and its repository only, and may not take a name of
+// wakegate's own; the gateway's certificate carries its role.
 func (ca *CA) Issue(kind Kind, name string, sans []string, ttl time.Duration) (*Leaf, error) {
-	if name == "" {
-		return nil, fmt.Errorf("issue certificate: a name is required")
+	sans, err := leafSANs(kind, name, sans)
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate: %w", err)
 	}
 	if ttl < minTTL {
 		return nil, fmt.Errorf("issue certificate for %s: ttl %s is shorter than the minimum %s", name, ttl, minTTL)
@@ -83,17 +75,49 @@ func (ca *CA) Issue(kind Kind, name string, sans []string, ttl time.Duration) (*
 	if err != nil {
 		return nil, fmt.Errorf("issue certificate for %s: generate key: %w", name, err)
 	}
-	tmpl := clientTemplate
-	data := x509util.CreateTemplateData(name, nil)
-	if kind == Server {
-		tmpl = serverTemplate
-		data = x509util.CreateTemplateData(name, sans)
-	}
-	cert, err := signWithData(tmpl, data, key.Public(), ca.Intermediate, ca.signer, ttl)
+	cert, err := signWithData(leafTemplate(kind), x509util.CreateTemplateData(name, sans), key.Public(), ca.Intermediate, ca.signer, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("issue certificate for %s: %w", name, err)
 	}
 	return &Leaf{Cert: cert, Chain: []*x509.Certificate{cert, ca.Intermediate}, Key: key}, nil
+}
+
+// leafSANs is what a leaf of kind for name may name, as both issuing paths
+// ask for it: a client its name and the repository it builds (a RepoURI),
+// nothing else, and never a name of wakegate's own (ErrReservedName); a
+// server the sans asked for (its name when none), and the gateway its role
+// mark too.
+func leafSANs(kind Kind, name string, sans []string) ([]string, error) {
+	if name == "" {
+		return nil, fmt.Errorf("a name is required")
+	}
+	if kind != Server {
+		if err := checkClientNames(name, nil); err != nil {
+			return nil, err
+		}
+		var repo []string
+		for _, s := range sans {
+			if strings.HasPrefix(s, identity.RepoURIPrefix) {
+				repo = append(repo, s)
+			}
+		}
+		return append([]string{name}, repo...), nil
+	}
+	if len(sans) == 0 {
+		sans = []string{name}
+	}
+	if name == identity.GatewayName && !slices.Contains(sans, gatewayRoleURI) {
+		sans = append(slices.Clone(sans), gatewayRoleURI)
+	}
+	return sans, nil
+}
+
+// leafTemplate is the template the provisioner of kind applies.
+func leafTemplate(kind Kind) string {
+	if kind == Server {
+		return serverLeafTemplate
+	}
+	return clientLeafTemplate
 }
 
 // TLSCertificate is the leaf as crypto/tls wants it, chain included so that

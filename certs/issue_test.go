@@ -46,8 +46,8 @@ func TestIssueClientLeafOnlyAuthenticatesClients(t *testing.T) {
 	if c.IsCA {
 		t.Errorf("client leaf is a CA")
 	}
-	if len(c.DNSNames)+len(c.IPAddresses) != 0 {
-		t.Errorf("client leaf has SANs %v %v; sans apply to servers only", c.DNSNames, c.IPAddresses)
+	if !slices.Equal(c.DNSNames, []string{"ci-job-1"}) || len(c.IPAddresses)+len(c.URIs) != 0 {
+		t.Errorf("client leaf has SANs %v %v %v; a client names itself (and its repository) only", c.DNSNames, c.IPAddresses, c.URIs)
 	}
 	if c.NotAfter.Before(before.Add(2*time.Hour-time.Minute)) || c.NotAfter.After(time.Now().Add(2*time.Hour)) {
 		t.Errorf("NotAfter = %v, want about 2h from now", c.NotAfter)

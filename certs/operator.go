@@ -8,15 +8,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/smallstep/certificates/api"
 	"github.com/smallstep/certificates/authority/provisioner"
 	stepca "github.com/smallstep/certificates/ca"
-	"github.com/wakegate/wakegate/identity"
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/x509util"
 )
@@ -32,31 +29,13 @@ type Signer interface {
 // (ErrReservedName); the gateway's server certificate (identity.GatewayName)
 // carries the gateway role, which is what engines admit it by.
 func issue(ctx context.Context, s Signer, ca *CA, kind Kind, name string, sans []string, ttl time.Duration) (*Leaf, error) {
-	if name == "" {
-		return nil, fmt.Errorf("issue certificate: a name is required")
+	sans, err := leafSANs(kind, name, sans)
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate: %w", err)
 	}
 	prov := ca.Clients
 	if kind == Server {
 		prov = ca.Servers
-	} else {
-		if err := checkClientNames(name, nil); err != nil {
-			return nil, fmt.Errorf("issue certificate: %w", err)
-		}
-		// A client's identity is its name; it may carry the repository it
-		// builds (a RepoURI), and nothing else.
-		var repo []string
-		for _, s := range sans {
-			if strings.HasPrefix(s, identity.RepoURIPrefix) {
-				repo = append(repo, s)
-			}
-		}
-		sans = append([]string{name}, repo...)
-	}
-	if len(sans) == 0 {
-		sans = []string{name}
-	}
-	if kind == Server && name == identity.GatewayName && !slices.Contains(sans, gatewayRoleURI) {
-		sans = append(slices.Clone(sans), gatewayRoleURI)
 	}
 	tok, err := prov.Token(name, sans, time.Minute)
 	if err != nil {

@@ -177,8 +177,8 @@ func TestUnixSocketSidecarIsPrivateProxiesAndIsRemovedOnShutdown(t *testing.T) {
 	if err := sc.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-served; err != nil {
-		t.Fatalf("Serve: %v", err)
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve = %v, want ErrServerClosed", err)
 	}
 	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("socket after shutdown: Lstat = %v, want it removed", err)

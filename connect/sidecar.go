@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/wakegate/wakegate/proxy"
@@ -30,15 +29,13 @@ type Config struct {
 // Sidecar proxies local plain connections (TCP or a unix socket, see
 // Listen) to the gateway over mTLS.
 type Sidecar struct {
-	cfg    Config
-	ctx    context.Context // cancelled by Shutdown: ends every connection
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // connection handlers
-
-	mu       sync.Mutex // guards lns and shutdown
-	lns      []net.Listener
-	shutdown bool
+	cfg  Config
+	life *proxy.Server // accept loops, handlers, drain and force
 }
+
+// ErrServerClosed is returned by Serve after Shutdown (the lifecycle the
+// gateway shares).
+var ErrServerClosed = proxy.ErrServerClosed
 
 // New validates cfg.
 func New(cfg Config) (*Sidecar, error) {
@@ -57,8 +54,9 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Sidecar{cfg: cfg, ctx: ctx, cancel: cancel}, nil
+	s := &Sidecar{cfg: cfg}
+	s.life = proxy.NewServer(s.handle, cfg.Log)
+	return s, nil
 }
 
 // dial opens an mTLS connection to the gateway speaking proto.
@@ -76,46 +74,25 @@ func (s *Sidecar) dial(ctx context.Context, proto string) (*tls.Conn, error) {
 }
 
 // Serve accepts local connections on ln and proxies each to the gateway
-// until Shutdown.
+// until Shutdown, then returns ErrServerClosed.
 func (s *Sidecar) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.shutdown {
-		s.mu.Unlock()
-		ln.Close()
-		return net.ErrClosed
+	if err := s.life.Serve(ln); !errors.Is(err, ErrServerClosed) {
+		return fmt.Errorf("connect: %w", err)
 	}
-	s.lns = append(s.lns, ln)
-	s.mu.Unlock()
-	for {
-		c, err := proxy.Accept(ln, s.ctx.Done(), s.cfg.Log)
-		if err != nil {
-			if s.ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("connect: accept: %w", err)
-		}
-		s.mu.Lock()
-		if s.shutdown {
-			s.mu.Unlock()
-			c.Close()
-			return nil
-		}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.handle(c)
-	}
+	return ErrServerClosed
 }
 
-func (s *Sidecar) handle(c net.Conn) {
-	defer s.wg.Done()
+// handle carries one local connection to the gateway; ctx is cancelled
+// when Shutdown stops waiting for it.
+func (s *Sidecar) handle(ctx context.Context, c net.Conn) {
 	began := time.Now()
-	gc, err := s.dial(s.ctx, wire.ProtoProxy)
+	gc, err := s.dial(ctx, wire.ProtoProxy)
 	if err != nil {
 		c.Close()
 		s.cfg.Log.Error("connection closed: gateway unreachable", "err", err)
 		return
 	}
-	res := proxy.Join(s.ctx, c, gc, "local", "gateway", s.cfg.HalfOpenTimeout)
+	res := proxy.Join(ctx, c, gc, "local", "gateway", s.cfg.HalfOpenTimeout)
 	attrs := []any{"bytes_out", res.BytesAToB, "bytes_in", res.BytesBToA, "duration_ms", time.Since(began).Milliseconds()}
 	if res.Err != nil {
 		s.cfg.Log.Warn("connection closed", append(attrs, "err", res.Err)...)
@@ -124,27 +101,11 @@ func (s *Sidecar) handle(c net.Conn) {
 	s.cfg.Log.Debug("connection closed", attrs...)
 }
 
-// Shutdown stops accepting, closes open connections and waits for their
-// handlers until ctx ends. Safe to call twice.
+// Shutdown stops accepting, lets open connections finish until ctx ends,
+// then closes them and waits for their handlers. Safe to call twice.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	if !s.shutdown {
-		s.shutdown = true
-		s.cancel()
-		for _, ln := range s.lns {
-			ln.Close()
-		}
+	if err := s.life.Shutdown(ctx); err != nil {
+		return fmt.Errorf("connect: shutdown: %w", err)
 	}
-	s.mu.Unlock()
-	drained := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(drained)
-	}()
-	select {
-	case <-drained:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("connect: shutdown: %w", ctx.Err())
-	}
+	return nil
 }

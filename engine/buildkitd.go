@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wakegate/wakegate/internal/childenv"
 )
 
 // maxSocketPath is the longest unix socket path Linux accepts (sun_path less
@@ -230,7 +232,7 @@ func waitUnlocked(path string, timeout time.Duration) error {
 
 // startProcess starts bin with args (in its own process group unless attr
 // says otherwise), appending its output to logPath. Its environment is this
-// process's without the secrets (childEnv), plus env.
+// process's without the secrets (childenv.Env), plus env.
 func startProcess(bin string, args, env []string, logPath string, attr *syscall.SysProcAttr) (*Process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -239,7 +241,7 @@ func startProcess(bin string, args, env []string, logPath string, attr *syscall.
 	defer logf.Close() // the child holds its own copy
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = childEnv(env...)
+	cmd.Env = childenv.Env(env...)
 	// Its own process group: a Ctrl-C at the terminal reaches wakegate,
 	// which stops engines in order, not the engine directly.
 	if attr == nil {

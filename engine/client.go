@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wakegate/wakegate/identity"
 	"github.com/wakegate/wakegate/wire"
 )
 
@@ -40,6 +41,7 @@ func (c *Client) dial(ctx context.Context, addr, proto string) (*tls.Conn, error
 	// Verified below, by chain and role, instead of by host name.
 	cfg.InsecureSkipVerify = true
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return verifyEngine(cs, roots, c.IsRevoked) }
+	cfg.ClientSessionCache = sessionsFor(cfg.ClientSessionCache, hostport) // resumed sessions are verified above too
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: cfg}
 	conn, err := d.DialContext(ctx, "tcp", hostport)
 	if err != nil {
@@ -119,9 +121,6 @@ func (c *Client) Busy(ctx context.Context, addr string) (bool, error) {
 	return s.Connections > 0 || s.Builds > 0, nil
 }
 
-// EngineNamePrefix begins the common name of every engine's certificate.
-const EngineNamePrefix = "wakegate-engine-"
-
 // verifyEngine accepts a peer whose certificate chains to roots, may serve,
 // names an engine and, when isRevoked is set, is not revoked.
 func verifyEngine(cs tls.ConnectionState, roots *x509.CertPool, isRevoked func(string) (bool, error)) error {
@@ -136,7 +135,7 @@ func verifyEngine(cs tls.ConnectionState, roots *x509.CertPool, isRevoked func(s
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 		return fmt.Errorf("engine certificate: %w", err)
 	}
-	if !strings.HasPrefix(leaf.Subject.CommonName, EngineNamePrefix) {
+	if !strings.HasPrefix(leaf.Subject.CommonName, identity.EngineNamePrefix) {
 		return fmt.Errorf("peer %q is not an engine", leaf.Subject.CommonName)
 	}
 	if isRevoked != nil {

@@ -1,11 +1,26 @@
-// Package engine owns what runs a BuildKit engine: supervising a buildkitd
-// process — or Dagger's engine, in namespaces of its own (NSInit) — on a
-// persistent state directory (its cache volume), the readiness probe that
-// asks BuildKit's own API whether it can serve, how each kind of engine is
-// asked about its work (activity), the stop budget that fits inside the
-// host's kill timeout, and Local, the embedded default provider that runs
-// each engine of the pool as a local process.
+// Package engine owns what runs a BuildKit engine, and how the gateway
+// speaks to one.
 //
-// Local satisfies gateway.Provider structurally; engine must not import
-// gateway, connect or cmd.
+// The machine's side ('wakegate engine'): supervising a buildkitd process
+// — or Dagger's engine, in mount, PID and network namespaces of its own
+// (NSInit) — on a persistent state directory (its cache volume); the mTLS
+// front that admits only the gateway (its role, not its name) and answers
+// GET /ready and /status on the same port; the readiness probe that asks
+// BuildKit's own API whether it can serve; how each kind of engine is
+// asked about its work (activity); the stop budget that fits inside the
+// host's kill timeout; and a Config that Validate judges before the
+// engine's single-use token is spent.
+//
+// The gateway's side, the engine contract: an engine is addressed as
+// "tls://host:port" and Client dials it (proxied streams), probes it
+// (Ready) and asks whether anyone uses it (Busy, Status); its certificate
+// name is identity.EngineName.
+//
+// Local is the embedded default provider: each engine of the pool is a
+// 'wakegate engine' process on this machine, started with the command
+// line enginecmd builds. The exec provider is exechost's.
+//
+// Local and Client satisfy gateway's interfaces structurally
+// (cmd/wakegate holds the compile-time checks); engine must not import
+// gateway, connect, fly or cmd.
 package engine

@@ -59,15 +59,50 @@ type Config struct {
 	Log          *slog.Logger
 }
 
+// Validate judges cfg as New does, all but its TLS config: that comes from
+// the enrolment which spends the engine's single-use token, so 'wakegate
+// engine' validates everything else first.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 func (c *Config) setDefaults() error {
-	if c.Backend.Dir == "" {
-		return errors.New("engine: no state directory")
-	}
-	if len(c.Allow) == 0 {
-		return errors.New("engine: no client identity is allowed to connect")
-	}
 	if c.TLS == nil || c.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
 		return errors.New("engine: TLS config must require and verify client certificates")
+	}
+	shortened, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	if shortened < c.DrainTimeout {
+		c.Log.Info("drain shortened to fit the host's kill timeout", "drain_timeout", shortened.String(), "asked", c.DrainTimeout.String(),
+			"stop_timeout", c.StopTimeout.String(), "kill_timeout", c.KillTimeout.String(), "margin", killMargin.String())
+		c.DrainTimeout = shortened
+	}
+	return nil
+}
+
+// withDefaults fills c's defaults and judges it, TLS apart, and returns
+// the drain that fits the host's kill timeout.
+func (c *Config) withDefaults() (drain time.Duration, err error) {
+	if c.Backend.Dir == "" {
+		return 0, errors.New("engine: no state directory")
+	}
+	if fi, err := os.Stat(c.Backend.Dir); err == nil && !fi.IsDir() {
+		return 0, fmt.Errorf("engine: state %s is not a directory", c.Backend.Dir)
+	}
+	if len(c.Allow) == 0 {
+		return 0, errors.New("engine: no client identity is allowed to connect")
+	}
+	if c.UserConfig != "" {
+		fi, err := os.Stat(c.UserConfig)
+		if err != nil {
+			return 0, fmt.Errorf("engine: buildkitd config: %w", err)
+		}
+		if !fi.Mode().IsRegular() {
+			return 0, fmt.Errorf("engine: buildkitd config %s is not a file", c.UserConfig)
+		}
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Minute
@@ -85,24 +120,15 @@ func (c *Config) setDefaults() error {
 		c.Backend.Kind = KindBuildkit
 	}
 	if err := CheckStopBudget(c.Backend.Kind, c.DrainTimeout, c.StopTimeout, c.KillTimeout); err != nil {
-		return err
+		return 0, err
 	}
 	if c.Backend.Kind == KindDagger {
 		if err := CheckDaggerBin(c.Backend.EngineBin); err != nil {
-			return fmt.Errorf("engine: %w", err)
+			return 0, fmt.Errorf("engine: %w", err)
 		}
 		c.Backend.StopTimeout = c.StopTimeout
 	}
-	drain, err := fitKillTimeout(c.DrainTimeout, c.StopTimeout, c.KillTimeout)
-	if err != nil {
-		return err
-	}
-	if drain < c.DrainTimeout {
-		c.Log.Info("drain shortened to fit the host's kill timeout", "drain_timeout", drain.String(), "asked", c.DrainTimeout.String(),
-			"stop_timeout", c.StopTimeout.String(), "kill_timeout", c.KillTimeout.String(), "margin", killMargin.String())
-		c.DrainTimeout = drain
-	}
-	return nil
+	return fitKillTimeout(c.DrainTimeout, c.StopTimeout, c.KillTimeout)
 }
 
 // Engine runs one engine machine: the engine process on a unix socket in

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"github.com/wakegate/wakegate/enginecmd"
 )
 
 // Kind is what engine a machine runs. Each kind is asked about its work in
@@ -19,7 +21,7 @@ const (
 	// that speaks BuildKit's control API.
 	KindBuildkit Kind = "buildkit"
 	// KindDagger is Dagger's engine, run in its own namespaces (NSInit).
-	KindDagger Kind = "dagger"
+	KindDagger Kind = enginecmd.KindDagger
 )
 
 // ParseKind reads an --engine value; "" is buildkit.

@@ -4,6 +4,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/wakegate/wakegate/internal/childenv"
 )
 
 // A failed engine's last words: the lines it wrote to its logs since it was
@@ -59,12 +61,12 @@ func (m logMark) lines(n int) []string {
 // lastWords joins the last lines of each log (the engine process's first:
 // it says why it failed; then the supervisor's) on one line, " | " between
 // lines, with secrets blanked, bounded in lines and bytes.
-func lastWords(s scrubber, logs ...logMark) string {
+func lastWords(s childenv.Scrubber, logs ...logMark) string {
 	var lines []string
 	for _, m := range logs {
 		lines = append(lines, m.lines(lastWordsLines/len(logs))...)
 	}
-	text := s.scrub(strings.Join(lines, " | "))
+	text := s.Scrub(strings.Join(lines, " | "))
 	if len(text) > lastWordsBytes {
 		text = "…" + text[len(text)-lastWordsBytes+len("…"):]
 	}

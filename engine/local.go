@@ -11,6 +11,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/wakegate/wakegate/enginecmd"
+	"github.com/wakegate/wakegate/identity"
+	"github.com/wakegate/wakegate/internal/childenv"
 )
 
 // LocalConfig configures the local provider.
@@ -30,9 +34,11 @@ type LocalConfig struct {
 	// changes it.
 	Engine    Kind
 	EngineBin string
-	// EngineArgs are extra arguments for 'wakegate engine' (the CA URL and
-	// fingerprint, drain and stop bounds, an --engine-cmd).
-	EngineArgs []string
+	// Command is what every engine's 'wakegate engine' shares: the CA URL
+	// and fingerprint, drain, stop and kill bounds, certificate lifetime.
+	// Local fills in the rest for each engine: its state directory,
+	// loopback address, name and engine kind.
+	Command enginecmd.Command
 	// Token returns a single-use token with which engine id enrols for its
 	// server certificate; it travels in the child's environment, never its
 	// arguments.
@@ -61,7 +67,7 @@ type running struct {
 // failure describes an engine process that exited: its status and its last
 // words.
 func (r *running) failure(id string) error {
-	words := lastWords(newScrubber(nil, r.tok), r.logs...)
+	words := lastWords(childenv.NewScrubber(nil, r.tok), r.logs...)
 	if words == "" {
 		return fmt.Errorf("engine %s exited: %v (nothing in its logs)", id, r.p.err)
 	}
@@ -135,13 +141,7 @@ func (l *Local) Start(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("engine %s: token: %w", id, err)
 	}
-	args := []string{"engine", "--state", dir, "--listen", "127.0.0.1:0", "--addr-file", addrFile, "--name", "wakegate-" + id}
-	if l.cfg.Engine == KindDagger {
-		args = append(args, "--engine", string(KindDagger), "--engine-bin", l.cfg.EngineBin, "--engine-net", string(NetPrivate))
-	} else {
-		args = append(args, "--buildkitd", l.cfg.Buildkitd)
-	}
-	args = append(args, l.cfg.EngineArgs...)
+	args := l.command(id, dir, addrFile).Args()
 	// The engine process's log first: its last lines say why an engine
 	// died at start.
 	logs := []logMark{markLog(l.backend(id).LogPath()), markLog(filepath.Join(dir, "engine.log"))}
@@ -162,6 +162,21 @@ func (l *Local) Start(ctx context.Context, id string) (string, error) {
 	r.addr = "tls://" + addr
 	l.procs[id] = r
 	return r.addr, nil
+}
+
+// command is engine id's 'wakegate engine': on a loopback port chosen at
+// start, which it writes to addrFile once it can serve.
+func (l *Local) command(id, dir, addrFile string) enginecmd.Command {
+	c := l.cfg.Command
+	c.State, c.Listen, c.AddrFile, c.Name = dir, "127.0.0.1:0", addrFile, identity.EngineName(id)
+	if l.cfg.Engine == KindDagger {
+		// Several Dagger engines share this host: each in a network
+		// namespace of its own.
+		c.Engine, c.EngineBin, c.EngineNet, c.Buildkitd = enginecmd.KindDagger, l.cfg.EngineBin, string(NetPrivate), ""
+	} else {
+		c.Engine, c.Buildkitd = "", l.cfg.Buildkitd
+	}
+	return c
 }
 
 // Failed says, while the gateway waits for engine id to be ready, whether

@@ -318,11 +318,15 @@ func TestIdleSelfExitWaitsForALongSilentBuild(t *testing.T) {
 func TestEngineAdmitsOnlyTheGateway(t *testing.T) {
 	h := newHarness(t, shortDir(t))
 	h.start(0)
-	// A CI job, and a client certificate that took the gateway's name (what
-	// 'certs issue --name wakegate-gateway' gave before the name was
-	// reserved): neither holds the gateway role.
-	for _, name := range []string{"ci-job", identity.GatewayName} {
-		other, err := h.ca.Issue(certs.Client, name, nil, time.Hour)
+	// A CI job, and another engine: neither holds the gateway role. (A
+	// client certificate that took the gateway's name, which the CA no
+	// longer issues, is TestEngineAdmitsOnlyAGatewayCertificateNotAName's.)
+	for _, c := range []struct {
+		kind certs.Kind
+		name string
+	}{{certs.Client, "ci-job"}, {certs.Server, identity.EngineName("1")}} {
+		name := c.name
+		other, err := h.ca.Issue(c.kind, name, []string{"127.0.0.1"}, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

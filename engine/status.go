@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -23,12 +24,16 @@ type Status struct {
 	CacheBytes  int64  `json:"cache_bytes"`
 	IdleSeconds int64  `json:"idle_seconds"`
 	Error       string `json:"error,omitempty"`
+	// CPUs is what the engine may run on: GOMAXPROCS, which Go caps at the
+	// machine's CPUs and at a container's CPU limit. The gateway sizes the
+	// engine's soft limit by it (--soft-limit auto).
+	CPUs int `json:"cpus,omitempty"`
 }
 
 // Status asks the engine, in the way its kind answers, for work in
 // progress and cache usage.
 func (e *Engine) Status(ctx context.Context) Status {
-	s := Status{Engine: string(e.cfg.Backend.Kind), Ready: e.ready.Load(), Connections: e.conns.Load()}
+	s := Status{Engine: string(e.cfg.Backend.Kind), Ready: e.ready.Load(), Connections: e.conns.Load(), CPUs: runtime.GOMAXPROCS(0)}
 	if e.conns.Load() == 0 {
 		s.IdleSeconds = int64(time.Since(time.Unix(0, e.lastBusy.Load())).Seconds())
 	}

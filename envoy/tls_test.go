@@ -208,7 +208,7 @@ func TestEngineStatusProtocolIsTheEngineClients(t *testing.T) {
 // or not for client use are refused.
 func TestEngineRoleAdmitsOnlyTheGateway(t *testing.T) {
 	ca, other := newTestCA(t), newTestCA(t)
-	engineCert := ca.issue(t, leaf{name: engine.EngineNamePrefix + "0", usage: serverAuth, dns: []string{engine.EngineNamePrefix + "0"}})
+	engineCert := ca.issue(t, leaf{name: identity.EngineName("0"), usage: serverAuth, dns: []string{identity.EngineName("0")}})
 	gatewayURI := identity.RoleURI(identity.RoleGateway)
 	gw := ca.issue(t, leaf{name: identity.GatewayName, usage: gatewayAuth, uris: []string{gatewayURI}})
 

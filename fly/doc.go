@@ -15,6 +15,12 @@
 // go-retryablehttp transport under flaps; creates are never retried
 // blindly. Init and Status are 'wakegate fly init' and 'fly status'.
 //
-// It satisfies gateway.Provider structurally and must not import gateway,
+// Each machine runs 'wakegate engine' with the command line enginecmd
+// builds, and gets its CA, name (identity.EngineName) and single-use token
+// in its environment at each start (Config.Prepare).
+//
+// It satisfies gateway.Provider, and its errors the gateway's optional
+// capabilities (HostUnavailable, EngineBusy, StillStopping), structurally:
+// its tests hold the compile-time checks. It must not import gateway,
 // engine or cmd. fly/flytest emulates the API for tests.
 package fly

@@ -12,6 +12,8 @@ import (
 	fly "github.com/superfly/fly-go"
 	"github.com/superfly/fly-go/flaps"
 	"github.com/superfly/fly-go/tokens"
+
+	"github.com/wakegate/wakegate/enginecmd"
 )
 
 // StatePath is where each engine machine mounts its cache volume.
@@ -274,16 +276,16 @@ func ambiguous(err error) bool {
 
 func machineConfig(cfg InitConfig, volumeID string) *fly.MachineConfig {
 	signal := "SIGTERM"
-	cmd := []string{"engine", "--state", StatePath, "--listen", "[::]:" + strconv.Itoa(cfg.Port),
+	engine := enginecmd.Command{State: StatePath, Listen: enginecmd.ListenOn(cfg.Port),
 		// The engine fits its drain and stop inside the machine's kill
 		// timeout: Fly kills it at the end of that.
-		"--kill-timeout", KillTimeout.String()}
-	if cfg.Engine == "dagger" {
-		cmd = append(cmd, "--engine", "dagger", "--engine-bin", DaggerBin)
+		Kill: KillTimeout, Idle: cfg.Idle}
+	if cfg.Engine == enginecmd.KindDagger {
+		engine.Engine, engine.EngineBin = enginecmd.KindDagger, DaggerBin
 	}
-	if cfg.Idle > 0 {
-		cmd = append(cmd, "--idle", cfg.Idle.String())
-	}
+	// The CA to enrol at, the token and the engine's name come in the
+	// machine's environment at each start (the provider's Prepare).
+	cmd := engine.Args()
 	return &fly.MachineConfig{
 		Image:      cfg.Image,
 		Metadata:   map[string]string{PoolKey: cfg.Pool},

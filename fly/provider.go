@@ -109,6 +109,7 @@ type Provider struct {
 	mu          sync.Mutex           // guards the maps below
 	unhealthy   map[string]string    // machine id → the host's reason
 	suspendedAt map[string]time.Time // machine id → when this gateway suspended it
+	cpus        map[string]int       // machine id → its guest's CPUs, as last listed
 }
 
 // New builds the flaps client (base URL from FLY_FLAPS_BASE_URL, as flaps
@@ -125,7 +126,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fly provider: %w", err)
 	}
-	return &Provider{cfg: cfg, flaps: fc, unhealthy: map[string]string{}, suspendedAt: map[string]time.Time{}}, nil
+	return &Provider{cfg: cfg, flaps: fc, unhealthy: map[string]string{}, suspendedAt: map[string]time.Time{}, cpus: map[string]int{}}, nil
 }
 
 func (p *Provider) call(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -154,15 +155,28 @@ func (p *Provider) Engines(ctx context.Context) ([]string, error) {
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
 	var ids []string
+	p.mu.Lock()
 	for _, m := range ms {
 		if m.Config != nil && m.Config.Metadata[PoolKey] == p.cfg.Pool && m.State != "destroyed" && m.State != "destroying" {
 			ids = append(ids, m.ID)
+			if m.Config.Guest != nil && m.Config.Guest.CPUs > 0 {
+				p.cpus[m.ID] = m.Config.Guest.CPUs
+			}
 		}
 	}
+	p.mu.Unlock()
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("app %s has no machines in pool %q: run 'wakegate fly init'", p.cfg.App, p.cfg.Pool)
 	}
 	return ids, nil
+}
+
+// CPUs is machine id's guest CPUs as Engines listed them (0 if unknown):
+// the gateway sizes the engine's soft limit by it before it first wakes.
+func (p *Provider) CPUs(id string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cpus[id]
 }
 
 func (p *Provider) get(ctx context.Context, id string) (*fly.Machine, error) {

@@ -7,7 +7,16 @@
 // bounded rate. When an engine's last connection closes, an idle grace timer
 // starts; when it fires the engine is stopped through its Provider.
 //
-// The gateway defines the interfaces it consumes (Provider, Prober, Dialer);
-// hosts (engine's local provider, fly, exec) satisfy them without the gateway
-// importing them. It must not import engine, fly, connect or cmd.
+// The gateway defines the interfaces it consumes (provider.go): Provider
+// and its optional Watcher; the capabilities a provider's errors may have
+// (HostUnavailable, EngineBusy, StillStopping); and the engine contract —
+// an engine's address is "tls://host:port", and one EngineClient dials,
+// probes and asks it (engine.Client, which cmd/wakegate wires in as
+// Config.Dial, EngineConfig.Probe and EngineConfig.BeforeStop). Hosts
+// (engine's local provider, fly, exechost) satisfy them without the
+// gateway importing them. Accepting, draining and forcing connections at
+// shutdown is proxy.Server's, shared with connect. Identities are read
+// with identity, a leaf, so the gateway links no CA code.
+//
+// It must not import certs, engine, fly, exechost, connect or cmd.
 package gateway

@@ -46,7 +46,11 @@ type EngineConfig struct {
 	// another idle period. An engine that cannot answer three times in a
 	// row is stopped: it cannot serve either.
 	BeforeStop func(ctx context.Context, addr string) (busy bool, err error)
-	Log        *slog.Logger
+	// CPUs, if set, asks a woken engine how many CPUs it has (its own
+	// report), for a soft limit by size (Policy.Soft SoftBySize). Asked
+	// once after every wake; an error keeps what was known.
+	CPUs func(ctx context.Context, addr string) (int, error)
+	Log  *slog.Logger
 	// Clock is RealClock unless a simulation supplies its own.
 	Clock Clock
 }
@@ -86,6 +90,8 @@ type Engine struct {
 	wake     *attempt      // the wake in progress, while Starting
 	stopped  chan struct{} // closed when the stop in progress ends, while Stopping
 	idle     Timer         // pending idle stop, while Running with no conns
+	idleAt   time.Time     // when idle fires
+	idleFor  time.Duration // the period idle was armed for: Idle, or a pre-wake's grace
 	idleGen  uint64        // bumped to invalidate an idle timer that already fired
 	closed   bool          // Close was called: no new wakes
 	lastWake time.Duration // duration of the last successful wake
@@ -95,7 +101,17 @@ type Engine struct {
 	upTotal  time.Duration // machine time billed before up
 	wakeHist [wakeBucketCount + 1]int
 
-	running atomic.Bool // state == Running, readable without mu (routing)
+	// Pre-wakes (see Prewake).
+	prewake     time.Duration // while Starting: the hold to arm if the wake ends with no connection; 0: Idle
+	rewake      time.Duration // while Stopping: a pre-wake's grace, to wake again once stopped; 0: none
+	unused      bool          // a pre-wake woke or held the engine and no lease was granted since
+	prewakeFrom time.Time     // since when the machine runs only for a pre-wake; zero if it does not
+	prewakes    int           // wakes a pre-wake began
+	unusedStops int           // stops of an engine that pre-wakes kept, no connection having come
+	prewakeCost time.Duration // machine time pre-wakes added before a connection came (or the stop)
+
+	running atomic.Bool  // state == Running, readable without mu (routing)
+	cpus    atomic.Int32 // the engine's CPUs, as last reported; 0 unknown
 }
 
 const wakeBucketCount = 9
@@ -175,12 +191,16 @@ func (e *Engine) Acquire(ctx context.Context) (*Lease, error) {
 			e.mu.Unlock()
 			return nil, fmt.Errorf("%w: engine %s: gateway is shutting down", ErrEngineUnavailable, e.cfg.ID)
 		}
+		// A connection came: what a pre-wake adds ends here, whether the
+		// engine is ready or still waking.
+		e.settlePrewakeLocked()
 		var wait <-chan struct{}
 		var a *attempt
 		switch e.state {
 		case Running:
 			e.conns++
 			e.cancelIdleLocked()
+			e.unused = false
 			l := &Lease{Addr: e.addr, Waited: waited, e: e}
 			e.mu.Unlock()
 			return l, nil
@@ -215,10 +235,14 @@ func (e *Engine) release() {
 	}
 }
 
-func (e *Engine) armIdleLocked() {
+func (e *Engine) armIdleLocked() { e.armIdleForLocked(e.cfg.Idle) }
+
+// armIdleForLocked arms the idle stop d from now.
+func (e *Engine) armIdleForLocked(d time.Duration) {
 	e.cancelIdleLocked()
 	gen := e.idleGen
-	e.idle = e.cfg.Clock.AfterFunc(e.cfg.Idle, func() { e.idleFired(gen) })
+	e.idleAt, e.idleFor = e.cfg.Clock.Now().Add(d), d
+	e.idle = e.cfg.Clock.AfterFunc(d, func() { e.idleFired(gen) })
 }
 
 func (e *Engine) cancelIdleLocked() {
@@ -242,7 +266,7 @@ func (e *Engine) idleFired(gen uint64) {
 		return
 	}
 	if e.cfg.BeforeStop == nil {
-		e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.cfg.Idle.String())
+		e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.idleFor.String())
 		e.beginStopLocked()
 		return
 	}
@@ -271,7 +295,7 @@ func (e *Engine) idleFired(gen uint64) {
 			e.armIdleLocked()
 		default:
 			e.unknown = 0
-			e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.cfg.Idle.String(), "status_err", err)
+			e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.idleFor.String(), "status_err", err)
 			e.beginStopLocked()
 		}
 	})
@@ -333,12 +357,35 @@ func (e *Engine) runWake(a *attempt) {
 			e.beginStopLocked()
 		} else if e.conns == 0 {
 			// Waiters take their leases next; if they all gave up, the
-			// engine still stops after the idle period.
-			e.armIdleLocked()
+			// engine still stops after the idle period — or, woken for a
+			// pre-wake, after its grace.
+			if e.prewake > 0 {
+				e.armIdleForLocked(e.prewake)
+			} else {
+				e.armIdleLocked()
+			}
 		}
 	}
+	e.prewake = 0
 	e.mu.Unlock()
 	e.cfg.Clock.Close(a.done)
+	if err == nil && e.cfg.CPUs != nil {
+		e.askCPUs(addr)
+	}
+}
+
+// askCPUs records the CPUs the engine at addr reports.
+func (e *Engine) askCPUs(addr string) {
+	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+	defer cancel()
+	n, err := e.cfg.CPUs(ctx, addr)
+	if err != nil || n <= 0 {
+		e.cfg.Log.Debug("engine did not report its CPUs", "engine", e.cfg.ID, "cpus", n, "err", err)
+		return
+	}
+	if old := e.cpus.Swap(int32(n)); int(old) != n {
+		e.cfg.Log.Info("engine size", "engine", e.cfg.ID, "cpus", n)
+	}
 }
 
 // start asks the host to start the engine, then probes it until BuildKit
@@ -374,6 +421,12 @@ func (e *Engine) start(ctx context.Context, deadline time.Time) (string, error) 
 }
 
 func (e *Engine) beginStopLocked() {
+	if e.unused && e.state == Running && !e.closed {
+		e.unusedStops++
+		e.cfg.Log.Info("pre-woken engine stopping: no connection came", "engine", e.cfg.ID)
+	}
+	e.unused = false
+	e.settlePrewakeLocked()
 	addr := e.addr
 	e.setStateLocked(Stopping)
 	e.addr = ""
@@ -429,6 +482,14 @@ func (e *Engine) runStop(done chan struct{}, addr string) {
 	default:
 		e.cfg.Log.Info("engine stopped", "engine", e.cfg.ID, "stop_ms", took.Milliseconds())
 		e.setStateLocked(Stopped)
+	}
+	if g := e.rewake; g > 0 {
+		// A pre-wake came while it stopped: wake it again now (or, kept
+		// running, hold it).
+		e.rewake = 0
+		if !e.closed {
+			e.prewakeLocked(g)
+		}
 	}
 	e.mu.Unlock()
 	e.cfg.Clock.Close(done)
@@ -486,16 +547,33 @@ type EngineStatus struct {
 	// WakeHistogram counts wakes per bucket of WakeBuckets, the last
 	// bucket being longer than all of them.
 	WakeHistogram []int `json:"wake_histogram"`
+	// Prewakes counts the wakes pre-wakes began; PrewakesUnused the stops
+	// of an engine that pre-wakes had woken or kept, no connection having
+	// come; PrewakeSeconds the machine time pre-wakes added before a
+	// connection came or the engine stopped.
+	Prewakes       int     `json:"prewakes"`
+	PrewakesUnused int     `json:"prewakes_unused"`
+	PrewakeSeconds float64 `json:"prewake_machine_seconds"`
+	// CPUs is the engine's size as last reported (0 unknown); SoftLimit
+	// the sessions it takes before clients go elsewhere.
+	CPUs      int `json:"cpus,omitempty"`
+	SoftLimit int `json:"soft_limit"`
 }
 
 // Status reports the engine's current state.
 func (e *Engine) Status() EngineStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	now := e.cfg.Clock.Now()
 	billed := e.upTotal
 	if e.state != Stopped {
-		billed += e.cfg.Clock.Now().Sub(e.up)
+		billed += now.Sub(e.up)
+	}
+	pre := e.prewakeCost
+	if !e.prewakeFrom.IsZero() && now.After(e.prewakeFrom) {
+		pre += now.Sub(e.prewakeFrom)
 	}
 	return EngineStatus{ID: e.cfg.ID, State: e.state, Conns: e.conns, Wakes: e.wakes, LastWake: e.lastWake.Milliseconds(),
-		MachineSeconds: billed.Seconds(), WakeHistogram: append([]int(nil), e.wakeHist[:]...)}
+		MachineSeconds: billed.Seconds(), WakeHistogram: append([]int(nil), e.wakeHist[:]...),
+		Prewakes: e.prewakes, PrewakesUnused: e.unusedStops, PrewakeSeconds: pre.Seconds(), CPUs: e.CPUs()}
 }

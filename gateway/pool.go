@@ -2,12 +2,12 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Pool is the gateway's set of engines and the policy that places each
@@ -21,6 +21,15 @@ type Pool struct {
 	mu       sync.Mutex                 // guards sessions and freed
 	sessions map[*Engine]map[string]int // open connections per key per engine
 	freed    chan struct{}              // closed and replaced when a session ends
+
+	deliveries counters // GitHub webhook deliveries by result
+}
+
+// sizer is a Provider that knows its machines' sizes (fly: each machine's
+// guest CPUs), for a soft limit by size before an engine first wakes.
+type sizer interface {
+	// CPUs is engine id's CPU count; 0 when unknown.
+	CPUs(id string) int
 }
 
 // NewPool asks the provider for its engines and makes a state machine for
@@ -32,8 +41,8 @@ func NewPool(ctx context.Context, p Provider, tmpl EngineConfig) (*Pool, error) 
 
 // NewPoolWithPolicy is NewPool with a placement policy.
 func NewPoolWithPolicy(ctx context.Context, p Provider, tmpl EngineConfig, policy Policy) (*Pool, error) {
-	if policy.Soft < 1 || policy.Hard < policy.Soft {
-		return nil, fmt.Errorf("pool policy: need 1 <= soft (%d) <= hard (%d)", policy.Soft, policy.Hard)
+	if err := policy.validate(); err != nil {
+		return nil, err
 	}
 	ids, err := p.Engines(ctx)
 	if err != nil {
@@ -57,6 +66,9 @@ func NewPoolWithPolicy(ctx context.Context, p Provider, tmpl EngineConfig, polic
 			cfg.KeepWarm = pool.keepWarm
 		}
 		e := NewEngine(cfg)
+		if s, ok := p.(sizer); ok {
+			e.setCPUs(s.CPUs(id))
+		}
 		pool.engines = append(pool.engines, e)
 		pool.sessions[e] = map[string]int{}
 	}
@@ -110,11 +122,6 @@ func (p *Pool) Ranked(key string) []*Engine {
 	return out
 }
 
-// hostUnavailable is what a provider's error implements when the engine's
-// host cannot take it now (no capacity, its volume attached elsewhere):
-// the connection goes to the next engine instead of failing.
-type hostUnavailable interface{ HostUnavailable() bool }
-
 // Acquire places key's session by the pool's policy and leases that
 // engine, waking it if needed. With every engine at its hard limit the
 // connection is held until a session ends (or ctx does). If an engine's
@@ -142,8 +149,9 @@ func (p *Pool) Acquire(ctx context.Context, key string, log *slog.Logger) (*Engi
 			return e, l, nil
 		}
 		p.unreserve(e, key)
-		var hu hostUnavailable
-		if !errors.As(err, &hu) || !hu.HostUnavailable() {
+		// A host that cannot take the engine now (no capacity, its volume
+		// attached elsewhere): the connection goes to the next engine.
+		if !IsHostUnavailable(err) {
 			return e, nil, err
 		}
 		if firstErr == nil {
@@ -160,6 +168,21 @@ func (p *Pool) Acquire(ctx context.Context, key string, log *slog.Logger) (*Engi
 func (p *Pool) reserve(key string, excluded map[*Engine]bool) (*Engine, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	e, some := p.placeLocked(key, excluded)
+	if e == nil {
+		if !some {
+			return nil, nil
+		}
+		return nil, p.freed
+	}
+	p.sessions[e][key]++
+	return e, nil
+}
+
+// placeLocked is the engine the policy picks for a session of key now; nil
+// when every engine not excluded is at its hard limit (some true) or every
+// engine is excluded (some false).
+func (p *Pool) placeLocked(key string, excluded map[*Engine]bool) (e *Engine, some bool) {
 	var ranked []*Engine
 	var cands []candidate
 	for _, e := range p.Ranked(key) {
@@ -167,18 +190,40 @@ func (p *Pool) reserve(key string, excluded map[*Engine]bool) (*Engine, <-chan s
 			continue
 		}
 		ranked = append(ranked, e)
-		cands = append(cands, candidate{running: e.Running(), sessions: len(p.sessions[e]), mine: p.sessions[e][key] > 0})
+		cands = append(cands, candidate{running: e.Running(), sessions: len(p.sessions[e]), mine: p.sessions[e][key] > 0,
+			soft: p.policy.softFor(e)})
 	}
 	if len(ranked) == 0 {
-		return nil, nil
+		return nil, false
 	}
 	i := p.policy.choose(cands)
 	if i < 0 {
-		return nil, p.freed
+		return nil, true
 	}
-	p.sessions[ranked[i]][key]++
-	return ranked[i], nil
+	return ranked[i], true
 }
+
+// Prewake wakes the engine a session of key would be placed on now (its
+// home, unless the policy sends it elsewhere) ahead of the session, and
+// keeps it grace after it is ready unless a connection comes first (see
+// Engine.Prewake). It places no session and holds no lease, so it moves no
+// other client. engine is the one chosen ("" when every engine is at its
+// hard limit: all are running); woke says whether this call began its wake.
+// It does not wait for the wake.
+func (p *Pool) Prewake(key string, grace time.Duration) (engine string, woke bool, err error) {
+	p.mu.Lock()
+	e, _ := p.placeLocked(key, nil)
+	p.mu.Unlock()
+	if e == nil {
+		return "", false, nil
+	}
+	woke, err = e.Prewake(grace)
+	return e.ID(), woke, err
+}
+
+// CountDelivery counts a GitHub webhook delivery by what became of it, for
+// the wakegate_webhook_deliveries_total metric.
+func (p *Pool) CountDelivery(result string) { p.deliveries.add(result) }
 
 func (p *Pool) unreserve(e *Engine, key string) {
 	p.mu.Lock()
@@ -214,6 +259,7 @@ func (p *Pool) Status() []EngineStatus {
 	out := make([]EngineStatus, 0, len(p.engines))
 	for _, e := range p.engines {
 		st := e.Status()
+		st.SoftLimit = p.policy.softFor(e)
 		p.mu.Lock()
 		st.Sessions = len(p.sessions[e])
 		p.mu.Unlock()

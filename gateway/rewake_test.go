@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/identity"
 )
 
 // seqHost is a Provider whose n-th start returns addrs[n] (the last one
@@ -78,7 +79,7 @@ func startSeqGateway(t *testing.T, h Provider, config func(*Config)) (*Pool, *Se
 		t.Fatal(err)
 	}
 	sc := srvLeaf.TLSCertificate()
-	cfg := Config{TLS: certs.ServerTLS(func() *tls.Certificate { return sc }, ca.Pool()), Pool: pool, HoldTimeout: 10 * time.Second}
+	cfg := Config{TLS: certs.ServerTLS(func() *tls.Certificate { return sc }, ca.Pool()), Pool: pool, Dial: plainDial, HoldTimeout: 10 * time.Second}
 	if config != nil {
 		config(&cfg)
 	}
@@ -182,25 +183,21 @@ func refusingEngine(t *testing.T) (addr string, dial Dialer) {
 			}()
 		}
 	}()
-	gwLeaf, err := engCA.Issue(certs.Client, "wakegate-gateway", nil, time.Hour)
+	gwLeaf, err := engCA.Issue(certs.Server, identity.GatewayName, nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	gwCert := gwLeaf.TLSCertificate()
 	dial = func(ctx context.Context, addr string) (net.Conn, error) {
-		network, target, err := SplitAddr(addr)
-		if err != nil {
-			return nil, err
-		}
-		if target == ln.Addr().String() {
+		if addr == "tcp://"+ln.Addr().String() {
 			d := tls.Dialer{Config: certs.ClientTLS(func() *tls.Certificate { return gwCert }, engCA.Pool(), "127.0.0.1")}
-			c, err := d.DialContext(ctx, network, target)
+			c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
 			if err != nil {
 				t.Errorf("TLS dial returned %v; the test wants the refusal after the dial", err)
 			}
 			return c, err
 		}
-		return DialAddr(ctx, addr)
+		return plainDial(ctx, addr)
 	}
 	return "tcp://" + ln.Addr().String(), dial
 }

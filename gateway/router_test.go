@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -121,50 +119,6 @@ func TestChangingThePoolMovesOnlyTheKeysOfTheEngineAddedOrRemoved(t *testing.T) 
 	for k, h := range without2 {
 		if five[k] != "engine-2" && h != five[k] {
 			t.Fatalf("removing engine-2 moved %s, whose home was %s", k, five[k])
-		}
-	}
-}
-
-func TestNoEngineGoesAboveItsHardLimitUnder200ConcurrentSessions(t *testing.T) {
-	const engines, sessions = 5, 200
-	p := newTestPool(t, engines, DefaultPolicy)
-	var held [engines]atomic.Int32
-	var worst atomic.Int32
-	index := map[*Engine]int{}
-	for i, e := range p.Engines() {
-		index[e] = i
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, sessions)
-	for i := range sessions {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			e, l, err := p.Acquire(ctx, fmt.Sprintf("job-%d", i), quiet)
-			if err != nil {
-				errs <- err
-				return
-			}
-			n := held[index[e]].Add(1)
-			for w := worst.Load(); n > w && !worst.CompareAndSwap(w, n); w = worst.Load() {
-			}
-			held[index[e]].Add(-1)
-			l.Release()
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("a session was never served: %v", err)
-	}
-	if w := worst.Load(); w > int32(DefaultPolicy.Hard) {
-		t.Fatalf("an engine held %d sessions, above its hard limit %d", w, DefaultPolicy.Hard)
-	}
-	for _, st := range p.Status() {
-		if st.Sessions != 0 {
-			t.Fatalf("engine %s still counts %d sessions", st.ID, st.Sessions)
 		}
 	}
 }

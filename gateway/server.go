@@ -15,8 +15,9 @@ import (
 	"github.com/wakegate/wakegate/wire"
 )
 
-// ErrServerClosed is returned by Serve after Shutdown.
-var ErrServerClosed = errors.New("gateway: server closed")
+// ErrServerClosed is returned by Serve after Shutdown: the lifecycle's own
+// (proxy.ErrServerClosed), which the connect sidecar returns too.
+var ErrServerClosed = proxy.ErrServerClosed
 
 // Config configures a Server.
 type Config struct {
@@ -24,7 +25,8 @@ type Config struct {
 	// certificates (certs.ServerTLS). The server sets its ALPN protocols.
 	TLS  *tls.Config
 	Pool *Pool
-	// Dial opens a stream to an engine address; DialAddr by default.
+	// Dial opens a stream to an engine address (EngineClient.Dial:
+	// engine.Client's in production). Required.
 	Dial Dialer
 	// HandshakeTimeout bounds the TLS handshake, so a slow or silent client
 	// cannot hold a slot.
@@ -61,9 +63,6 @@ type Config struct {
 const DefaultMaxConnsPerIdentity = 256
 
 func (c *Config) setDefaults() {
-	if c.Dial == nil {
-		c.Dial = DialAddr
-	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
@@ -88,14 +87,11 @@ func (c *Config) setDefaults() {
 type Server struct {
 	cfg      Config
 	tls      *tls.Config
-	ctx      context.Context // cancelled when Shutdown gives up draining
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup // connection handlers
+	life     *proxy.Server   // accept loops, handlers, drain and force
+	ctx      context.Context // life's: cancelled when Shutdown gives up draining
 	refusals *refusalLog
 
-	mu         sync.Mutex // guards listeners, shutdown, open and identities
-	listeners  map[net.Listener]struct{}
-	shutdown   bool
+	mu         sync.Mutex           // guards open and identities
 	open       map[*tls.Conn]string // authenticated connections by certificate serial
 	identities map[string]int       // authenticated connections per identity
 }
@@ -109,88 +105,48 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Pool == nil {
 		return nil, fmt.Errorf("gateway: no engine pool")
 	}
+	if cfg.Dial == nil {
+		return nil, fmt.Errorf("gateway: no engine dialer (engine.Client's Dial)")
+	}
 	t := cfg.TLS.Clone()
 	t.NextProtos = []string{wire.ProtoProxy, wire.ProtoWake}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, tls: t, ctx: ctx, cancel: cancel,
-		refusals:  newRefusalLog(cfg.Log, cfg.Clock, refusalLogInterval),
-		listeners: map[net.Listener]struct{}{}, open: map[*tls.Conn]string{}, identities: map[string]int{}}, nil
+	s := &Server{cfg: cfg, tls: t,
+		refusals: newRefusalLog(cfg.Log, cfg.Clock, refusalLogInterval),
+		open:     map[*tls.Conn]string{}, identities: map[string]int{}}
+	s.life = proxy.NewServer(s.handle, cfg.Log)
+	s.ctx = s.life.Context()
+	return s, nil
 }
 
-// Serve accepts connections on ln until Shutdown.
+// Serve accepts connections on ln until Shutdown, then returns
+// ErrServerClosed.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.shutdown {
-		s.mu.Unlock()
-		ln.Close()
-		return ErrServerClosed
+	if err := s.life.Serve(ln); !errors.Is(err, ErrServerClosed) {
+		return fmt.Errorf("gateway: %w", err)
 	}
-	s.listeners[ln] = struct{}{}
-	s.mu.Unlock()
-
-	for {
-		c, err := proxy.Accept(ln, s.ctx.Done(), s.cfg.Log)
-		if err != nil {
-			s.mu.Lock()
-			down := s.shutdown
-			s.mu.Unlock()
-			if down || errors.Is(err, net.ErrClosed) && s.ctx.Err() != nil {
-				return ErrServerClosed
-			}
-			return fmt.Errorf("gateway: accept: %w", err)
-		}
-		// Add under mu: Shutdown sets shutdown under mu before it waits, so
-		// no handler starts after the wait began.
-		s.mu.Lock()
-		if s.shutdown {
-			s.mu.Unlock()
-			c.Close()
-			return ErrServerClosed
-		}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.handle(c)
-	}
+	return ErrServerClosed
 }
 
 // Shutdown stops accepting, lets open connections finish until ctx ends,
 // then closes them and waits for their handlers. Engines are not stopped:
 // that is the pool's Close. Safe to call twice.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.shutdown = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	s.listeners = map[net.Listener]struct{}{}
-	s.mu.Unlock()
-
-	drained := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(drained)
-	}()
 	defer s.refusals.close()
-	select {
-	case <-drained:
-		s.cancel()
-		return nil
-	case <-ctx.Done():
-		s.cancel()
-		<-drained
-		return fmt.Errorf("gateway: connections forced closed: %w", ctx.Err())
+	if err := s.life.Shutdown(ctx); err != nil {
+		return fmt.Errorf("gateway: %w", err)
 	}
+	return nil
 }
 
-func (s *Server) handle(c net.Conn) {
-	defer s.wg.Done()
+// handle serves one client connection; ctx is the lifecycle's (s.ctx).
+func (s *Server) handle(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	began := time.Now()
 	remote := c.RemoteAddr().String()
 
 	// One deadline covers the handshake, the wait for the engine and the
 	// dial; the handshake alone has a shorter one.
-	setup, cancel := context.WithTimeout(s.ctx, s.cfg.HoldTimeout)
+	setup, cancel := context.WithTimeout(ctx, s.cfg.HoldTimeout)
 	defer cancel()
 	tc := tls.Server(c, s.tls)
 	hctx, hcancel := context.WithTimeout(setup, s.cfg.HandshakeTimeout)

@@ -120,6 +120,7 @@ func startGatewayOpts(t *testing.T, h *fakeHost, o gatewayOptions) *testGateway 
 	cfg := Config{
 		TLS:              certs.ServerTLS(func() *tls.Certificate { return sc }, ca.Pool()),
 		Pool:             pool,
+		Dial:             plainDial,
 		HoldTimeout:      10 * time.Second,
 		ProgressInterval: 20 * time.Millisecond,
 		Authorize:        o.authorize,

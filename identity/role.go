@@ -13,6 +13,20 @@ const ReservedPrefix = "wakegate-"
 // GatewayName is the common name of the gateway's certificate.
 const GatewayName = ReservedPrefix + "gateway"
 
+// EngineNamePrefix begins the common name of every engine's certificate;
+// the gateway dials no peer whose name lacks it.
+const EngineNamePrefix = ReservedPrefix + "engine-"
+
+// EngineName is the common name of engine id's certificate, the one name
+// every host and the gateway agree on: the token the gateway makes for the
+// engine names it, and the engine enrols under it. Pool ids of the form
+// engine-N (local and exec engines) keep their number alone
+// (wakegate-engine-0); any other id (a Fly machine's) follows the prefix
+// whole (wakegate-engine-148e…).
+func EngineName(id string) string {
+	return EngineNamePrefix + strings.TrimPrefix(id, "engine-")
+}
+
 // Reserved reports whether name is one that only the servers provisioner
 // may issue.
 func Reserved(name string) bool { return strings.HasPrefix(name, ReservedPrefix) }

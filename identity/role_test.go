@@ -1,6 +1,9 @@
 package identity
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestRoleIsReadFromTheRoleSANOnly(t *testing.T) {
 	for _, tc := range []struct {
@@ -26,6 +29,23 @@ func TestWakegateNamesAreReserved(t *testing.T) {
 	} {
 		if got := Reserved(name); got != want {
 			t.Errorf("Reserved(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestEngineNameIsTheSameForEveryHostsIDs(t *testing.T) {
+	for id, want := range map[string]string{
+		"engine-0":       "wakegate-engine-0",
+		"engine-12":      "wakegate-engine-12",
+		"148e271c0d9e89": "wakegate-engine-148e271c0d9e89",
+		"0":              "wakegate-engine-0",
+	} {
+		got := EngineName(id)
+		if got != want {
+			t.Errorf("EngineName(%q) = %q, want %q", id, got, want)
+		}
+		if !Reserved(got) || !strings.HasPrefix(got, EngineNamePrefix) {
+			t.Errorf("EngineName(%q) = %q is not a reserved engine name", id, got)
 		}
 	}
 }

@@ -4,5 +4,10 @@
 // finishes sending (CloseWrite) is seen as EOF on the far side while the
 // reply still flows; a pair left half-open is reaped after a bound.
 //
+// Server is the one lifecycle of both servers around it: accept loops on
+// any number of listeners (backing off on temporary errors), a goroutine
+// per connection, and a Shutdown that stops accepting, lets connections
+// drain within a bound and then forces them closed, safe to call twice.
+//
 // It must not import any other wakegate package.
 package proxy

@@ -64,9 +64,20 @@ func TestConnectListenBadFlagsFailBeforeAnythingStarts(t *testing.T) {
 }
 
 // TestConnectUnixListenIsCheckedBeforeEnrolment: a socket path that is
-// taken fails before the credentials are read (a token would be spent),
-// and what is there is left alone.
+// taken fails before the token is spent, and what is there is left alone.
+//
+// Not parallel: it sets the process environment.
 func TestConnectUnixListenIsCheckedBeforeEnrolment(t *testing.T) {
+	t.Setenv("WAKEGATE_TOKEN", "")
+	h := newProviderHarness(t)
+	tok, err := h.ca.Clients.Token("ci-job", []string{"ci-job"}, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	dir := shortTempDir(t)
 	file := filepath.Join(dir, "file")
 	if err := os.WriteFile(file, []byte("keep"), 0o644); err != nil {
@@ -83,7 +94,8 @@ func TestConnectUnixListenIsCheckedBeforeEnrolment(t *testing.T) {
 		{file, file + " exists and is not a socket"},
 		{live, "another sidecar is serving " + live},
 	} {
-		args := []string{"connect", "--gateway", "h:1", "--creds", "/nonexistent", "--listen", "unix://" + tc.path, "--", "true"}
+		args := []string{"connect", "--gateway", "127.0.0.1:1", "--token-file", tokFile, "--ca-url", h.caSvc.url,
+			"--ca-fingerprint", h.ca.Fingerprint(), "--wait-timeout", "5s", "--listen", "unix://" + tc.path, "--", "true"}
 		out := newLogWatch()
 		err := run(t.Context(), args, out, out)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -96,6 +108,7 @@ func TestConnectUnixListenIsCheckedBeforeEnrolment(t *testing.T) {
 	if fi, err := os.Lstat(live); err != nil || fi.Mode().Type() != fs.ModeSocket {
 		t.Errorf("the live socket was disturbed: %v", err)
 	}
+	h.enrol(t, tok) // fails the test if a case spent it
 }
 
 // TestEndToEndBuildThroughUnixSocket runs a real build with 'connect

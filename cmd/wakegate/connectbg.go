@@ -39,9 +39,9 @@ func startBackground(ctx context.Context, args []string, f *connectFlags, stdout
 	if err != nil {
 		return err
 	}
-	logPath := f.logFile
+	logPath := f.mode.logFile
 	if logPath == "" {
-		logPath = f.pidFile + ".log"
+		logPath = f.mode.pidFile + ".log"
 	}
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -102,7 +102,7 @@ func startBackground(ctx context.Context, args []string, f *connectFlags, stdout
 			case "fail":
 				failure = rest
 			case "ready":
-				return backgroundReady(cmd, f.pidFile, logPath, rest, stdout, stderr)
+				return backgroundReady(cmd, f.mode.pidFile, logPath, rest, stdout, stderr)
 			}
 		}
 	}
@@ -183,14 +183,14 @@ type readyReporter struct {
 }
 
 func newReadyReporter(f *connectFlags) (*readyReporter, error) {
-	if !f.background || !isBackgroundChild() {
+	if !f.mode.background || !isBackgroundChild() {
 		return &readyReporter{}, nil
 	}
 	w := os.NewFile(backgroundFD, "wakegate-ready")
 	if w == nil {
 		return nil, errors.New("connect: background child without its report pipe")
 	}
-	return &readyReporter{w: w, pidFile: f.pidFile}, nil
+	return &readyReporter{w: w, pidFile: f.mode.pidFile}, nil
 }
 
 func (r *readyReporter) send(kind, text string) {

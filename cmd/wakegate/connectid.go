@@ -17,8 +17,8 @@ import (
 // enrolling with a token, or from a credentials directory) and the renewer
 // that keeps it fresh. Without a CA URL the renewer never renews: the
 // certificate serves until it expires.
-func clientIdentity(ctx context.Context, f *connectFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
-	r, roots, err := clientCredentials(ctx, f, progress, log)
+func clientIdentity(ctx context.Context, c *credFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, *x509.CertPool, error) {
+	r, roots, err := clientCredentials(ctx, c, progress, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -27,23 +27,14 @@ func clientIdentity(ctx context.Context, f *connectFlags, progress io.Writer, lo
 
 // clientCredentials is clientIdentity with the trusted roots as
 // certificates, for configurations that carry them (Envoy's).
-func clientCredentials(ctx context.Context, f *connectFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, []*x509.Certificate, error) {
-	if f.oidc != "" {
-		return oidcIdentity(ctx, f, progress, log)
-	}
-	token := ""
-	if f.creds == "" {
-		var err error
-		if token, err = readToken(f.token, f.tokenFile); err != nil {
-			return nil, nil, err
-		}
-	}
-	if token != "" {
-		if f.caURL == "" || f.caFP == "" {
-			return nil, nil, usageError("connect", "a token needs --ca-url and --ca-fingerprint ('wakegate certs fingerprint' prints it)")
-		}
+func clientCredentials(ctx context.Context, c *credFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, []*x509.Certificate, error) {
+	switch {
+	case c.oidc != "":
+		return oidcIdentity(ctx, c, progress, log)
+	case c.creds == "":
+		// A token, read and checked with the flags (resolveToken).
 		e, err := enrolRetrying(ctx, progress, func() (*certs.Enrollment, error) {
-			return certs.Enroll(ctx, f.caURL, f.caFP, token, f.certTTL)
+			return certs.Enroll(ctx, c.caURL, c.caFP, c.tok, c.certTTL)
 		})
 		if err != nil {
 			return nil, nil, err
@@ -52,15 +43,15 @@ func clientCredentials(ctx context.Context, f *connectFlags, progress io.Writer,
 		r, err := certs.NewRenewer("client", e.Cert, e.Renew, log)
 		return r, []*x509.Certificate{e.Root}, err
 	}
-	cert, _, err := certs.LoadClientCreds(f.creds)
+	cert, _, err := certs.LoadClientCreds(c.creds)
 	if err != nil {
 		return nil, nil, err
 	}
-	roots, err := certs.LoadRoots(f.creds)
+	roots, err := certs.LoadRoots(c.creds)
 	if err != nil {
 		return nil, nil, err
 	}
-	renew, err := dirRenewer(f.caURL, roots)
+	renew, err := dirRenewer(c.caURL, roots)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -88,7 +79,7 @@ func poolOf(roots []*x509.Certificate) *x509.CertPool {
 }
 
 // oidcIdentity enrols with the job's OIDC token, a fresh one per attempt.
-func oidcIdentity(ctx context.Context, f *connectFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, []*x509.Certificate, error) {
+func oidcIdentity(ctx context.Context, f *credFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, []*x509.Certificate, error) {
 	idToken := func(ctx context.Context) (string, error) { return certs.GitHubIDToken(ctx, f.oidcAudience) }
 	e, err := enrolRetrying(ctx, progress, func() (*certs.Enrollment, error) {
 		tok, err := idToken(ctx)

@@ -14,11 +14,11 @@ package main
 // a host name, since hosts move machines; the SANs only say where the
 // certificate belongs.
 func (f *gatewayFlags) engineSANs(name, id string) []string {
-	switch f.provider {
+	switch f.host.provider {
 	case "local":
 		return []string{name, "127.0.0.1", "localhost"}
 	case "fly":
-		return []string{name, id + ".vm." + f.flyApp + ".internal"}
+		return []string{name, id + ".vm." + f.host.fly.app + ".internal"}
 	}
 	return []string{name}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"log/slog"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"github.com/wakegate/wakegate/engine"
 	"github.com/wakegate/wakegate/fly/flytest"
 	"github.com/wakegate/wakegate/gateway"
+	"github.com/wakegate/wakegate/identity"
 )
 
 // providerHarness is a CA with its API served, and a provider built by the
@@ -36,17 +38,18 @@ func newProviderHarness(t *testing.T) *providerHarness {
 		t.Fatal(err)
 	}
 	t.Cleanup(caSvc.Close)
-	return &providerHarness{ca: ca, caSvc: caSvc, ec: &engine.Client{}}
+	ec := newEngineClient(func() *tls.Certificate { return nil }, ca, caSvc)
+	if ec.IsRevoked == nil {
+		t.Error("the gateway's engine client does not check engines' certificates against the CA's revocation records")
+	}
+	return &providerHarness{ca: ca, caSvc: caSvc, ec: ec}
 }
 
 func (h *providerHarness) provider(t *testing.T, f *gatewayFlags) gateway.Provider {
 	t.Helper()
-	p, err := f.newProvider(t.Context(), h.ca, h.caSvc, "", "", h.ec, slog.New(slog.DiscardHandler))
+	p, err := f.newProvider(t.Context(), hostCA{ca: h.ca, svc: h.caSvc}, engineBins{}, h.ec, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
-	}
-	if h.ec.IsRevoked == nil {
-		t.Error("newProvider left the engine client without a revocation check")
 	}
 	return p
 }
@@ -80,8 +83,8 @@ func checkEngineCert(t *testing.T, cert *x509.Certificate, name string, dns ...s
 func TestExecEngineCertificateNamesOnlyTheEngine(t *testing.T) {
 	h := newProviderHarness(t)
 	out := filepath.Join(t.TempDir(), "token")
-	p := h.provider(t, &gatewayFlags{provider: "exec", engines: 1,
-		execStart: `printf '%s' "$WAKEGATE_TOKEN" > '` + out + `'; echo 127.0.0.1:1`, execStop: "true"})
+	p := h.provider(t, &gatewayFlags{pool: poolFlags{engines: 1}, host: hostFlags{provider: "exec",
+		exec: execHostFlags{start: `printf '%s' "$WAKEGATE_TOKEN" > '` + out + `'; echo 127.0.0.1:1`, stop: "true"}}})
 	if _, err := p.Start(t.Context(), "engine-0"); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +110,8 @@ func TestFlyEngineCertificateNamesTheMachineNotLoopback(t *testing.T) {
 	id := ms[0].ID
 
 	h := newProviderHarness(t)
-	p := h.provider(t, &gatewayFlags{provider: "fly", flyApp: "ci-engines", flyPool: "engines", wakeTimeout: 30 * time.Second})
+	p := h.provider(t, &gatewayFlags{pool: poolFlags{wakeTimeout: 30 * time.Second},
+		host: hostFlags{provider: "fly", fly: flyHostFlags{app: "ci-engines", pool: "engines"}}})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if _, err := p.Start(ctx, id); err != nil {
@@ -118,7 +122,7 @@ func TestFlyEngineCertificateNamesTheMachineNotLoopback(t *testing.T) {
 	if tok == "" {
 		t.Fatalf("the machine got no token: %v", env)
 	}
-	name := engine.EngineNamePrefix + id
+	name := identity.EngineName(id)
 	if env["WAKEGATE_ENGINE_NAME"] != name {
 		t.Errorf("WAKEGATE_ENGINE_NAME = %q, want %q", env["WAKEGATE_ENGINE_NAME"], name)
 	}
@@ -134,7 +138,7 @@ func TestEngineSANsPerProvider(t *testing.T) {
 		{"fly", []string{"wakegate-engine-0", "m1.vm.app.internal"}},
 		{"exec", []string{"wakegate-engine-0"}},
 	} {
-		f := &gatewayFlags{provider: tc.provider, flyApp: "app"}
+		f := &gatewayFlags{host: hostFlags{provider: tc.provider, fly: flyHostFlags{app: "app"}}}
 		if got := f.engineSANs("wakegate-engine-0", "m1"); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: engine SANs = %v, want %v", tc.provider, got, tc.want)
 		}

@@ -25,7 +25,7 @@ one until the certificate follows.
 Run it in the background for the life of the Envoy (in GitHub Actions, a
 step with '&'; the job's end stops it).
 `+envoyCredsHelp, stdout, stderr)
-	var f connectFlags
+	var f envoyCredFlags
 	role := fs.String("role", "client", "client (CI side) or engine (engine machine)")
 	out := fs.String("out", "", "credentials directory to write (required)")
 	addEnvoyCredFlags(fs, &f)

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/wakegate/wakegate/certs"
-	"github.com/wakegate/wakegate/engine"
 	"github.com/wakegate/wakegate/envoy"
+	"github.com/wakegate/wakegate/identity"
 )
 
 // envoyCredsHelp says where an Envoy's certificate comes from, for the
@@ -38,31 +38,40 @@ engine.crt, engine.key and ca.crt.
 The CA is trusted by its root's fingerprint (--ca-fingerprint). With
 --ca-url the certificate is renewed at two thirds of its life.`
 
+// envoyCredFlags are the options of 'envoy creds' and 'envoy xds' that
+// obtain an Envoy's certificate: connect's credentials, with a bound on
+// enrolling.
+type envoyCredFlags struct {
+	cred        credFlags
+	waitTimeout time.Duration
+	logLevel    string
+}
+
 // addEnvoyCredFlags registers the credential flags of connect on fs.
-func addEnvoyCredFlags(fs *flag.FlagSet, f *connectFlags) {
-	fs.StringVar(&f.oidc, "oidc", "", `role client: enrol with the CI job's OIDC token: "github" (GitHub Actions)`)
-	fs.StringVar(&f.oidcAudience, "oidc-audience", certs.DefaultOIDCAudience, "audience of the OIDC token (the gateway's --oidc-audience)")
-	fs.StringVar(&f.creds, "creds", "", "credentials directory to read (role client: from 'wakegate certs issue --out')")
-	fs.StringVar(&f.caURL, "ca-url", "", "the gateway's CA API, https://HOST:PORT, to enrol and to renew")
-	fs.StringVar(&f.caFP, "ca-fingerprint", "", "SHA-256 fingerprint of the CA root ('wakegate certs fingerprint'), with --oidc or a token")
-	fs.StringVar(&f.token, "token", "", "single-use enrolment token (prefer $WAKEGATE_TOKEN or --token-file: arguments are visible to other users)")
-	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the single-use enrolment token")
-	fs.DurationVar(&f.certTTL, "cert-ttl", 0, "lifetime to ask for when enrolling (default: the CA's); renewal comes at two thirds of it")
+func addEnvoyCredFlags(fs *flag.FlagSet, f *envoyCredFlags) {
+	fs.StringVar(&f.cred.oidc, "oidc", "", `role client: enrol with the CI job's OIDC token: "github" (GitHub Actions)`)
+	fs.StringVar(&f.cred.oidcAudience, "oidc-audience", certs.DefaultOIDCAudience, "audience of the OIDC token (the gateway's --oidc-audience)")
+	fs.StringVar(&f.cred.creds, "creds", "", "credentials directory to read (role client: from 'wakegate certs issue --out')")
+	fs.StringVar(&f.cred.caURL, "ca-url", "", "the gateway's CA API, https://HOST:PORT, to enrol and to renew")
+	fs.StringVar(&f.cred.caFP, "ca-fingerprint", "", "SHA-256 fingerprint of the CA root ('wakegate certs fingerprint'), with --oidc or a token")
+	fs.StringVar(&f.cred.token, "token", "", "single-use enrolment token (prefer $WAKEGATE_TOKEN or --token-file: arguments are visible to other users)")
+	fs.StringVar(&f.cred.tokenFile, "token-file", "", "file holding the single-use enrolment token")
+	fs.DurationVar(&f.cred.certTTL, "cert-ttl", 0, "lifetime to ask for when enrolling (default: the CA's); renewal comes at two thirds of it")
 	fs.DurationVar(&f.waitTimeout, "wait-timeout", 10*time.Minute, "give up enrolling after this long")
 }
 
 // validateEnvoyCreds checks the credential flags for role before anything
 // is opened or spent.
-func validateEnvoyCreds(cmd string, role envoy.Role, f *connectFlags) error {
-	if role == envoy.Engine && f.caURL == "" {
-		f.caURL = os.Getenv("WAKEGATE_CA_URL")
+func validateEnvoyCreds(cmd string, role envoy.Role, f *envoyCredFlags) error {
+	if role == envoy.Engine && f.cred.caURL == "" {
+		f.cred.caURL = os.Getenv("WAKEGATE_CA_URL")
 	}
-	if role == envoy.Engine && f.caFP == "" {
-		f.caFP = os.Getenv("WAKEGATE_CA_FINGERPRINT")
+	if role == envoy.Engine && f.cred.caFP == "" {
+		f.cred.caFP = os.Getenv("WAKEGATE_CA_FINGERPRINT")
 	}
-	token := f.token != "" || f.tokenFile != ""
+	token := f.cred.token != "" || f.cred.tokenFile != ""
 	sources := 0
-	for _, set := range []bool{f.oidc != "", f.creds != "", token} {
+	for _, set := range []bool{f.cred.oidc != "", f.cred.creds != "", token} {
 		if set {
 			sources++
 		}
@@ -75,23 +84,29 @@ func validateEnvoyCreds(cmd string, role envoy.Role, f *connectFlags) error {
 		return usageError(cmd, "credentials are required: --oidc github (role client, in GitHub Actions), a token (--token, --token-file or $WAKEGATE_TOKEN) with --ca-url and --ca-fingerprint, or --creds DIR")
 	case sources > 1:
 		return usageError(cmd, "use one of --oidc, --token (or --token-file) and --creds")
-	case f.oidc != "" && role != envoy.Client:
+	case f.cred.oidc != "" && role != envoy.Client:
 		return usageError(cmd, "--oidc enrols CI jobs: it is for the client role; an engine enrols with the token the gateway gives it")
-	case f.oidc != "" && f.oidc != "github":
-		return usageError(cmd, "--oidc %q is not supported; use --oidc github", f.oidc)
-	case (f.oidc != "" || token) && (f.caURL == "" || f.caFP == ""):
+	case f.cred.oidc != "" && f.cred.oidc != "github":
+		return usageError(cmd, "--oidc %q is not supported; use --oidc github", f.cred.oidc)
+	case (f.cred.oidc != "" || token) && (f.cred.caURL == "" || f.cred.caFP == ""):
 		return usageError(cmd, "enrolling needs --ca-url and --ca-fingerprint (the gateway's CA API, and what 'wakegate certs fingerprint' prints)")
 	case f.waitTimeout <= 0:
 		return usageError(cmd, "--wait-timeout must be positive")
-	case f.certTTL < 0:
+	case f.cred.certTTL < 0:
 		return usageError(cmd, "--cert-ttl must not be negative")
 	}
-	if f.creds != "" {
-		dir, err := filepath.Abs(f.creds)
+	if token {
+		// Read and checked now: a bad one fails before anything opens.
+		if err := f.cred.resolveToken(); err != nil {
+			return err
+		}
+	}
+	if f.cred.creds != "" {
+		dir, err := filepath.Abs(f.cred.creds)
 		if err != nil {
 			return err
 		}
-		f.creds = dir
+		f.cred.creds = dir
 		if err := checkEnvoyCreds(role, dir); err != nil {
 			return usageError(cmd, "--creds: %v", err)
 		}
@@ -101,30 +116,26 @@ func validateEnvoyCreds(cmd string, role envoy.Role, f *connectFlags) error {
 
 // envoyIdentity obtains the certificate an Envoy of role presents, the
 // renewer that keeps it fresh, and the roots it trusts.
-func envoyIdentity(ctx context.Context, role envoy.Role, f *connectFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, []*x509.Certificate, error) {
+func envoyIdentity(ctx context.Context, role envoy.Role, f *envoyCredFlags, progress io.Writer, log *slog.Logger) (*certs.Renewer, []*x509.Certificate, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.waitTimeout)
 	defer cancel()
 	if role == envoy.Client {
-		return clientCredentials(ctx, f, progress, log)
+		return clientCredentials(ctx, &f.cred, progress, log)
 	}
-	if f.creds != "" {
-		cert, roots, err := loadEngineCreds(f.creds)
+	if f.cred.creds != "" {
+		cert, roots, err := loadEngineCreds(f.cred.creds)
 		if err != nil {
 			return nil, nil, err
 		}
-		renew, err := dirRenewer(f.caURL, roots)
+		renew, err := dirRenewer(f.cred.caURL, roots)
 		if err != nil {
 			return nil, nil, err
 		}
 		r, err := certs.NewRenewer(cert.Leaf.Subject.CommonName, cert, renew, log)
 		return r, roots, err
 	}
-	token, err := readToken(f.token, f.tokenFile)
-	if err != nil {
-		return nil, nil, err
-	}
 	e, err := enrolRetrying(ctx, progress, func() (*certs.Enrollment, error) {
-		return certs.Enroll(ctx, f.caURL, f.caFP, token, f.certTTL)
+		return certs.Enroll(ctx, f.cred.caURL, f.cred.caFP, f.cred.tok, f.cred.certTTL)
 	})
 	if err != nil {
 		return nil, nil, err
@@ -160,8 +171,8 @@ func loadEngineCreds(dir string) (*tls.Certificate, []*x509.Certificate, error) 
 // requireEngineCert refuses a certificate the gateway would not take from
 // an engine: it checks the engine's name and server usage.
 func requireEngineCert(leaf *x509.Certificate) error {
-	if !strings.HasPrefix(leaf.Subject.CommonName, engine.EngineNamePrefix) {
-		return fmt.Errorf("the certificate is for %q; the engine role needs an engine's (%sN, from the servers provisioner's token the gateway gives its engines): the gateway refuses any other", leaf.Subject.CommonName, engine.EngineNamePrefix)
+	if !strings.HasPrefix(leaf.Subject.CommonName, identity.EngineNamePrefix) {
+		return fmt.Errorf("the certificate is for %q; the engine role needs an engine's (%sN, from the servers provisioner's token the gateway gives its engines): the gateway refuses any other", leaf.Subject.CommonName, identity.EngineNamePrefix)
 	}
 	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
 		return fmt.Errorf("the certificate for %q is not for server use: the gateway refuses it", leaf.Subject.CommonName)

@@ -33,9 +33,11 @@ node id are refused (the id is Envoy's own claim: it is not what secures
 this server; the listener is).
 `+envoyCredsHelp, stdout, stderr)
 	var t envoyTarget
-	var f connectFlags
-	fs.StringVar(&f.listen, "listen", "127.0.0.1:18000", "the xDS server's address: unix:///PATH or a loopback HOST:PORT")
-	fs.BoolVar(&f.unsafeListen, "unsafe-listen", false, "allow an xDS --listen other machines can reach: whoever connects gets the private key")
+	var f envoyCredFlags
+	var listen string
+	var unsafeListen bool
+	fs.StringVar(&listen, "listen", "127.0.0.1:18000", "the xDS server's address: unix:///PATH or a loopback HOST:PORT")
+	fs.BoolVar(&unsafeListen, "unsafe-listen", false, "allow an xDS --listen other machines can reach: whoever connects gets the private key")
 	fs.StringVar(&t.role, "role", "client", "client (CI side) or engine (engine machine)")
 	fs.StringVar(&t.gateway, "gateway", "", "role client: the gateway's mTLS address HOST:PORT")
 	fs.StringVar(&t.serverName, "server-name", "", "role client: name to verify in the gateway's certificate (default: the --gateway host)")
@@ -54,12 +56,12 @@ this server; the listener is).
 	if err := t.config("envoy xds", "--envoy-listen", "--unsafe-envoy-listen"); err != nil {
 		return err
 	}
-	addr, err := connect.ParseListenAddress(f.listen)
+	addr, err := connect.ParseListenAddress(listen)
 	if err != nil {
-		return usageError("envoy xds", "--listen %q: %v", f.listen, err)
+		return usageError("envoy xds", "--listen %q: %v", listen, err)
 	}
-	if !addr.LocalOnly() && !f.unsafeListen {
-		return usageError("envoy xds", "--listen %s is reachable from other machines, and this server hands its private key to whoever connects; listen on unix:///PATH (mode 0600) or 127.0.0.1:PORT, or pass --unsafe-listen", f.listen)
+	if !addr.LocalOnly() && !unsafeListen {
+		return usageError("envoy xds", "--listen %s is reachable from other machines, and this server hands its private key to whoever connects; listen on unix:///PATH (mode 0600) or 127.0.0.1:PORT, or pass --unsafe-listen", listen)
 	}
 	if err := validateEnvoyCreds("envoy xds", t.cfg.Role, &f); err != nil {
 		return err

@@ -53,11 +53,21 @@ func helpOK(err error) error {
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	l, err := parseLogLevel(level)
+	if err != nil {
+		return nil, err
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// parseLogLevel reads a --log-level, so that a command can judge it with
+// its other flags.
+func parseLogLevel(level string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return l, nil
 }
 
 // usageError reports a flag mistake in the command's terms.

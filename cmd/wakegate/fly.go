@@ -110,9 +110,20 @@ more than 10 minutes).`, stdout, stderr)
 		return err
 	}
 	if *asJSON {
-		return json.NewEncoder(stdout).Encode(ms)
+		if ms == nil {
+			ms = []fly.MachineStatus{}
+		}
+		if err := json.NewEncoder(stdout).Encode(ms); err != nil {
+			return err
+		}
+	} else {
+		printMachines(stdout, ms)
 	}
-	printMachines(stdout, ms)
+	if len(ms) == 0 {
+		// Silence would read as "all is well": a typo in --app or --pool
+		// is the likelier cause.
+		return fmt.Errorf("fly status: app %s has no machines in pool %q: check --app and --pool, or run 'wakegate fly init --app %s --pool %s'", *app, *pool, *app, *pool)
+	}
 	return nil
 }
 

@@ -14,12 +14,15 @@ import (
 	"time"
 
 	fly "github.com/superfly/fly-go"
+
+	"github.com/wakegate/wakegate/enginecmd"
 )
 
 // EngineRunner runs each started machine as a local process: Bin with the
-// machine's init command, its environment, its volume's mount path mapped
-// to the volume's directory, and its --listen address moved to the
-// machine's own private loopback address. It is how the emulator's
+// machine's init command (as 'wakegate fly init' built it with enginecmd;
+// the runner builds none of its own), its environment, its volume's mount
+// path mapped to the volume's directory, and its --listen address moved to
+// the machine's own private loopback address. It is how the emulator's
 // machines become real 'wakegate engine' processes.
 type EngineRunner struct {
 	Bin string
@@ -52,7 +55,7 @@ func (r *EngineRunner) Start(m *fly.Machine, volumeDir string) (<-chan struct{},
 				args[i] = volumeDir
 			}
 		}
-		if a == "--listen" && i+1 < len(args) {
+		if a == enginecmd.ListenFlag && i+1 < len(args) {
 			_, port, err := net.SplitHostPort(args[i+1])
 			if err != nil {
 				return nil, fmt.Errorf("machine %s: --listen %q: %w", m.ID, args[i+1], err)

@@ -1,33 +1,34 @@
-package engine
+package exechost
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/wakegate/wakegate/identity"
+	"github.com/wakegate/wakegate/internal/childenv"
 )
 
-// ExecConfig configures the exec provider: three command lines, run with
+// Config configures the exec provider: three command lines, run with
 // /bin/sh -c, that start, stop and report an engine machine on any host
 // (a cloud CLI, a hypervisor's tool, ssh to a box under a desk).
 //
 // Every command gets the process environment without its secrets (the CA
-// password, tokens, the Fly API token: see secretEnv), Env, and
-// WAKEGATE_ENGINE=<id>. Start also gets WAKEGATE_TOKEN, the engine's
+// password, tokens, the Fly API token: see childenv.Secrets), Env,
+// WAKEGATE_ENGINE=<id> and WAKEGATE_ENGINE_NAME, the engine's certificate
+// name (identity.EngineName), which 'wakegate engine' reads as its --name. Start also gets WAKEGATE_TOKEN, the engine's
 // single-use enrolment token; pass it on to the machine (e.g. as its
 // environment), never as an argument where ps and audit logs would see it.
 // Whatever a command prints reaches an error message — and a waiting
 // client's wake failure — only with every secret value blanked.
-type ExecConfig struct {
+type Config struct {
 	// IDs are the engine ids of the pool (e.g. engine-0 … engine-(N-1)).
 	IDs []string
 	// Start starts the machine unless it is running, and prints its
@@ -48,11 +49,11 @@ type ExecConfig struct {
 	Log *slog.Logger
 }
 
-// Exec is a provider whose machines are started, stopped and reported by
-// the operator's command lines. It keeps no state — the host is the source
-// of truth about its machines — so it is safe for concurrent use.
-type Exec struct {
-	cfg       ExecConfig
+// Provider is a provider whose machines are started, stopped and reported
+// by the operator's command lines. It keeps no state — the host is the
+// source of truth about its machines — so it is safe for concurrent use.
+type Provider struct {
+	cfg       Config
 	waitDelay time.Duration // execWaitDelay; shorter in tests
 }
 
@@ -68,8 +69,8 @@ const (
 	execWaitDelay = 5 * time.Second
 )
 
-// NewExec validates cfg.
-func NewExec(cfg ExecConfig) (*Exec, error) {
+// New validates cfg.
+func New(cfg Config) (*Provider, error) {
 	if len(cfg.IDs) == 0 {
 		return nil, errors.New("exec provider: no engine ids")
 	}
@@ -94,7 +95,7 @@ func NewExec(cfg ExecConfig) (*Exec, error) {
 		if !ok || k == "" {
 			return nil, fmt.Errorf("exec provider: environment entry %q is not KEY=value", kv)
 		}
-		if k == "WAKEGATE_ENGINE" || k == "WAKEGATE_TOKEN" {
+		if k == "WAKEGATE_ENGINE" || k == "WAKEGATE_ENGINE_NAME" || k == "WAKEGATE_TOKEN" {
 			return nil, fmt.Errorf("exec provider: %s is set by the provider, not in the environment list", k)
 		}
 	}
@@ -103,18 +104,18 @@ func NewExec(cfg ExecConfig) (*Exec, error) {
 	}
 	cfg.IDs = slices.Clone(cfg.IDs)
 	cfg.Env = slices.Clone(cfg.Env)
-	return &Exec{cfg: cfg, waitDelay: execWaitDelay}, nil
+	return &Provider{cfg: cfg, waitDelay: execWaitDelay}, nil
 }
 
 // Engines lists the engine ids.
-func (x *Exec) Engines(context.Context) ([]string, error) {
+func (x *Provider) Engines(context.Context) ([]string, error) {
 	return slices.Clone(x.cfg.IDs), nil
 }
 
 // Start runs the start command with a fresh token and returns the address
 // it printed as "tls://host:port". That is not readiness: the gateway asks
 // the engine's status for that.
-func (x *Exec) Start(ctx context.Context, id string) (string, error) {
+func (x *Provider) Start(ctx context.Context, id string) (string, error) {
 	if err := x.known(id); err != nil {
 		return "", err
 	}
@@ -134,13 +135,13 @@ func (x *Exec) Start(ctx context.Context, id string) (string, error) {
 		err = checkHostPort(addr)
 	}
 	if err != nil {
-		return "", fmt.Errorf("exec provider: start %s: %s", id, newScrubber(x.cfg.Env, tok).scrub(err.Error()))
+		return "", fmt.Errorf("exec provider: start %s: %s", id, childenv.NewScrubber(x.cfg.Env, tok).Scrub(err.Error()))
 	}
 	return "tls://" + addr, nil
 }
 
 // Stop runs the stop command, which returns once the machine has stopped.
-func (x *Exec) Stop(ctx context.Context, id string) error {
+func (x *Provider) Stop(ctx context.Context, id string) error {
 	if err := x.known(id); err != nil {
 		return err
 	}
@@ -150,7 +151,7 @@ func (x *Exec) Stop(ctx context.Context, id string) error {
 
 // Status runs the status command and returns the word it printed,
 // normally "running" or "stopped".
-func (x *Exec) Status(ctx context.Context, id string) (string, error) {
+func (x *Provider) Status(ctx context.Context, id string) (string, error) {
 	if err := x.known(id); err != nil {
 		return "", err
 	}
@@ -168,7 +169,7 @@ func (x *Exec) Status(ctx context.Context, id string) (string, error) {
 	return s, nil
 }
 
-func (x *Exec) known(id string) error {
+func (x *Provider) known(id string) error {
 	if !slices.Contains(x.cfg.IDs, id) {
 		return fmt.Errorf("exec provider: no engine %q (engines are %s)", id, strings.Join(x.cfg.IDs, ", "))
 	}
@@ -179,7 +180,7 @@ func (x *Exec) known(id string) error {
 // tok, if set, is passed as WAKEGATE_TOKEN. It and every other secret are
 // scrubbed from anything the command printed before it reaches an error
 // message.
-func (x *Exec) run(ctx context.Context, kind, line, id, tok string) ([]byte, error) {
+func (x *Provider) run(ctx context.Context, kind, line, id, tok string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
 	cmd.Env = x.env(id, tok)
 	var stdout, stderr tailBuffer
@@ -220,7 +221,7 @@ func (x *Exec) run(ctx context.Context, kind, line, id, tok string) ([]byte, err
 	log.Warn("exec provider command failed", "err", err)
 
 	var tail string
-	if t := errTail(newScrubber(x.cfg.Env, tok).scrub(string(stderr.Bytes())), execErrTail); t != "" {
+	if t := errTail(childenv.NewScrubber(x.cfg.Env, tok).Scrub(string(stderr.Bytes())), execErrTail); t != "" {
 		tail = ": " + t
 	}
 	var exitErr *exec.ExitError
@@ -241,97 +242,10 @@ func (x *Exec) run(ctx context.Context, kind, line, id, tok string) ([]byte, err
 // env is the process environment without its secrets, the configured
 // extra environment and the provider's own variables, later entries
 // winning. Only Start sees a token, and only its own.
-func (x *Exec) env(id, tok string) []string {
-	extra := append(slices.Clone(x.cfg.Env), "WAKEGATE_ENGINE="+id)
+func (x *Provider) env(id, tok string) []string {
+	extra := append(slices.Clone(x.cfg.Env), "WAKEGATE_ENGINE="+id, "WAKEGATE_ENGINE_NAME="+identity.EngineName(id))
 	if tok != "" {
 		extra = append(extra, "WAKEGATE_TOKEN="+tok)
 	}
-	return childEnv(extra...)
-}
-
-// lastLine returns the last non-empty line of out, trimmed.
-func lastLine(out []byte) (string, error) {
-	lines := strings.Split(string(out), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(lines[i]); l != "" {
-			return l, nil
-		}
-	}
-	return "", errors.New("start command printed no address; it must print host:port as its last line")
-}
-
-// checkHostPort accepts host:port with a non-empty host and a numeric port,
-// which is what the gateway will dial.
-func checkHostPort(addr string) error {
-	bad := func(why string) error {
-		return fmt.Errorf("start command printed %q as its last line: %s; it must print host:port as its last line", addr, why)
-	}
-	if strings.Contains(addr, "://") {
-		return bad("print host:port without a scheme")
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return bad(err.Error())
-	}
-	if host == "" {
-		return bad("no host")
-	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return bad("port is not a number from 1 to 65535")
-	}
-	return nil
-}
-
-// errTail returns at most n bytes from the end of s, trimmed, starting at
-// a line boundary when there is one so that no line is quoted cut.
-func errTail(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) <= n {
-		return s
-	}
-	s = s[len(s)-n:]
-	if i := strings.IndexByte(s, '\n'); i >= 0 && i < len(s)-1 {
-		s = s[i+1:]
-	}
-	return "…" + strings.TrimSpace(s)
-}
-
-// tailBuffer keeps the last execOutputCap bytes written to it. It grows to
-// twice that before moving the tail down, so a CLI that writes a byte at a
-// time costs amortised constant work per byte. os/exec writes each of
-// stdout and stderr from its own goroutine, and they are read only after
-// Wait, so it needs no lock.
-type tailBuffer struct {
-	b         []byte
-	truncated bool
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	n := len(p)
-	if len(p) > execOutputCap {
-		p = p[len(p)-execOutputCap:]
-		t.b = t.b[:0]
-		t.truncated = true
-	}
-	if len(t.b)+len(p) > 2*execOutputCap {
-		t.b = t.b[:copy(t.b, t.b[len(t.b)-execOutputCap:])]
-		t.truncated = true
-	}
-	t.b = append(t.b, p...)
-	return n, nil
-}
-
-// Bytes returns the last execOutputCap bytes written, from a line boundary
-// if the front was cut.
-func (t *tailBuffer) Bytes() []byte {
-	b, cut := t.b, t.truncated
-	if len(b) > execOutputCap {
-		b, cut = b[len(b)-execOutputCap:], true
-	}
-	if cut {
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			return b[i+1:]
-		}
-	}
-	return b
+	return childenv.Env(extra...)
 }

@@ -1,4 +1,4 @@
-package engine
+package exechost
 
 import (
 	"bytes"
@@ -14,13 +14,6 @@ import (
 	"testing"
 	"time"
 )
-
-// The gateway's Provider, restated: engine must not import gateway.
-var _ interface {
-	Engines(ctx context.Context) ([]string, error)
-	Start(ctx context.Context, id string) (string, error)
-	Stop(ctx context.Context, id string) error
-} = (*Exec)(nil)
 
 const execTestToken = "tok-7f3a9c1e5d2b"
 
@@ -38,7 +31,7 @@ func writeScript(t *testing.T, dir, name, body string) string {
 // newTestExec fills what a test leaves out: two engines, a stop command
 // that succeeds, a fixed token, and OUT=<dir> in the environment for
 // scripts to write what they saw.
-func newTestExec(t *testing.T, dir string, cfg ExecConfig) *Exec {
+func newTestExec(t *testing.T, dir string, cfg Config) *Provider {
 	t.Helper()
 	if cfg.IDs == nil {
 		cfg.IDs = []string{"engine-0", "engine-1"}
@@ -53,7 +46,7 @@ func newTestExec(t *testing.T, dir string, cfg ExecConfig) *Exec {
 		cfg.Token = func(string) (string, error) { return execTestToken, nil }
 	}
 	cfg.Env = append(cfg.Env, "OUT="+dir)
-	x, err := NewExec(cfg)
+	x, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +67,7 @@ func TestExecStartReturnsTheAddressAndPassesTheTokenOnlyInTheEnvironment(t *test
 	dir := t.TempDir()
 	var asked []string
 	var logs bytes.Buffer
-	x := newTestExec(t, dir, ExecConfig{
+	x := newTestExec(t, dir, Config{
 		Start: writeScript(t, dir, "start", `
 echo "$0 $@" > "$OUT/argv"
 printf '%s\n' "$WAKEGATE_ENGINE" "$WAKEGATE_TOKEN" "$WAKEGATE_CA_URL" > "$OUT/env"
@@ -129,7 +122,7 @@ func TestExecStartRefusesOutputThatIsNotAnAddress(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			x := newTestExec(t, t.TempDir(), ExecConfig{Start: tc.start})
+			x := newTestExec(t, t.TempDir(), Config{Start: tc.start})
 			addr, err := x.Start(t.Context(), "engine-0")
 			if err == nil {
 				t.Fatalf("Start returned %q, want an error", addr)
@@ -149,7 +142,7 @@ func TestExecStartRefusesOutputThatIsNotAnAddress(t *testing.T) {
 
 func TestExecStartThatPrintsTheTokenDoesNotPutItInTheError(t *testing.T) {
 	t.Parallel()
-	x := newTestExec(t, t.TempDir(), ExecConfig{Start: `echo "$WAKEGATE_TOKEN"`})
+	x := newTestExec(t, t.TempDir(), Config{Start: `echo "$WAKEGATE_TOKEN"`})
 	_, err := x.Start(t.Context(), "engine-0")
 	if err == nil {
 		t.Fatal("Start succeeded, want an error")
@@ -163,7 +156,7 @@ func TestExecFailingStartReportsExitStatusAndStderrButNotTheToken(t *testing.T) 
 	t.Parallel()
 	dir := t.TempDir()
 	var logs bytes.Buffer
-	x := newTestExec(t, dir, ExecConfig{
+	x := newTestExec(t, dir, Config{
 		Start: writeScript(t, dir, "start", `
 echo "127.0.0.1:1234"
 echo "booting with token $WAKEGATE_TOKEN" >&2
@@ -198,7 +191,7 @@ func TestExecFailureQuotesOnlyTheTailOfALongStderr(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	// About 150 KiB of noise, more than is kept, then the reason.
-	x := newTestExec(t, dir, ExecConfig{Stop: writeScript(t, dir, "stop", `
+	x := newTestExec(t, dir, Config{Stop: writeScript(t, dir, "stop", `
 i=0
 while [ $i -lt 5000 ]; do
 	echo "noise line $i of a chatty cloud CLI, padded out to be long" >&2
@@ -317,7 +310,7 @@ func TestExecHangingStartIsStoppedWithItsContext(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			x := newTestExec(t, dir, ExecConfig{Start: writeScript(t, dir, "start", tc.trap+`
+			x := newTestExec(t, dir, Config{Start: writeScript(t, dir, "start", tc.trap+`
 sleep 1000 &
 echo $! > "$OUT/child.tmp" && mv "$OUT/child.tmp" "$OUT/child"
 echo $$ > "$OUT/pid.tmp" && mv "$OUT/pid.tmp" "$OUT/pid"
@@ -359,7 +352,7 @@ func TestExecStop(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			x := newTestExec(t, dir, ExecConfig{Stop: tc.stop})
+			x := newTestExec(t, dir, Config{Stop: tc.stop})
 			err := x.Stop(t.Context(), "engine-1")
 			if tc.want == "" {
 				if err != nil {
@@ -381,7 +374,7 @@ func TestExecStop(t *testing.T) {
 func TestExecStopAndStatusNeverSeeAToken(t *testing.T) {
 	t.Setenv("WAKEGATE_TOKEN", "inherited-stale-token")
 	dir := t.TempDir()
-	x := newTestExec(t, dir, ExecConfig{
+	x := newTestExec(t, dir, Config{
 		Stop:   `echo "${WAKEGATE_TOKEN-unset}" > "$OUT/stop"`,
 		Status: `echo "${WAKEGATE_TOKEN-unset}" > "$OUT/status"; echo running`,
 	})
@@ -412,7 +405,7 @@ func TestExecStatusReportsTheTrimmedWord(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			x := newTestExec(t, t.TempDir(), ExecConfig{Status: tc.status})
+			x := newTestExec(t, t.TempDir(), Config{Status: tc.status})
 			got, err := x.Status(t.Context(), "engine-1")
 			if tc.wantErr != "" {
 				if err == nil || err.Error() != tc.wantErr {
@@ -432,7 +425,7 @@ func TestExecStatusReportsTheTrimmedWord(t *testing.T) {
 
 func TestExecStatusWithoutACommandIsAnError(t *testing.T) {
 	t.Parallel()
-	x := newTestExec(t, t.TempDir(), ExecConfig{})
+	x := newTestExec(t, t.TempDir(), Config{})
 	got, err := x.Status(t.Context(), "engine-0")
 	if err == nil || !strings.Contains(err.Error(), "no status command configured") {
 		t.Errorf("Status = %q, %v; want a no-status-command error", got, err)
@@ -444,7 +437,7 @@ func TestExecRefusesAnUnknownEngine(t *testing.T) {
 	dir := t.TempDir()
 	ran := `touch "$OUT/ran"`
 	tokens := 0
-	x := newTestExec(t, dir, ExecConfig{
+	x := newTestExec(t, dir, Config{
 		Start: ran, Stop: ran, Status: ran,
 		Token: func(string) (string, error) { tokens++; return execTestToken, nil },
 	})
@@ -471,7 +464,7 @@ func TestExecTokenErrorIsReturnedWithoutRunningStart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	errCA := errors.New("CA unreachable")
-	x := newTestExec(t, dir, ExecConfig{
+	x := newTestExec(t, dir, Config{
 		Start: `touch "$OUT/ran"; echo 127.0.0.1:1234`,
 		Token: func(string) (string, error) { return "", errCA },
 	})
@@ -489,7 +482,7 @@ func TestExecTokenErrorIsReturnedWithoutRunningStart(t *testing.T) {
 
 func TestExecEnginesListsTheConfiguredIDs(t *testing.T) {
 	t.Parallel()
-	x := newTestExec(t, t.TempDir(), ExecConfig{IDs: []string{"engine-0", "engine-1", "engine-2"}})
+	x := newTestExec(t, t.TempDir(), Config{IDs: []string{"engine-0", "engine-1", "engine-2"}})
 	ids, err := x.Engines(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -506,7 +499,7 @@ func TestExecEnginesListsTheConfiguredIDs(t *testing.T) {
 func TestExecLogsOneLinePerCommandWithoutTheToken(t *testing.T) {
 	t.Parallel()
 	var logs bytes.Buffer
-	x := newTestExec(t, t.TempDir(), ExecConfig{
+	x := newTestExec(t, t.TempDir(), Config{
 		Start:  `echo "$WAKEGATE_TOKEN" >&2; echo 127.0.0.1:1234`,
 		Stop:   `echo "$WAKEGATE_TOKEN" >&2; exit 4`,
 		Status: `echo running`,
@@ -544,38 +537,39 @@ func TestExecLogsOneLinePerCommandWithoutTheToken(t *testing.T) {
 	}
 }
 
-func TestNewExecValidatesConfig(t *testing.T) {
+func TestNewValidatesConfig(t *testing.T) {
 	t.Parallel()
 	tok := func(string) (string, error) { return execTestToken, nil }
-	ok := ExecConfig{IDs: []string{"engine-0"}, Start: "true", Stop: "true", Token: tok}
+	ok := Config{IDs: []string{"engine-0"}, Start: "true", Stop: "true", Token: tok}
 	for _, tc := range []struct {
 		name   string
-		change func(c *ExecConfig)
+		change func(c *Config)
 		want   string
 	}{
-		{"no ids", func(c *ExecConfig) { c.IDs = nil }, "no engine ids"},
-		{"empty id", func(c *ExecConfig) { c.IDs = []string{"engine-0", ""} }, "empty engine id"},
-		{"duplicate id", func(c *ExecConfig) { c.IDs = []string{"engine-0", "engine-0"} }, "listed twice"},
-		{"no start", func(c *ExecConfig) { c.Start = "" }, "need both a start and a stop command"},
-		{"blank stop", func(c *ExecConfig) { c.Stop = "  " }, "need both a start and a stop command"},
-		{"no token source", func(c *ExecConfig) { c.Token = nil }, "no token source"},
-		{"env not KEY=value", func(c *ExecConfig) { c.Env = []string{"WAKEGATE_CA_URL"} }, "is not KEY=value"},
-		{"env sets the token", func(c *ExecConfig) { c.Env = []string{"WAKEGATE_TOKEN=x"} }, "set by the provider"},
-		{"valid", func(c *ExecConfig) {}, ""},
-		{"valid without status", func(c *ExecConfig) { c.Status = "" }, ""},
+		{"no ids", func(c *Config) { c.IDs = nil }, "no engine ids"},
+		{"empty id", func(c *Config) { c.IDs = []string{"engine-0", ""} }, "empty engine id"},
+		{"duplicate id", func(c *Config) { c.IDs = []string{"engine-0", "engine-0"} }, "listed twice"},
+		{"no start", func(c *Config) { c.Start = "" }, "need both a start and a stop command"},
+		{"blank stop", func(c *Config) { c.Stop = "  " }, "need both a start and a stop command"},
+		{"no token source", func(c *Config) { c.Token = nil }, "no token source"},
+		{"env not KEY=value", func(c *Config) { c.Env = []string{"WAKEGATE_CA_URL"} }, "is not KEY=value"},
+		{"env sets the token", func(c *Config) { c.Env = []string{"WAKEGATE_TOKEN=x"} }, "set by the provider"},
+		{"env sets the name", func(c *Config) { c.Env = []string{"WAKEGATE_ENGINE_NAME=wakegate-engine-x"} }, "set by the provider"},
+		{"valid", func(c *Config) {}, ""},
+		{"valid without status", func(c *Config) { c.Status = "" }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
 			tc.change(&c)
-			_, err := NewExec(c)
+			_, err := New(c)
 			if tc.want == "" {
 				if err != nil {
-					t.Errorf("NewExec: %v", err)
+					t.Errorf("New: %v", err)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("NewExec error = %v, want one containing %q", err, tc.want)
+				t.Errorf("New error = %v, want one containing %q", err, tc.want)
 			}
 		})
 	}
