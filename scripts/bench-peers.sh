@@ -30,6 +30,6 @@ GO=${GO:-go}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 $GO build -o bin/wakegate ./cmd/wakegate
-$GO build -o "$tmp/echo" ./scripts/benchpeers/echo
+$GO build -o "$tmp/echo" ./cmd/wakegate/testdata/echoengine
 $GO build -o "$tmp/benchpeers" ./scripts/benchpeers
 "$tmp/benchpeers" -wakegate bin/wakegate -echo "$tmp/echo" -out bench/latest.txt "$@"

@@ -56,7 +56,7 @@ func run() error {
 	var o options
 	idle := "1000,10000"
 	flag.StringVar(&o.bin, "wakegate", "bin/wakegate", "the wakegate binary")
-	flag.StringVar(&o.echo, "echo", "", "the echo backend binary (scripts/benchpeers/echo)")
+	flag.StringVar(&o.echo, "echo", "", "the echo backend binary (cmd/wakegate/testdata/echoengine)")
 	flag.StringVar(&o.out, "out", "bench/latest.txt", "where the report goes")
 	flag.IntVar(&o.conns, "conns", 400, "new connections measured one at a time, per path")
 	flag.IntVar(&o.conns16, "conns16", 1600, "new connections measured 16 at a time, per path")

@@ -1,7 +1,9 @@
 // Command echoengine stands in for buildkitd behind 'wakegate engine
-// --engine-cmd' in tests: on the unix socket it is given, a connection
-// that opens with HTTP/2's preface is BuildKit's control API answering
-// ListWorkers with one worker (readiness) and no build in progress, and any other connection is
+// --engine-cmd' in tests and in 'make bench-peers' ("echoengine {socket}
+// [TCPADDR]"): on the unix socket, a connection that opens with HTTP/2's
+// preface is BuildKit's control API, answering ListWorkers with one worker
+// (the engine's readiness probe) and no build in progress; any other
+// connection, there or on TCPADDR (bench-peers' raw loopback path), is
 // echoed back byte for byte, half-closing after the client does.
 package main
 
@@ -60,10 +62,20 @@ func (c prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 var preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
 func main() {
+	if len(os.Args) < 2 {
+		os.Stderr.WriteString("usage: echoengine SOCKET [TCPADDR]\n")
+		os.Exit(2)
+	}
 	os.Remove(os.Args[1])
 	ln, err := net.Listen("unix", os.Args[1])
 	if err != nil {
 		panic(err)
+	}
+	var tcp net.Listener
+	if len(os.Args) > 2 {
+		if tcp, err = net.Listen("tcp", os.Args[2]); err != nil {
+			panic(err)
+		}
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
@@ -72,6 +84,17 @@ func main() {
 	srv := grpc.NewServer()
 	controlapi.RegisterControlServer(srv, control{})
 	go srv.Serve(grpcLn)
+	if tcp != nil {
+		go func() {
+			for {
+				c, err := tcp.Accept()
+				if err != nil {
+					return
+				}
+				go echo(c, c)
+			}
+		}()
+	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -92,9 +115,16 @@ func main() {
 				grpcLn.conns <- pc
 				return
 			}
-			defer c.Close()
-			io.Copy(c, pc)
-			c.(*net.UnixConn).CloseWrite()
+			echo(c, pc)
 		}()
+	}
+}
+
+// echo copies r back to c, then half-closes c.
+func echo(c net.Conn, r io.Reader) {
+	defer c.Close()
+	io.CopyBuffer(c, r, make([]byte, 64<<10))
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
 	}
 }
