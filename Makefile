@@ -27,8 +27,10 @@ all: build
 
 build: $(BIN)/wakegate
 
+# -buildvcs=auto: the revision goes into the binary ('wakegate version')
+# even where GOFLAGS turns VCS stamping off.
 $(BIN)/wakegate: $(GO_SOURCES)
-	$(GO) build -o $@ ./cmd/wakegate
+	$(GO) build -buildvcs=auto -o $@ ./cmd/wakegate
 
 # buildkitd and buildctl from the Go module proxy, built in a small tools
 # module (buildkit's own go.mod has exclude directives that refuse go install).

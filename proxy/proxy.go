@@ -138,7 +138,7 @@ func expire(conns ...net.Conn) {
 }
 
 // IsNoise says whether err is the ordinary end of a connection (closed,
-// reset, broken pipe, reaped by a deadline) rather than a fault worth an
+// reset, broken pipe, not connected any more, reaped by a deadline) rather than a fault worth an
 // error line.
 func IsNoise(err error) bool {
 	return err == nil ||
@@ -146,6 +146,9 @@ func IsNoise(err error) bool {
 		errors.Is(err, net.ErrClosed) ||
 		errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EPIPE) ||
+		// shutdown(2) for a half-close after the peer has already gone:
+		// what buildctl's normal exit leaves (it was a WARN on every build).
+		errors.Is(err, syscall.ENOTCONN) ||
 		errors.Is(err, io.ErrClosedPipe) ||
 		errors.Is(err, context.Canceled) ||
 		errors.Is(err, context.DeadlineExceeded) ||

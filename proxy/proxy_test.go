@@ -520,6 +520,7 @@ func TestIsNoise(t *testing.T) {
 		{"connection reset, wrapped", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
 		{"broken pipe, wrapped", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}, true},
 		{"connection aborted", fmt.Errorf("x: %w", syscall.ECONNABORTED), true},
+		{"half-close after the peer left", fmt.Errorf("copy gateway->local: %w", &net.OpError{Op: "close", Net: "tcp", Err: os.NewSyscallError("shutdown", syscall.ENOTCONN)}), true},
 		{"closed pipe", io.ErrClosedPipe, true},
 		{"context cancelled", fmt.Errorf("x: %w", context.Canceled), true},
 		{"context deadline", context.DeadlineExceeded, true},

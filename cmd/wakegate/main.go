@@ -57,6 +57,7 @@ func commands() []command {
 		{"fly", "create and inspect the engine pool on Fly Machines", runFly},
 		{"simulate", "replay a CI trace against the pool's real logic and compare policies", runSimulate},
 		{"dev", "developer tools: a local Fly Machines API emulator", runDev},
+		{"version", "print the version and the revision it was built from", runVersion},
 		{"help", "show help for a command", runHelp},
 	}
 }
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "-h", "--help", "-help":
 		usage(stdout)
 		return nil
+	case "--version", "-version":
+		return runVersion(ctx, nil, stdout, stderr)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {

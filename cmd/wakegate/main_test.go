@@ -26,7 +26,9 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		bin := filepath.Join(dir, "wakegate")
-		cmd := exec.Command("go", "build", "-o", bin, ".")
+		// -buildvcs=auto overrides a GOFLAGS=-buildvcs=false, so that the
+		// binary carries its revision ('wakegate version') as make's does.
+		cmd := exec.Command("go", "build", "-buildvcs=auto", "-o", bin, ".")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "build wakegate for the end-to-end tests:", err)
