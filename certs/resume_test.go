@@ -140,3 +140,50 @@ func TestRenewedClientCertificateIsPresentedAtTheNextHandshake(t *testing.T) {
 		t.Errorf("renewed certificate's session: resumed %v, err %v", res.server.DidResume, res.serverErr)
 	}
 }
+
+// TestTicketsOfARenewedServerCertificateAreNotResumed: once the server
+// serves a new certificate, sessions made with the old one are declined
+// and the client makes a full handshake that shows it the new one; until
+// then they resume.
+func TestTicketsOfARenewedServerCertificateAreNotResumed(t *testing.T) {
+	p := newParty(t, "Test")
+	renewed, err := p.ca.Issue(certs.Server, "localhost", []string{"127.0.0.1", "localhost"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	current := p.server.TLSCertificate()
+	srv := certs.ServerTLS(func() *tls.Certificate {
+		mu.Lock()
+		defer mu.Unlock()
+		return current
+	}, p.ca.Pool())
+	cli := certs.ClientTLS(fixed(p.client.TLSCertificate()), p.ca.Pool(), "localhost")
+
+	for i, want := range []bool{false, true} {
+		r := handshake(t, srv, cli)
+		if r.serverErr != nil || r.clientErr != nil {
+			t.Fatalf("handshake %d: server %v, client %v", i+1, r.serverErr, r.clientErr)
+		}
+		if r.client.DidResume != want {
+			t.Fatalf("handshake %d resumed = %v, want %v", i+1, r.client.DidResume, want)
+		}
+	}
+
+	mu.Lock()
+	current = renewed.TLSCertificate()
+	mu.Unlock()
+	r := handshake(t, srv, cli)
+	if r.serverErr != nil || r.clientErr != nil {
+		t.Fatalf("after renewal: server %v, client %v", r.serverErr, r.clientErr)
+	}
+	if r.client.DidResume {
+		t.Fatal("a session made with the old server certificate was resumed after the server renewed")
+	}
+	if got := r.client.PeerCertificates[0].SerialNumber; got.Cmp(renewed.Cert.SerialNumber) != 0 {
+		t.Fatalf("client saw server certificate %s, want the renewed %s", got, renewed.Cert.SerialNumber)
+	}
+	if r := handshake(t, srv, cli); !r.client.DidResume {
+		t.Fatal("sessions made with the renewed certificate do not resume")
+	}
+}

@@ -293,7 +293,8 @@ func TestRotationUnderContinuousTraffic(t *testing.T) {
 	stop()
 	wg.Wait()
 	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d of %d connections failed during rotation; first: %v", n, n+ok.Load(), *firstErr.Load())
+		t.Fatalf("%d of %d connections failed during rotation; first: %v\nconnect's warnings:\n%s\ngateway's warnings:\n%s",
+			n, n+ok.Load(), *firstErr.Load(), warnings(sc), warnings(g.logs))
 	}
 	t.Logf("%d connections, 0 failed, across %d client, %d gateway, %d CA API and %d engine rotations",
 		ok.Load(), renewed(sc, "client"), renewed(g.logs, "wakegate-gateway"), renewed(g.logs, "ca-api"), engineRenewed())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -123,6 +124,21 @@ func (w *logWatch) len() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.Len()
+}
+
+// warnings are the WARN and ERROR lines of a log, at most 40: what a
+// failing test shows of a busy process.
+func warnings(w *logWatch) string {
+	var out []string
+	for _, l := range strings.Split(w.String(), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			out = append(out, l)
+		}
+	}
+	if len(out) > 40 {
+		out = append(out[:40], fmt.Sprintf("… %d more", len(out)-40))
+	}
+	return strings.Join(out, "\n")
 }
 
 // background runs a wakegate command in-process until the test ends.
