@@ -61,7 +61,10 @@ type Config struct {
 	Busy func(ctx context.Context, addr string) (bool, error)
 	// Transport is the HTTP transport under the retries (tests).
 	Transport http.RoundTripper
-	Log       *slog.Logger
+	// Observe, if set, hears every Machines API request attempt (each
+	// retry is one): its method and the answer's status, 0 when none came.
+	Observe func(method string, status int)
+	Log     *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -121,7 +124,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	fc, err := flaps.NewWithOptions(ctx, flaps.NewClientOpts{
 		UserAgent: "wakegate",
 		Tokens:    tokens.Parse(cfg.Token),
-		Transport: retryingTransport(cfg.Transport, cfg.Log),
+		Transport: retryingTransport(observing(cfg.Transport, cfg.Observe), cfg.Log),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fly provider: %w", err)

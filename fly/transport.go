@@ -86,3 +86,30 @@ func (g createGuard) RoundTrip(r *http.Request) (*http.Response, error) {
 // creating marks a call that creates something: it is not retried on
 // answers that leave its outcome unknown.
 func creating(ctx context.Context) context.Context { return context.WithValue(ctx, createKey{}, true) }
+
+// observing reports each request under the retries to observe: the
+// gateway counts API calls and errors by status.
+func observing(base http.RoundTripper, observe func(method string, status int)) http.RoundTripper {
+	if observe == nil {
+		return base
+	}
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return observer{base, observe}
+}
+
+type observer struct {
+	next    http.RoundTripper
+	observe func(method string, status int)
+}
+
+func (o observer) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := o.next.RoundTrip(r)
+	status := 0
+	if err == nil {
+		status = resp.StatusCode
+	}
+	o.observe(r.Method, status)
+	return resp, err
+}

@@ -100,6 +100,7 @@ type Engine struct {
 	up       time.Time     // when the engine left Stopped, while it is not Stopped
 	upTotal  time.Duration // machine time billed before up
 	wakeHist [wakeBucketCount + 1]int
+	wakeSum  time.Duration // of every wake in wakeHist
 
 	// Pre-wakes (see Prewake).
 	prewake     time.Duration // while Starting: the hold to arm if the wake ends with no connection; 0: Idle
@@ -352,6 +353,7 @@ func (e *Engine) runWake(a *attempt) {
 			b++
 		}
 		e.wakeHist[b]++
+		e.wakeSum += took
 		e.cfg.Log.Info("engine ready", "engine", e.cfg.ID, "wake_ms", took.Milliseconds())
 		if e.closed {
 			e.beginStopLocked()
@@ -547,6 +549,8 @@ type EngineStatus struct {
 	// WakeHistogram counts wakes per bucket of WakeBuckets, the last
 	// bucket being longer than all of them.
 	WakeHistogram []int `json:"wake_histogram"`
+	// WakeSeconds is the sum of the wakes' times (the histogram's _sum).
+	WakeSeconds float64 `json:"wake_seconds"`
 	// Prewakes counts the wakes pre-wakes began; PrewakesUnused the stops
 	// of an engine that pre-wakes had woken or kept, no connection having
 	// come; PrewakeSeconds the machine time pre-wakes added before a
@@ -558,6 +562,9 @@ type EngineStatus struct {
 	// the sessions it takes before clients go elsewhere.
 	CPUs      int `json:"cpus,omitempty"`
 	SoftLimit int `json:"soft_limit"`
+	// UpSince is when the engine's machine last left Stopped; zero while
+	// stopped.
+	UpSince time.Time `json:"up_since,omitzero"`
 }
 
 // Status reports the engine's current state.
@@ -573,7 +580,11 @@ func (e *Engine) Status() EngineStatus {
 	if !e.prewakeFrom.IsZero() && now.After(e.prewakeFrom) {
 		pre += now.Sub(e.prewakeFrom)
 	}
-	return EngineStatus{ID: e.cfg.ID, State: e.state, Conns: e.conns, Wakes: e.wakes, LastWake: e.lastWake.Milliseconds(),
-		MachineSeconds: billed.Seconds(), WakeHistogram: append([]int(nil), e.wakeHist[:]...),
+	var since time.Time
+	if e.state != Stopped {
+		since = e.up
+	}
+	return EngineStatus{ID: e.cfg.ID, UpSince: since, State: e.state, Conns: e.conns, Wakes: e.wakes, LastWake: e.lastWake.Milliseconds(),
+		MachineSeconds: billed.Seconds(), WakeHistogram: append([]int(nil), e.wakeHist[:]...), WakeSeconds: e.wakeSum.Seconds(),
 		Prewakes: e.prewakes, PrewakesUnused: e.unusedStops, PrewakeSeconds: pre.Seconds(), CPUs: e.CPUs()}
 }

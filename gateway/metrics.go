@@ -1,69 +1,150 @@
 package gateway
 
 import (
-	"fmt"
-	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
-)
+	"time"
 
-// writeMetrics writes the pool's per-engine metrics in Prometheus' text
-// format: sessions, connections, state, wakes with a latency histogram,
-// and machine-seconds billed.
-func writeMetrics(w io.Writer, engines []EngineStatus) {
-	for _, g := range []struct {
-		name, help, kind string
-		value            func(EngineStatus) float64
-	}{
-		{"wakegate_engine_sessions", "Client sessions (affinity keys) on the engine.", "gauge", func(e EngineStatus) float64 { return float64(e.Sessions) }},
-		{"wakegate_engine_connections", "Open client connections to the engine.", "gauge", func(e EngineStatus) float64 { return float64(e.Conns) }},
-		{"wakegate_engine_machine_seconds_total", "Seconds the engine's machine was not stopped (billed).", "counter", func(e EngineStatus) float64 { return e.MachineSeconds }},
-		{"wakegate_engine_soft_limit", "Sessions the engine takes before clients go to another.", "gauge", func(e EngineStatus) float64 { return float64(e.SoftLimit) }},
-		{"wakegate_engine_cpus", "The engine's CPUs as last reported (0: unknown).", "gauge", func(e EngineStatus) float64 { return float64(e.CPUs) }},
-		{"wakegate_engine_prewakes_total", "Wakes that a pre-wake (a GitHub job queued) began.", "counter", func(e EngineStatus) float64 { return float64(e.Prewakes) }},
-		{"wakegate_engine_prewakes_unused_total", "Stops of an engine that pre-wakes had woken or kept, no connection having come within the grace.", "counter", func(e EngineStatus) float64 { return float64(e.PrewakesUnused) }},
-		{"wakegate_engine_prewake_machine_seconds_total", "Machine seconds that pre-wakes added before a connection came or the engine stopped.", "counter", func(e EngineStatus) float64 { return e.PrewakeSeconds }},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", g.name, g.help, g.name, g.kind)
-		for _, e := range engines {
-			fmt.Fprintf(w, "%s{engine=%q} %g\n", g.name, e.ID, g.value(e))
-		}
-	}
-	fmt.Fprintln(w, "# HELP wakegate_engine_state The engine's state (1 for the current one).")
-	fmt.Fprintln(w, "# TYPE wakegate_engine_state gauge")
-	for _, e := range engines {
-		for _, s := range []State{Stopped, Starting, Running, Stopping} {
-			v := 0
-			if e.State == s {
-				v = 1
-			}
-			fmt.Fprintf(w, "wakegate_engine_state{engine=%q,state=%q} %d\n", e.ID, s, v)
-		}
-	}
-	fmt.Fprintln(w, "# HELP wakegate_engine_wake_seconds Time from a wake's start to BuildKit answering.")
-	fmt.Fprintln(w, "# TYPE wakegate_engine_wake_seconds histogram")
-	for _, e := range engines {
-		cum := 0
-		for i, b := range WakeBuckets {
-			if i < len(e.WakeHistogram) {
-				cum += e.WakeHistogram[i]
-			}
-			fmt.Fprintf(w, "wakegate_engine_wake_seconds_bucket{engine=%q,le=%q} %d\n", e.ID, strconv.FormatFloat(b.Seconds(), 'g', -1, 64), cum)
-		}
-		if n := len(e.WakeHistogram); n > 0 {
-			cum += e.WakeHistogram[n-1]
-		}
-		fmt.Fprintf(w, "wakegate_engine_wake_seconds_bucket{engine=%q,le=\"+Inf\"} %d\n", e.ID, cum)
-		fmt.Fprintf(w, "wakegate_engine_wake_seconds_count{engine=%q} %d\n", e.ID, cum)
-	}
-}
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
 
 // DeliveryResults are what becomes of a GitHub webhook delivery, each
 // reported (from 0) by wakegate_webhook_deliveries_total.
 var DeliveryResults = []string{"woken", "coalesced", "replayed", "bad_signature", "not_allowed",
 	"ignored_event", "ignored_action", "too_large", "bad_request", "stale", "failed"}
+
+// ConnResults are what becomes of an authenticated client connection, each
+// reported (from 0) by wakegate_connections_total.
+var ConnResults = []string{"closed", "closed_with_error", "no_engine", "client_left", "engine_unreachable", "wake"}
+
+// Byte directions of wakegate_connection_bytes_total: from clients to
+// engines, and back.
+const (
+	dirToEngine = "to_engine"
+	dirToClient = "to_client"
+)
+
+// serverMetrics are the counters the server adds to as connections come
+// and go; the pool's state is read at scrape time (poolCollector), never
+// counted twice.
+type serverMetrics struct {
+	active  prometheus.Gauge
+	held    prometheus.Gauge
+	conns   *prometheus.CounterVec // by result
+	refused *prometheus.CounterVec // by reason
+	bytes   *prometheus.CounterVec // by direction
+}
+
+func newServerMetrics(reg prometheus.Registerer) *serverMetrics {
+	m := &serverMetrics{
+		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wakegate_connections_active",
+			Help: "Authenticated client connections open at the gateway (held or proxied)."}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wakegate_connections_held",
+			Help: "Client connections held while the gateway finds them an engine (a wake, a stop to wait out)."}),
+		conns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wakegate_connections_total",
+			Help: "Authenticated client connections closed, by what became of them."}, []string{"result"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wakegate_connections_refused_total",
+			Help: "Connections refused, by reason."}, []string{"reason"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wakegate_connection_bytes_total",
+			Help: "Bytes proxied between clients and engines, by direction."}, []string{"direction"}),
+	}
+	// Every label from zero, so a rate() has a start.
+	for _, r := range ConnResults {
+		m.conns.WithLabelValues(r)
+	}
+	for _, r := range refusalKinds {
+		m.refused.WithLabelValues(string(r))
+	}
+	m.bytes.WithLabelValues(dirToEngine)
+	m.bytes.WithLabelValues(dirToClient)
+	reg.MustRegister(m.active, m.held, m.conns, m.refused, m.bytes)
+	return m
+}
+
+// newRegistry is a pool's own registry (no globals: two pools in one test
+// process do not share counters): the Go runtime's and the process's
+// collectors, the pool's state and the server's counters.
+func newRegistry(p *Pool) (*prometheus.Registry, *serverMetrics) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		poolCollector{p})
+	return reg, newServerMetrics(reg)
+}
+
+// Registry is the pool's metrics registry, served at the admin /metrics;
+// the gateway's wiring adds its own (certificate expiry, provider calls).
+func (p *Pool) Registry() *prometheus.Registry { return p.reg }
+
+var (
+	descSessions = prometheus.NewDesc("wakegate_engine_sessions", "Client sessions (affinity keys) on the engine.", []string{"engine"}, nil)
+	descConns    = prometheus.NewDesc("wakegate_engine_connections", "Open client connections to the engine.", []string{"engine"}, nil)
+	descMachine  = prometheus.NewDesc("wakegate_engine_machine_seconds_total", "Seconds the engine's machine was not stopped (billed).", []string{"engine"}, nil)
+	descSoft     = prometheus.NewDesc("wakegate_engine_soft_limit", "Sessions the engine takes before clients go to another.", []string{"engine"}, nil)
+	descCPUs     = prometheus.NewDesc("wakegate_engine_cpus", "The engine's CPUs as last reported (0: unknown).", []string{"engine"}, nil)
+	descPrewakes = prometheus.NewDesc("wakegate_engine_prewakes_total", "Wakes that a pre-wake (a GitHub job queued) began.", []string{"engine"}, nil)
+	descUnused   = prometheus.NewDesc("wakegate_engine_prewakes_unused_total", "Stops of an engine that pre-wakes had woken or kept, no connection having come within the grace.", []string{"engine"}, nil)
+	descPreSecs  = prometheus.NewDesc("wakegate_engine_prewake_machine_seconds_total", "Machine seconds that pre-wakes added before a connection came or the engine stopped.", []string{"engine"}, nil)
+	descState    = prometheus.NewDesc("wakegate_engine_state", "The engine's state (1 for the current one).", []string{"engine", "state"}, nil)
+	descWake     = prometheus.NewDesc("wakegate_engine_wake_seconds", "Time from a wake's start to BuildKit answering.", []string{"engine"}, nil)
+	descDeliv    = prometheus.NewDesc("wakegate_webhook_deliveries_total", "GitHub webhook deliveries at /github/webhook, by what became of them.", []string{"result"}, nil)
+)
+
+// poolCollector reads the pool's state at scrape time.
+type poolCollector struct{ p *Pool }
+
+func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSessions, descConns, descMachine, descSoft, descCPUs, descPrewakes,
+		descUnused, descPreSecs, descState, descWake, descDeliv} {
+		ch <- d
+	}
+}
+
+func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, e := range c.p.Status() {
+		for _, g := range []struct {
+			d    *prometheus.Desc
+			kind prometheus.ValueType
+			v    float64
+		}{
+			{descSessions, prometheus.GaugeValue, float64(e.Sessions)},
+			{descConns, prometheus.GaugeValue, float64(e.Conns)},
+			{descMachine, prometheus.CounterValue, e.MachineSeconds},
+			{descSoft, prometheus.GaugeValue, float64(e.SoftLimit)},
+			{descCPUs, prometheus.GaugeValue, float64(e.CPUs)},
+			{descPrewakes, prometheus.CounterValue, float64(e.Prewakes)},
+			{descUnused, prometheus.CounterValue, float64(e.PrewakesUnused)},
+			{descPreSecs, prometheus.CounterValue, e.PrewakeSeconds},
+		} {
+			ch <- prometheus.MustNewConstMetric(g.d, g.kind, g.v, e.ID)
+		}
+		for _, s := range []State{Stopped, Starting, Running, Stopping} {
+			v := 0.0
+			if e.State == s {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, e.ID, string(s))
+		}
+		buckets := map[float64]uint64{}
+		var cum uint64
+		for i, b := range WakeBuckets {
+			if i < len(e.WakeHistogram) {
+				cum += uint64(e.WakeHistogram[i])
+			}
+			buckets[b.Seconds()] = cum
+		}
+		if n := len(e.WakeHistogram); n > len(WakeBuckets) {
+			cum += uint64(e.WakeHistogram[n-1])
+		}
+		ch <- prometheus.MustNewConstHistogram(descWake, cum, e.WakeSeconds, buckets, e.ID)
+	}
+	labels, values := c.p.deliveries.snapshot(DeliveryResults)
+	for i, l := range labels {
+		ch <- prometheus.MustNewConstMetric(descDeliv, prometheus.CounterValue, float64(values[i]), l)
+	}
+}
 
 // counters counts events by label value.
 type counters struct {
@@ -98,20 +179,26 @@ func (c *counters) snapshot(known []string) (labels []string, values []uint64) {
 	return labels, values
 }
 
-// writeDeliveries writes the webhook's deliveries by result.
-func writeDeliveries(w io.Writer, c *counters) {
-	fmt.Fprintln(w, "# HELP wakegate_webhook_deliveries_total GitHub webhook deliveries at /github/webhook, by what became of them.")
-	fmt.Fprintln(w, "# TYPE wakegate_webhook_deliveries_total counter")
-	labels, values := c.snapshot(DeliveryResults)
-	for i, l := range labels {
-		fmt.Fprintf(w, "wakegate_webhook_deliveries_total{result=%q} %d\n", l, values[i])
+func metricsHandler(p *Pool) http.Handler {
+	return promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, Timeout: 10 * time.Second})
+}
+
+var descCertExpiry = prometheus.NewDesc("wakegate_certificate_expiry_timestamp_seconds",
+	"When a certificate the gateway holds expires (Unix seconds), by name: gateway, ca_root, ca_intermediate, engine:ID.", []string{"cert"}, nil)
+
+// certCollector reads the certificates' expiries at scrape time.
+type certCollector func() []CertExpiry
+
+func (c certCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descCertExpiry }
+
+func (c certCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, ce := range c() {
+		ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, float64(ce.NotAfter.Unix()), ce.Name)
 	}
 }
 
-func metricsHandler(p *Pool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		writeMetrics(w, p.Status())
-		writeDeliveries(w, &p.deliveries)
-	}
+// WatchCertificates reports certs' expiries in the pool's metrics as
+// wakegate_certificate_expiry_timestamp_seconds. Call it once.
+func (p *Pool) WatchCertificates(certs func() []CertExpiry) error {
+	return p.reg.Register(certCollector(certs))
 }

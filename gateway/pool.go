@@ -8,6 +8,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Pool is the gateway's set of engines and the policy that places each
@@ -23,6 +25,9 @@ type Pool struct {
 	freed    chan struct{}              // closed and replaced when a session ends
 
 	deliveries counters // GitHub webhook deliveries by result
+
+	reg     *prometheus.Registry // served at the admin /metrics
+	metrics *serverMetrics       // counted by the server
 }
 
 // sizer is a Provider that knows its machines' sizes (fly: each machine's
@@ -58,6 +63,7 @@ func NewPoolWithPolicy(ctx context.Context, p Provider, tmpl EngineConfig, polic
 		tmpl.Clock = RealClock{}
 	}
 	pool := &Pool{policy: policy, clock: tmpl.Clock, sessions: map[*Engine]map[string]int{}, freed: make(chan struct{})}
+	pool.reg, pool.metrics = newRegistry(pool)
 	for _, id := range ids {
 		cfg := tmpl
 		cfg.ID = id

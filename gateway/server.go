@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"sync"
 	"time"
@@ -156,10 +157,12 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		// A certificate that chained to the CA yet was refused (revoked) is
 		// a client of ours, told apart from the noise of the internet.
 		if p, ok := identity.FromConn(tc.ConnectionState()); ok {
+			s.cfg.Pool.metrics.refused.WithLabelValues(string(refusedRevoked)).Inc()
 			s.refusals.note(refusedRevoked, p.Name, slog.LevelWarn, "connection refused: handshake failed",
 				"identity", p.Name, "remote", remote, "err", err)
 			return
 		}
+		s.cfg.Pool.metrics.refused.WithLabelValues(string(refusedHandshake)).Inc()
 		s.refusals.note(refusedHandshake, "", slog.LevelInfo, "connection refused: handshake failed", "remote", remote, "err", err)
 		return
 	}
@@ -193,7 +196,9 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	s.identities[id]++
 	s.open[tc] = serial
 	s.mu.Unlock()
+	s.cfg.Pool.metrics.active.Inc()
 	defer func() {
+		s.cfg.Pool.metrics.active.Dec()
 		s.mu.Lock()
 		delete(s.open, tc)
 		if s.identities[id]--; s.identities[id] <= 0 {
@@ -210,9 +215,17 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	}
 	if cs.NegotiatedProtocol == wire.ProtoWake {
 		s.serveWake(setup, tc, key, log, began)
+		s.cfg.Pool.metrics.conns.WithLabelValues("wake").Inc()
 		return
 	}
 	s.serveProxy(setup, tc, key, log, began)
+}
+
+// Identities is the authenticated connections open per identity.
+func (s *Server) Identities() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.identities)
 }
 
 // CloseSerial closes every open connection authenticated by the
@@ -235,12 +248,17 @@ func (s *Server) CloseSerial(serial string) int {
 }
 
 func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log *slog.Logger, began time.Time) {
+	m := s.cfg.Pool.metrics
+	m.held.Inc()
 	eng, lease, early, err := s.acquireHeld(setup, tc, key, log)
+	m.held.Dec()
 	if errors.Is(err, errClientLeft) {
+		m.conns.WithLabelValues("client_left").Inc()
 		log.Info("connection closed by client while held", "held_ms", time.Since(began).Milliseconds(), "reason", err)
 		return
 	}
 	if err != nil {
+		m.conns.WithLabelValues("no_engine").Inc()
 		log.Warn("connection closed: no engine", "held_ms", time.Since(began).Milliseconds(), "err", err)
 		return
 	}
@@ -254,26 +272,32 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log
 		res, failed, replay, replayable := s.proxyTo(setup, tc, lease.Addr, early)
 		if failed == nil {
 			lease.Release()
+			m.bytes.WithLabelValues(dirToEngine).Add(float64(res.BytesAToB))
+			m.bytes.WithLabelValues(dirToClient).Add(float64(res.BytesBToA))
 			attrs := []any{
 				"bytes_in", res.BytesAToB, "bytes_out", res.BytesBToA,
 				"held_ms", held.Milliseconds(), "duration_ms", time.Since(began).Milliseconds(),
 			}
 			if res.Err != nil {
+				m.conns.WithLabelValues("closed_with_error").Inc()
 				elog.Warn("connection closed", append(attrs, "err", res.Err)...)
 				return
 			}
+			m.conns.WithLabelValues("closed").Inc()
 			elog.Info("connection closed", attrs...)
 			return
 		}
 		lease.Broken()
 		lease.Release()
 		if attempt > 1 || !replayable {
+			m.conns.WithLabelValues("engine_unreachable").Inc()
 			elog.Error("connection closed: engine unreachable", "addr", lease.Addr, "err", failed)
 			return
 		}
 		elog.Warn("engine unreachable before it answered; waking it again for this connection", "addr", lease.Addr, "err", failed)
 		early = replay
 		if eng, lease, err = s.cfg.Pool.Acquire(setup, key, log); err != nil {
+			m.conns.WithLabelValues("no_engine").Inc()
 			log.Warn("connection closed: no engine", "held_ms", time.Since(began).Milliseconds(), "err", err)
 			return
 		}
@@ -308,6 +332,7 @@ func (s *Server) refuse(tc *tls.Conn, kind refusal, msg string, peer identity.Pe
 		attrs = append(attrs, "repository", c.Repository, "ref", c.Ref, "workflow", c.Workflow,
 			"environment", c.Environment, "event_name", c.EventName)
 	}
+	s.cfg.Pool.metrics.refused.WithLabelValues(string(kind)).Inc()
 	s.refusals.note(kind, peer.Name, slog.LevelWarn, msg, attrs...)
 	if tc.ConnectionState().NegotiatedProtocol == wire.ProtoWake {
 		tc.SetWriteDeadline(time.Now().Add(progressWriteTimeout))

@@ -16,6 +16,8 @@ func TestHelpCoversEveryCommand(t *testing.T) {
 		{"certs", "list", "-h"}, {"certs", "rotate-intermediate", "-h"},
 		{"help", "engine"}, {"engine", "-h"}, {"help", "fly"}, {"fly", "init", "-h"}, {"fly", "status", "-h"},
 		{"dev", "fly-emulator", "-h"}, {"help", "simulate"},
+		{"help", "config"}, {"config", "check", "-h"},
+		{"help", "status"}, {"status", "-h"},
 	} {
 		out := newLogWatch()
 		if err := run(t.Context(), args, out, out); err != nil {
@@ -71,6 +73,9 @@ func TestBadFlagsFailBeforeAnythingStarts(t *testing.T) {
 		{[]string{"connect", "--gateway", "h:1", "--creds", "/nonexistent"}, "certs issue"},
 		{[]string{"certs", "issue", "--dir", "ca", "--name", "x"}, "--out is required"},
 		{[]string{"certs", "init"}, "--dir is required"},
+		{[]string{"gateway", "--ca-dir", "ca", "--state", "s", "--log-format", "xml"}, `--log-format "xml": want text or json`},
+		{[]string{"engine", "--state", "s", "--ca-url", "u", "--ca-fingerprint", "f", "--log-format", "xml"}, `--log-format "xml": want text or json`},
+		{[]string{"connect", "--gateway", "h:1", "--creds", "c", "--log-format", "xml"}, `--log-format "xml": want text or json`},
 	} {
 		out := newLogWatch()
 		err := run(t.Context(), tc.args, out, out)

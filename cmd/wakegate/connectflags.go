@@ -17,6 +17,8 @@ type connectFlags struct {
 	local    connectLocalFlags   // the sidecar's own listener
 	mode     connectModeFlags    // wait, run a command, or serve in the background
 	logLevel string
+	// logFormat is text or json.
+	logFormat string
 }
 
 type connectGatewayFlags struct {
@@ -74,6 +76,7 @@ func (f *connectFlags) define(fs *flag.FlagSet) {
 	fs.DurationVar(&f.mode.waitTimeout, "wait-timeout", 10*time.Minute, "give up enrolling and waiting for the engine after this long")
 
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	logFormatVar(fs, &f.logFormat)
 }
 
 // validate judges every flag, and reads what they name (the token, the
@@ -131,6 +134,9 @@ func (f *connectFlags) validate(cmdArgs []string) error {
 	}
 	f.local.addr = addr
 	if _, err := parseLogLevel(f.logLevel); err != nil {
+		return usageError("connect", "%v", err)
+	}
+	if err := checkLogFormat(f.logFormat); err != nil {
 		return usageError("connect", "%v", err)
 	}
 	if tokenSet {

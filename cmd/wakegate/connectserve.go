@@ -40,7 +40,7 @@ func serveConnect(ctx context.Context, f *connectFlags, cmdArgs []string, stdout
 // serveConnectMode opens the listener (every flag was judged before), then
 // enrols, then waits for the engine, serves, or runs CMD.
 func serveConnectMode(ctx context.Context, f *connectFlags, cmdArgs []string, rep *readyReporter, stdout, stderr io.Writer) error {
-	log, err := newLogger(stderr, f.logLevel)
+	log, err := newFormatLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}

@@ -62,7 +62,7 @@ func runEngine(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, f.logLevel)
+	log, err := newFormatLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}

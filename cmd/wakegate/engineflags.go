@@ -22,6 +22,8 @@ type engineFlags struct {
 	backend  engineBackendFlags // the engine process and its state
 	life     engineLifeFlags    // idle self-exit and the shutdown budget
 	logLevel string
+	// logFormat is text or json.
+	logFormat string
 }
 
 type engineFrontFlags struct {
@@ -69,6 +71,7 @@ func (f *engineFlags) define(fs *flag.FlagSet) {
 	fs.DurationVar(&f.life.killTimeout, "kill-timeout", 0, "the host's budget from its SIGTERM to its SIGKILL (Fly: kill_timeout); drain and stop are fitted inside it (0: none)")
 
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	logFormatVar(fs, &f.logFormat)
 }
 
 // parseEngineFlags parses and judges args; -h prints help and returns
@@ -113,6 +116,9 @@ func (f *engineFlags) validate() error {
 		return usageError("engine", "--listen %q: %v", f.front.listen, err)
 	}
 	if _, err := parseLogLevel(f.logLevel); err != nil {
+		return usageError("engine", "%v", err)
+	}
+	if err := checkLogFormat(f.logFormat); err != nil {
 		return usageError("engine", "%v", err)
 	}
 	return nil

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,5 +28,37 @@ func TestFlyTomlKillTimeoutCoversTheGatewaysStop(t *testing.T) {
 	need := shutdownGrace + time.Minute + 10*time.Second
 	if got := time.Duration(conf.KillTimeout) * time.Second; got < need || got > 300*time.Second {
 		t.Fatalf("fly.toml kill_timeout = %s, want between %s (the gateway's stop) and Fly's 300 s maximum", got, need)
+	}
+}
+
+// fly.toml has Fly scrape the admin endpoint's /metrics on the port the
+// gateway's --admin binds, on an address Fly's scraper reaches, and
+// publishes no service on that port.
+func TestFlyTomlScrapesTheAdminPortPrivately(t *testing.T) {
+	b, err := os.ReadFile("../../fly.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf struct {
+		Processes map[string]string `toml:"processes"`
+		Metrics   struct {
+			Port int    `toml:"port"`
+			Path string `toml:"path"`
+		} `toml:"metrics"`
+		Services []struct {
+			InternalPort int `toml:"internal_port"`
+		} `toml:"services"`
+	}
+	if err := toml.Unmarshal(b, &conf); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("--admin [::]:%d ", conf.Metrics.Port)
+	if conf.Metrics.Path != "/metrics" || !strings.Contains(conf.Processes["gateway"], want) {
+		t.Fatalf("fly.toml [metrics] = %+v, gateway command %q: want /metrics on the port of %q", conf.Metrics, conf.Processes["gateway"], want)
+	}
+	for _, s := range conf.Services {
+		if s.InternalPort == conf.Metrics.Port {
+			t.Fatalf("fly.toml publishes the admin port %d as a service", s.InternalPort)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/wakegate/wakegate/certs"
 	"github.com/wakegate/wakegate/engine"
@@ -33,7 +34,8 @@ with its cache under --state/engine-N; run as root with runc installed.
 With --engine dagger they run Dagger's engine from --engine-bin, each in its
 own mount, PID and network namespaces (docs/dagger.md).
 Before stopping an idle engine the gateway asks the engine itself whether
-anyone (through any gateway) still uses it. The admin address serves GET /healthz and GET /engines.`, stdout, stderr)
+anyone (through any gateway) still uses it. The admin address serves GET /healthz, /readyz, /engines,
+/status and /metrics (docs/operations.md).`, stdout, stderr)
 	var f gatewayFlags
 	f.define(fs)
 	if err := parse(fs, args, stdout); err != nil {
@@ -42,10 +44,16 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	if fs.NArg() > 0 {
 		return usageError("gateway", "unexpected argument %q", fs.Arg(0))
 	}
+	if f.config == "" {
+		f.config = os.Getenv("WAKEGATE_CONFIG")
+	}
+	if err := applyConfig(fs, f.config, os.Getenv); err != nil { // config.go
+		return err
+	}
 	if err := f.validate(); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, f.logLevel)
+	log, err := newFormatLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}
@@ -82,7 +90,8 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 		return err
 	}
 	ec := newEngineClient(gwCert.Current, ca, caSvc)
-	provider, err := f.newProvider(ctx, hostCA{ca: ca, svc: caSvc}, bins, ec, log)
+	ops := newOpsView(ca, gwCert.Current) // gatewayops.go: readiness, certificates, API calls
+	provider, err := f.newProvider(ctx, hostCA{ca: ca, svc: caSvc, observe: ops.observe}, bins, ec, log)
 	if err != nil {
 		return err
 	}
@@ -91,11 +100,14 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 		return err
 	}
 	defer rt.pool.Close()
+	if err := ops.attach(rt.pool, provider); err != nil {
+		return err
+	}
 	caSvc.auth.OnKill(rt.srv.CloseSerial)
 	if err := f.webhook.mount(caSvc, rt.pool, pol, log); err != nil { // gatewaywebhook.go
 		return err
 	}
-	return f.serve(ctx, rt, ca.Fingerprint(), log)
+	return f.serve(ctx, rt, ops, log)
 }
 
 // newEngineClient is the gateway's one engine client: it dials, probes and

@@ -23,6 +23,10 @@ type gatewayFlags struct {
 	host     hostFlags    // where engines run
 	webhook  webhookFlags // GitHub's workflow_job webhook: pre-wakes (gatewaywebhook.go)
 	logLevel string
+	// logFormat is text or json.
+	logFormat string
+	// config is the TOML file of flag values (config.go); not a key in it.
+	config string
 }
 
 // frontFlags are the gateway's own listeners.
@@ -120,7 +124,9 @@ func (f *gatewayFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.host.exec.status, "exec-status", "", "provider exec: optional shell command that prints running or stopped")
 
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	logFormatVar(fs, &f.logFormat)
 	f.webhook.define(fs)
+	fs.StringVar(&f.config, configFlagName, "", "TOML file of these flags' values, keyed by flag name; WAKEGATE_* variables and flags override it (default: $WAKEGATE_CONFIG; see 'wakegate help config')")
 }
 
 // validate judges every flag before anything is opened or started.
@@ -135,6 +141,9 @@ func (f *gatewayFlags) validate() error {
 		}
 	}
 	if _, err := parseLogLevel(f.logLevel); err != nil {
+		return usageError("gateway", "%v", err)
+	}
+	if err := checkLogFormat(f.logFormat); err != nil {
 		return usageError("gateway", "%v", err)
 	}
 	return nil

@@ -58,6 +58,9 @@ func (h *hostFlags) check() (engineBins, error) {
 type hostCA struct {
 	ca  *certs.CA
 	svc *caService
+	// observe, if set, counts the host's API requests by method and
+	// status (the Fly provider's; gatewayops.go).
+	observe func(method string, status int)
 }
 
 // enrolment is what every engine of a host is given to enrol: the CA API
@@ -91,7 +94,7 @@ func (f *gatewayFlags) newProvider(ctx context.Context, c hostCA, bins engineBin
 	e := f.enrolment(c)
 	switch f.host.provider {
 	case "fly":
-		return asProvider(f.flyProvider(ctx, e, ec, log))
+		return asProvider(f.flyProvider(ctx, e, ec, c.observe, log))
 	case "exec":
 		return asProvider(f.execProvider(e, log))
 	}
@@ -107,10 +110,10 @@ func asProvider[P gateway.Provider](p P, err error) (gateway.Provider, error) {
 	return p, nil
 }
 
-func (f *gatewayFlags) flyProvider(ctx context.Context, e enrolment, ec *engine.Client, log *slog.Logger) (*fly.Provider, error) {
+func (f *gatewayFlags) flyProvider(ctx context.Context, e enrolment, ec *engine.Client, observe func(string, int), log *slog.Logger) (*fly.Provider, error) {
 	return fly.New(ctx, fly.Config{
 		App: f.host.fly.app, Token: os.Getenv("FLY_API_TOKEN"), Pool: f.host.fly.pool, Suspend: f.host.fly.suspend,
-		StartTimeout: f.pool.wakeTimeout, StopTimeout: f.host.fly.stopWait, Busy: ec.Busy, Log: log,
+		StartTimeout: f.pool.wakeTimeout, StopTimeout: f.host.fly.stopWait, Busy: ec.Busy, Log: log, Observe: observe,
 		// A suspended engine resumes with the certificate it enrolled
 		// for; past a quarter of its life it is cold-started instead.
 		ResumeWithin: certs.ServerTTL / 4,

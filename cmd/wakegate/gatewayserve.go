@@ -62,11 +62,12 @@ func (f *gatewayFlags) newRouting(ctx context.Context, provider gateway.Provider
 
 // serve serves clients on --listen and the admin endpoint on --admin until
 // ctx ends or either stops, then shuts both down and stops the engines.
-func (f *gatewayFlags) serve(ctx context.Context, rt *routing, fingerprint string, log *slog.Logger) error {
+func (f *gatewayFlags) serve(ctx context.Context, rt *routing, ops *opsView, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", f.front.listen)
 	if err != nil {
 		return fmt.Errorf("gateway: listen on %s: %w", f.front.listen, err)
 	}
+	fingerprint := ops.ca.Fingerprint()
 	var admin *http.Server
 	var aln net.Listener
 	if f.front.admin != "" {
@@ -74,12 +75,13 @@ func (f *gatewayFlags) serve(ctx context.Context, rt *routing, fingerprint strin
 			ln.Close()
 			return fmt.Errorf("gateway: admin listen on %s: %w", f.front.admin, err)
 		}
-		admin = &http.Server{Handler: gateway.AdminHandler(rt.pool), ReadHeaderTimeout: 5 * time.Second}
+		admin = &http.Server{Handler: gateway.NewAdminHandler(rt.pool, ops.admin(rt)), ReadHeaderTimeout: 5 * time.Second}
 	}
 
 	errc := make(chan error, 2)
 	servers := 1
 	go func() { errc <- rt.srv.Serve(ln) }()
+	ops.listening.Store(true) // the listener is bound; Serve accepts from its backlog
 	if admin != nil {
 		servers++
 		go func() { errc <- admin.Serve(aln) }()
@@ -96,6 +98,7 @@ func (f *gatewayFlags) serve(ctx context.Context, rt *routing, fingerprint strin
 		servers--
 		log.Error("gateway stopped serving", "err", serveErr)
 	}
+	ops.listening.Store(false)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if admin != nil {

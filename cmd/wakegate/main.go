@@ -51,6 +51,8 @@ func commands() []command {
 		{"certs", "manage the certificate authority and client credentials", runCerts},
 		{"policy", "check a policy file of who may connect", runPolicy},
 		{"gateway", "run the mTLS gateway that wakes engines on demand", runGateway},
+		{"status", "show a running gateway's engines, sessions and certificates", runStatus},
+		{"config", "check a gateway configuration file", runConfig},
 		{"connect", "run the localhost sidecar a CI step talks to", runConnect},
 		{"envoy", "Envoy in place of connect or the engine front: bootstraps, xDS, certificates", runEnvoy},
 		{"engine", "run an engine machine: BuildKit behind mTLS, idle self-stop, clean shutdown", runEngine},
