@@ -1,61 +1,16 @@
 package exechost
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/wakegate/wakegate/internal/childenv/childenvtest"
 )
-
-// Secrets in the gateway's own environment, as an operator sets them.
-const (
-	envTestPassword    = "ca-pw-5e1d7c0b93"
-	envTestFlyToken    = "fly-tok-a4b8c2d6e0"
-	envTestParentToken = "parent-tok-19f3e7"
-)
-
-// setSecretEnv gives this process the secrets a gateway holds, and a
-// harmless variable that children must still inherit.
-func setSecretEnv(t *testing.T) {
-	t.Setenv("WAKEGATE_CA_PASSWORD", envTestPassword)
-	t.Setenv("FLY_API_TOKEN", envTestFlyToken)
-	t.Setenv("WAKEGATE_TOKEN", envTestParentToken)
-	t.Setenv("WAKEGATE_ENV_TEST_PLAIN", "kept")
-}
-
-// checkChildEnv fails unless the environment dump env has none of the
-// parent's secrets and still has its ordinary variables.
-func checkChildEnv(t *testing.T, who, env string) {
-	t.Helper()
-	for _, secret := range []string{envTestPassword, envTestFlyToken, envTestParentToken, "WAKEGATE_CA_PASSWORD=", "FLY_API_TOKEN="} {
-		if strings.Contains(env, secret) {
-			t.Errorf("%s inherited %q:\n%s", who, secret, env)
-		}
-	}
-	if !strings.Contains(env, "WAKEGATE_ENV_TEST_PLAIN=kept\n") {
-		t.Errorf("%s lost the rest of the environment:\n%s", who, env)
-	}
-}
-
-// waitFile waits for a command to finish writing path.
-func waitFile(t *testing.T, path string) string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if b, err := os.ReadFile(path); err == nil && strings.HasSuffix(string(b), "END\n") {
-			return string(b)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s was not written", path)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a child's file, with a deadline
-	}
-}
 
 // Not parallel: it sets the process environment.
 func TestExecCommandsDoNotInheritTheGatewaysSecrets(t *testing.T) {
-	setSecretEnv(t)
+	childenvtest.SetSecrets(t)
 	dir := t.TempDir()
 	x := newTestExec(t, dir, Config{
 		Start:  `env > "$OUT/start.env"; echo END >> "$OUT/start.env"; echo 127.0.0.1:1234`,
@@ -72,8 +27,8 @@ func TestExecCommandsDoNotInheritTheGatewaysSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, kind := range []string{"start", "stop", "status"} {
-		env := waitFile(t, filepath.Join(dir, kind+".env"))
-		checkChildEnv(t, "the exec "+kind+" command", env)
+		env := childenvtest.WaitFile(t, filepath.Join(dir, kind+".env"))
+		childenvtest.Check(t, "the exec "+kind+" command", env)
 		if !strings.Contains(env, "WAKEGATE_ENGINE=engine-0\n") || !strings.Contains(env, "WAKEGATE_ENGINE_NAME=wakegate-engine-0\n") {
 			t.Errorf("the exec %s command did not get WAKEGATE_ENGINE and WAKEGATE_ENGINE_NAME:\n%s", kind, env)
 		}
@@ -85,10 +40,10 @@ func TestExecCommandsDoNotInheritTheGatewaysSecrets(t *testing.T) {
 
 // Not parallel: it sets the process environment.
 func TestExecFailureReachesTheClientWithEverySecretBlanked(t *testing.T) {
-	setSecretEnv(t)
+	childenvtest.SetSecrets(t)
 	// The command learns the secrets some other way (a file, its own
 	// configuration) and prints them; the wake error quotes what it printed.
-	leak := "token=$WAKEGATE_TOKEN password=" + envTestPassword + " fly=" + envTestFlyToken + " parent=" + envTestParentToken
+	leak := "token=$WAKEGATE_TOKEN password=" + childenvtest.Password + " fly=" + childenvtest.FlyToken + " parent=" + childenvtest.ParentToken
 	for _, tc := range []struct{ name, start string }{
 		{"on stderr", `echo "` + leak + `" >&2; exit 1`},
 		{"as the address", `echo "` + leak + `"`},
@@ -100,7 +55,7 @@ func TestExecFailureReachesTheClientWithEverySecretBlanked(t *testing.T) {
 				t.Fatal("Start succeeded, want an error")
 			}
 			msg := err.Error()
-			for _, secret := range []string{execTestToken, envTestPassword, envTestFlyToken, envTestParentToken} {
+			for _, secret := range []string{execTestToken, childenvtest.Password, childenvtest.FlyToken, childenvtest.ParentToken} {
 				if strings.Contains(msg, secret) {
 					t.Errorf("wake error has %q: %s", secret, msg)
 				}
