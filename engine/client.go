@@ -28,6 +28,8 @@ type Client struct {
 	// handshake (the CA's records; serial in decimal): a revoked engine
 	// is refused, and so is one whose lookup fails.
 	IsRevoked func(serial string) (bool, error)
+
+	seen certTimes // each engine's certificate validity, for resumption
 }
 
 func (c *Client) dial(ctx context.Context, addr, proto string) (*tls.Conn, error) {
@@ -40,8 +42,16 @@ func (c *Client) dial(ctx context.Context, addr, proto string) (*tls.Conn, error
 	roots := cfg.RootCAs
 	// Verified below, by chain and role, instead of by host name.
 	cfg.InsecureSkipVerify = true
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return verifyEngine(cs, roots, c.IsRevoked) }
-	cfg.ClientSessionCache = sessionsFor(cfg.ClientSessionCache, hostport) // resumed sessions are verified above too
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := verifyEngine(cs, roots, c.IsRevoked); err != nil {
+			return err
+		}
+		leaf := cs.PeerCertificates[0]
+		c.seen.note(hostport, leaf.NotBefore, leaf.NotAfter)
+		return nil
+	}
+	// Resumed sessions are verified above too.
+	cfg.ClientSessionCache = sessionsFor(cfg.ClientSessionCache, hostport, &c.seen)
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: cfg}
 	conn, err := d.DialContext(ctx, "tcp", hostport)
 	if err != nil {
