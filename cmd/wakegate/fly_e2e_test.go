@@ -180,6 +180,9 @@ func TestEndToEndThroughTheFlyEmulator(t *testing.T) {
 	env.em.Inject(flytest.Fault{Action: "start", Machine: other, Status: http.StatusTooManyRequests, Message: "rate limited"})
 
 	gw, gwAddr := env.gateway(t, "--idle", "2s", "--fly-stop-wait", "1s")
+	if !strings.Contains(gw.String(), "msg=\"gateway listening\"") || !regexp.MustCompile(`msg="gateway listening" \S+ engines=2 provider=fly`).MatchString(gw.String()) {
+		t.Errorf("the gateway's listening line does not count the Fly pool's 2 machines:\n%s", gw)
+	}
 	if out := env.build(t, "build 1", gwAddr, gw); runStepCached(t, out) {
 		t.Fatalf("first build is CACHED on an empty volume:\n%s", out)
 	}

@@ -87,7 +87,9 @@ func (f *gatewayFlags) serve(ctx context.Context, rt *routing, ops *opsView, log
 		go func() { errc <- admin.Serve(aln) }()
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
-	log.Info("gateway listening", "addr", ln.Addr().String(), "engines", f.pool.engines, "provider", f.host.provider,
+	// The pool's own count: --engines sizes only local and exec pools, a Fly
+	// pool is what fly init made.
+	log.Info("gateway listening", "addr", ln.Addr().String(), "engines", len(rt.pool.Engines()), "provider", f.host.provider,
 		"idle", f.pool.idle.String(), "wake_timeout", f.pool.wakeTimeout.String(), "ca_fingerprint", fingerprint)
 
 	var serveErr error
