@@ -36,7 +36,7 @@ const sessionCacheSize = 256
 // VerifiedChains restored, so revocation and the gateway's policy are
 // judged again at every handshake, resumed or not.
 func ServerTLS(cert func() *tls.Certificate, roots *x509.CertPool, protos ...string) *tls.Config {
-	cfg := &tls.Config{
+	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ClientAuth: tls.RequireAndVerifyClientCert,
 		ClientCAs:  roots,
@@ -45,55 +45,6 @@ func ServerTLS(cert func() *tls.Certificate, roots *x509.CertPool, protos ...str
 			return cert(), nil
 		},
 	}
-	bindTicketsToCertificate(cfg, cert)
-	return cfg
-}
-
-// ticketCertTag marks, in a session ticket's Extra, the server certificate
-// the session was made with.
-const ticketCertTag = "wakegate-served:"
-
-// bindTicketsToCertificate makes cfg resume only sessions made with the
-// certificate it serves now. A resumed session never shows the server's
-// certificate again: the client checks the one it saw at the first
-// handshake. Once the server has renewed, that old certificate is in its
-// last third of life and expires while tickets made with it still
-// circulate; a client that resumed one just before that second and then
-// checks it (as the gateway's engine client does, with the time of the
-// check) fails. Declining such tickets makes the next handshake a full one
-// with the current certificate. (Rotation tests with 10 s certificates
-// saw one such failure in a few hundred connections.)
-func bindTicketsToCertificate(cfg *tls.Config, cert func() *tls.Certificate) {
-	// The closures use cfg itself, not a per-connection clone: tickets
-	// are encrypted and decrypted with the same keys.
-	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-		if tag := servedTag(cert()); tag != nil {
-			ss.Extra = append(ss.Extra, tag)
-		}
-		return cfg.EncryptTicket(cs, ss)
-	}
-	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
-		ss, err := cfg.DecryptTicket(identity, cs)
-		if err != nil || ss == nil {
-			return nil, nil // not ours, or undecodable: a full handshake
-		}
-		want := servedTag(cert())
-		for _, e := range ss.Extra {
-			if want != nil && string(e) == string(want) {
-				return ss, nil
-			}
-		}
-		return nil, nil
-	}
-}
-
-// servedTag names a certificate in a ticket: its tag and a hash of its DER.
-func servedTag(c *tls.Certificate) []byte {
-	if c == nil || len(c.Certificate) == 0 {
-		return nil
-	}
-	sum := sha256.Sum256(c.Certificate[0])
-	return append([]byte(ticketCertTag), sum[:16]...)
 }
 
 // ClientTLS is the client side of the same profile: the server must chain to
