@@ -20,8 +20,8 @@ ADMIN_PORT=$((PORT + 1))
 IDLE=${WAKEGATE_DEMO_IDLE:-10s}
 GATEWAY=127.0.0.1:$PORT
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-fail() { printf '\ndemo failed: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 
 [ -x "$DAGGER_BIN/dagger" ] || fail "no dagger CLI in $DAGGER_BIN: run 'make dagger'"
 rm -rf "$DEMO"
@@ -29,26 +29,10 @@ mkdir -p "$DEMO"
 # Unix socket paths are limited to 107 bytes: keep engine state short.
 STATE=$(mktemp -d /tmp/wakegate-demo-dagger.XXXXXX)
 
-step "creating a CA and client credentials (wakegate certs)"
-"$BIN/wakegate" certs init --dir "$DEMO/ca" --no-password
-"$BIN/wakegate" certs issue --dir "$DEMO/ca" --name demo-ci --out "$DEMO/creds"
+make_ca
 
 step "starting the gateway (local Dagger engine, idle stop after $IDLE); log in .demo-dagger/gateway.log"
-"$BIN/wakegate" gateway --ca-dir "$DEMO/ca" --state "$STATE" --engine dagger --engine-bin "$DAGGER_BIN" \
-  --listen "$GATEWAY" --admin "127.0.0.1:$ADMIN_PORT" --ca-listen "127.0.0.1:$((PORT + 2))" --idle "$IDLE" --wake-timeout 60s \
-  >"$DEMO/gateway.log" 2>&1 &
-GW_PID=$!
-cleanup() {
-  kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
-  rm -rf "$STATE"
-}
-trap cleanup EXIT
-for _ in $(seq 100); do
-  grep -q 'gateway listening' "$DEMO/gateway.log" 2>/dev/null && break
-  kill -0 "$GW_PID" 2>/dev/null || { cat "$DEMO/gateway.log"; fail "the gateway exited"; }
-  sleep 0.1
-done
-grep -q 'gateway listening' "$DEMO/gateway.log" || fail "the gateway did not start listening within 10s"
+start_gateway --engine dagger --engine-bin "$DAGGER_BIN"
 
 # A container rootfs with a static busybox: no image is pulled.
 ROOTFS=$DEMO/rootfs

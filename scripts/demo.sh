@@ -17,34 +17,18 @@ ADMIN_PORT=$((PORT + 1))
 IDLE=${WAKEGATE_DEMO_IDLE:-10s}
 GATEWAY=127.0.0.1:$PORT
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-fail() { printf '\ndemo failed: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
 # Unix socket paths are limited to 107 bytes: keep engine state short.
 STATE=$(mktemp -d /tmp/wakegate-demo.XXXXXX)
 
-step "creating a CA and client credentials (wakegate certs)"
-"$BIN/wakegate" certs init --dir "$DEMO/ca" --no-password
-"$BIN/wakegate" certs issue --dir "$DEMO/ca" --name demo-ci --out "$DEMO/creds"
+make_ca
 
 step "starting the gateway (local provider, idle stop after $IDLE); log in .demo/gateway.log"
-"$BIN/wakegate" gateway --ca-dir "$DEMO/ca" --state "$STATE" --buildkitd "$BIN/buildkitd" \
-  --listen "$GATEWAY" --admin "127.0.0.1:$ADMIN_PORT" --ca-listen "127.0.0.1:$((PORT + 2))" --idle "$IDLE" --wake-timeout 60s \
-  >"$DEMO/gateway.log" 2>&1 &
-GW_PID=$!
-cleanup() {
-  kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
-  rm -rf "$STATE"
-}
-trap cleanup EXIT
-for _ in $(seq 100); do
-  grep -q 'gateway listening' "$DEMO/gateway.log" 2>/dev/null && break
-  kill -0 "$GW_PID" 2>/dev/null || { cat "$DEMO/gateway.log"; fail "the gateway exited"; }
-  sleep 0.1
-done
-grep -q 'gateway listening' "$DEMO/gateway.log" || fail "the gateway did not start listening within 10s"
+start_gateway --buildkitd "$BIN/buildkitd"
 echo "gateway on $GATEWAY, engines: $(curl -fsS "127.0.0.1:$ADMIN_PORT/engines" 2>/dev/null || echo '?')"
 
 step "preparing a build context (a busybox-static rootfs, so no image is pulled)"
