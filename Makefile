@@ -45,8 +45,9 @@ $(BIN)/buildx: tools/buildx/go.mod tools/buildx/go.sum
 	cd tools/buildx && $(GO) build -o $(BIN)/ github.com/docker/buildx/cmd/buildx
 
 # runc, busybox-static, and what Dagger's engine needs (dnsmasq-base,
-# iptables, containernetworking-plugins; xz-utils to unpack it) from Debian's
-# packages, when missing.
+# iptables, containernetworking-plugins; xz-utils to unpack it), and
+# postgresql for the tests' throwaway clusters, from Debian's packages, when
+# missing.
 deps:
 	scripts/install-deps.sh
 

@@ -35,6 +35,10 @@ const (
 // adminRoutes wraps smallstep's API with wakegate's operator requests.
 func (a *Authority) adminRoutes(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if (r.Method == http.MethodPost || r.URL.Path == listPath) && a.dbDown(r.Context()) {
+			writeAPIError(w, http.StatusServiceUnavailable, "the CA's database does not answer: certificates cannot be issued, renewed or revoked until it does; try again in a minute (the gateway's log says more)")
+			return
+		}
 		switch {
 		case r.Method == http.MethodGet && r.URL.Path == listPath:
 			a.serveList(w, r)
@@ -121,6 +125,9 @@ func (a *Authority) serveRevoke(w http.ResponseWriter, r *http.Request, next htt
 			n = (*kill)(serial)
 		}
 		resp.Closed = &n
+		if err := a.recordKill(serial); err != nil {
+			a.log.Error("revoked with --kill, but the other gateways were not told", "serial", serial, "err", err)
+		}
 	}
 	w.Header().Del("Content-Length")
 	w.Header().Set("Content-Type", "application/json")

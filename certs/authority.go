@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -77,6 +78,16 @@ type AuthorityConfig struct {
 	MaxClientTTL time.Duration
 	// DefaultClientTTL applies when a request names no lifetime.
 	DefaultClientTTL time.Duration
+	// DB is the CA's database: "" for bbolt in the CA directory (one
+	// process at a time), or a PostgreSQL URL that several gateways share
+	// (see docs/ha.md).
+	DB string
+	// RevocationStaleness bounds how long handshakes are judged by the
+	// last revocation list read while a shared database does not answer
+	// (DefaultRevocationStaleness when zero).
+	RevocationStaleness time.Duration
+	// Log receives what the authority says of a shared database.
+	Log *slog.Logger
 }
 
 // Authority is the embedded smallstep certificate authority on the CA
@@ -90,15 +101,21 @@ type Authority struct {
 
 	revoked *revokedIndex // the public revocation list
 
+	// On a shared database (AuthorityConfig.DB): nil with bbolt.
+	shared    *sharedDB
+	staleness time.Duration
+	kills     killsSeen
+	log       *slog.Logger
+
 	background     sync.WaitGroup       // goroutines Close waits for
 	stopBackground []context.CancelFunc // ends them; appended before Close only
 }
 
 func dbPath(dir string) string { return filepath.Join(dir, "db", "ca.db") }
 
-// OpenAuthority starts the embedded authority. The database is
+// OpenAuthority starts the embedded authority. The embedded database is
 // single-process: while one process holds it, another's open waits, then
-// fails.
+// fails. A shared one (cfg.DB) is not.
 func (ca *CA) OpenAuthority(cfg AuthorityConfig) (*Authority, error) {
 	if cfg.MaxClientTTL == 0 {
 		cfg.MaxClientTTL = MaxClientTTL
@@ -111,6 +128,15 @@ func (ca *CA) OpenAuthority(cfg AuthorityConfig) (*Authority, error) {
 	}
 	if cfg.Address == "" {
 		cfg.Address = "127.0.0.1:0"
+	}
+	if cfg.DB == "" {
+		cfg.DB = ca.DB
+	}
+	if cfg.RevocationStaleness <= 0 {
+		cfg.RevocationStaleness = DefaultRevocationStaleness
+	}
+	if cfg.Log == nil {
+		cfg.Log = discardLog
 	}
 	dur := func(d time.Duration) *provisioner.Duration { return &provisioner.Duration{Duration: d} }
 	jwk := func(p *Provisioner, tmpl string, def, max time.Duration) *provisioner.JWK {
@@ -134,6 +160,12 @@ func (ca *CA) OpenAuthority(cfg AuthorityConfig) (*Authority, error) {
 		DNSNames:         cfg.DNSNames,
 		DB:               &db.Config{Type: "bbolt", DataSource: dbPath(ca.Dir)},
 		AuthorityConfig: &config.AuthConfig{
+			// smallstep refuses, by default, tokens issued before the
+			// authority started: a stopgap for a CA that forgets spent
+			// tokens. This one keeps them in its database, so a token
+			// minted for a CI job stays good across a gateway's restart
+			// (a rolling deploy, several gateways) until its own expiry.
+			DisableIssuedAtCheck: true,
 			Provisioners: provisioner.List{
 				jwk(ca.Clients, clientLeafTemplate, cfg.DefaultClientTTL, cfg.MaxClientTTL),
 				jwk(ca.Servers, serverLeafTemplate, ServerTTL, ServerTTL),
@@ -144,12 +176,37 @@ func (ca *CA) OpenAuthority(cfg AuthorityConfig) (*Authority, error) {
 	if ca.password != nil {
 		opts = append(opts, authority.WithPassword(ca.password))
 	}
+	var shared *sharedDB
+	if cfg.DB != "" {
+		sdb, s, err := openSharedDB(cfg.DB)
+		if err != nil {
+			return nil, err
+		}
+		shared = s
+		c.DB = &db.Config{Type: "postgresql", DataSource: cfg.DB}
+		opts = append(opts, authority.WithDatabase(sdb))
+	}
 	auth, err := authority.New(c, opts...)
 	if err != nil {
+		if shared != nil {
+			shared.Close()
+		}
 		return nil, fmt.Errorf("open CA authority in %s: %w", ca.Dir, err)
 	}
-	return &Authority{ca: ca, auth: auth, revoked: newRevokedIndex()}, nil
+	a := &Authority{ca: ca, auth: auth, revoked: newRevokedIndex(), shared: shared,
+		staleness: cfg.RevocationStaleness, kills: killsSeen{seen: map[string]bool{}}, log: cfg.Log}
+	if shared != nil {
+		if err := a.startSync(); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
+	return a, nil
 }
+
+// Shared says whether the authority's database is shared by several
+// gateways (PostgreSQL) rather than the CA directory's own.
+func (a *Authority) Shared() bool { return a.shared != nil }
 
 // Close stops the authority's background work and closes its database.
 func (a *Authority) Close() error {
@@ -201,7 +258,14 @@ func (a *Authority) Renew(ctx context.Context, cert *x509.Certificate) ([]*x509.
 
 // IsRevoked reports whether the certificate with serial (decimal, as
 // smallstep stores it) has been revoked.
+//
+// On a shared database the database answers; while it does not, the last
+// revocation list read answers for the staleness bound, then nothing does
+// (an error: handshakes are refused).
 func (a *Authority) IsRevoked(serial string) (bool, error) {
+	if a.shared != nil {
+		return a.isRevokedShared(serial)
+	}
 	return a.auth.IsRevoked(serial)
 }
 

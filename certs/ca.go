@@ -31,7 +31,7 @@ const (
 )
 
 // ErrNotInitialized is returned by Load when the directory holds no CA.
-var ErrNotInitialized = errors.New("no CA in directory (run 'wakegate certs init --dir DIR' first)")
+var ErrNotInitialized = errors.New("no CA in directory (run 'wakegate certs init --ca-dir DIR' first)")
 
 // ErrNeedPassword is returned when the CA's keys are encrypted and no
 // password was given.
@@ -41,7 +41,10 @@ var ErrNeedPassword = errors.New("the CA's keys are encrypted: set WAKEGATE_CA_P
 // the intermediate that signs leaves, and the provisioners that authorize
 // issuance through the embedded smallstep authority.
 type CA struct {
-	Dir          string
+	Dir string
+	// DB is the database the CA's authority keeps its state in: "" for
+	// the CA directory's own (bbolt), or a PostgreSQL URL (--ca-db).
+	DB           string
 	Root         *x509.Certificate
 	Intermediate *x509.Certificate
 	signer       crypto.Signer // the intermediate's private key
@@ -64,7 +67,7 @@ type CA struct {
 // certificate it issued.
 func Init(dir, name string, password []byte) (*CA, error) {
 	if _, err := os.Stat(filepath.Join(dir, rootCertFile)); err == nil {
-		return nil, fmt.Errorf("init CA in %s: a CA already exists there; remove it or use another --dir", dir)
+		return nil, fmt.Errorf("init CA in %s: a CA already exists there; remove it or use another --ca-dir", dir)
 	}
 	for _, sub := range []string{"certs", "secrets", "db"} {
 		perm := os.FileMode(0o755)

@@ -144,6 +144,10 @@ type Revocation struct {
 	// Closed counts the open connections the gateway closed, when asked
 	// to (kill); -1 when it did not say how many.
 	Closed int
+	// Shared is set when the database is shared by several gateways: each
+	// refuses the certificate at its next handshake and, when asked to
+	// (kill), closes its connections within a few seconds.
+	Shared bool
 }
 
 // Revoke revokes the certificate with serial, in any form ParseSerial
@@ -162,7 +166,13 @@ func (o *Operator) Revoke(ctx context.Context, serial, reason string, kill bool)
 	if err != nil {
 		return nil, err
 	}
-	return &Revocation{Serial: serial, Identity: cert.Subject.CommonName}, nil
+	rev := &Revocation{Serial: serial, Identity: cert.Subject.CommonName, Shared: o.auth.Shared()}
+	if kill {
+		if err := o.auth.recordKill(serial); err != nil {
+			return rev, err
+		}
+	}
+	return rev, nil
 }
 
 // Records lists the certificates the CA issued.

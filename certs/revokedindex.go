@@ -15,9 +15,33 @@ import (
 type revokedIndex struct {
 	now func() time.Time
 
-	mu     sync.Mutex           // guards until and loaded
+	mu     sync.Mutex           // guards the fields below
 	until  map[string]time.Time // serial → its certificate's NotAfter; zero when unknown (kept)
 	loaded bool
+	read   time.Time // when a shared database was last read whole (see syncShared)
+}
+
+// has says whether serial is in the index.
+func (ix *revokedIndex) has(serial string) bool {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	_, ok := ix.until[serial]
+	return ok
+}
+
+// replace makes until the whole index, as read at t.
+func (ix *revokedIndex) replace(until map[string]time.Time, t time.Time) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.until, ix.loaded, ix.read = until, true, t
+}
+
+// age is how long ago the index was last read whole from a shared
+// database.
+func (ix *revokedIndex) age() time.Duration {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return ix.now().Sub(ix.read)
 }
 
 func newRevokedIndex() *revokedIndex {
@@ -73,6 +97,9 @@ func (a *Authority) revokedNow(serial string) {
 // in order, dropping the expired ones from the index.
 func (a *Authority) RevokedSerials() ([]string, error) {
 	if err := a.loadRevoked(); err != nil {
+		return nil, err
+	}
+	if err := a.staleErr(); err != nil {
 		return nil, err
 	}
 	ix := a.revoked

@@ -150,7 +150,7 @@ func TestUnixSocketSidecarIsPrivateProxiesAndIsRemovedOnShutdown(t *testing.T) {
 	}
 
 	gw, client := echoGateway(t)
-	sc, err := New(Config{Gateway: gw, TLS: client})
+	sc, err := New(Config{Gateways: []string{gw}, TLS: client})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/wakegate/wakegate/proxy"
@@ -15,21 +16,31 @@ import (
 
 // Config configures a Sidecar.
 type Config struct {
-	// Gateway is the gateway's host:port.
-	Gateway string
-	// TLS is the client TLS config (certs.ClientTLS); the sidecar sets ALPN.
+	// Gateways are the gateway's addresses, HOST:PORT each (see
+	// ParseGateways): several gateways serving one pool, or one name with
+	// several addresses. Each connection tries them from the last one that
+	// worked.
+	Gateways []string
+	// TLS is the client TLS config (certs.ClientTLS); the sidecar sets ALPN,
+	// and, when ServerName is empty, each gateway's host as the name to
+	// verify.
 	TLS *tls.Config
-	// DialTimeout bounds the TCP connect and TLS handshake to the gateway.
+	// DialTimeout bounds the TCP connect and TLS handshake to one gateway
+	// address.
 	DialTimeout time.Duration
 	// HalfOpenTimeout reaps a proxied pair after one side finished.
 	HalfOpenTimeout time.Duration
-	Log             *slog.Logger
+	// LookupHost resolves a gateway's host name to its addresses; nil is
+	// the system's resolver.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
+	Log        *slog.Logger
 }
 
 // Sidecar proxies local plain connections (TCP or a unix socket, see
 // Listen) to the gateway over mTLS.
 type Sidecar struct {
 	cfg  Config
+	gws  *failover     // which gateway address connections go through
 	life *proxy.Server // accept loops, handlers, drain and force
 }
 
@@ -39,11 +50,13 @@ var ErrServerClosed = proxy.ErrServerClosed
 
 // New validates cfg.
 func New(cfg Config) (*Sidecar, error) {
-	if cfg.Gateway == "" {
+	if len(cfg.Gateways) == 0 {
 		return nil, errors.New("connect: no gateway address (--gateway HOST:PORT)")
 	}
-	if _, _, err := net.SplitHostPort(cfg.Gateway); err != nil {
-		return nil, fmt.Errorf("connect: gateway address %q: %w", cfg.Gateway, err)
+	for _, g := range cfg.Gateways {
+		if err := checkGateway(g); err != nil {
+			return nil, fmt.Errorf("connect: %w", err)
+		}
 	}
 	if cfg.TLS == nil {
 		return nil, errors.New("connect: no TLS credentials")
@@ -51,26 +64,23 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 15 * time.Second
 	}
+	if cfg.LookupHost == nil {
+		cfg.LookupHost = net.DefaultResolver.LookupHost
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Sidecar{cfg: cfg}
+	s := &Sidecar{cfg: cfg, gws: &failover{gateways: slices.Clone(cfg.Gateways), lookup: cfg.LookupHost, log: cfg.Log}}
 	s.life = proxy.NewServer(s.handle, cfg.Log)
 	return s, nil
 }
 
-// dial opens an mTLS connection to the gateway speaking proto.
-func (s *Sidecar) dial(ctx context.Context, proto string) (*tls.Conn, error) {
-	cfg := s.cfg.TLS.Clone()
-	cfg.NextProtos = []string{proto}
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: s.cfg.DialTimeout, KeepAlive: 30 * time.Second}, Config: cfg}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
-	defer cancel()
-	c, err := d.DialContext(ctx, "tcp", s.cfg.Gateway)
-	if err != nil {
-		return nil, fmt.Errorf("connect to gateway %s: %w", s.cfg.Gateway, err)
-	}
-	return c.(*tls.Conn), nil
+// dial opens an mTLS connection speaking proto to one of the gateway's
+// addresses (see failover.dial), and says which.
+func (s *Sidecar) dial(ctx context.Context, proto string) (*tls.Conn, endpoint, error) {
+	return s.gws.dial(ctx, func(ctx context.Context, ep endpoint) (*tls.Conn, error) {
+		return dialTLS(ctx, s.cfg.TLS, proto, s.cfg.DialTimeout, ep)
+	})
 }
 
 // Serve accepts local connections on ln and proxies each to the gateway
@@ -86,14 +96,18 @@ func (s *Sidecar) Serve(ln net.Listener) error {
 // when Shutdown stops waiting for it.
 func (s *Sidecar) handle(ctx context.Context, c net.Conn) {
 	began := time.Now()
-	gc, err := s.dial(ctx, wire.ProtoProxy)
+	gc, ep, err := s.dial(ctx, wire.ProtoProxy)
 	if err != nil {
 		c.Close()
-		s.cfg.Log.Error("connection closed: gateway unreachable", "err", err)
+		msg := "connection closed: gateway unreachable"
+		if errors.Is(err, ErrRefused) {
+			msg = "connection closed: gateway refused"
+		}
+		s.cfg.Log.Error(msg, "err", err)
 		return
 	}
 	res := proxy.Join(ctx, c, gc, "local", "gateway", s.cfg.HalfOpenTimeout)
-	attrs := []any{"bytes_out", res.BytesAToB, "bytes_in", res.BytesBToA, "duration_ms", time.Since(began).Milliseconds()}
+	attrs := []any{"gateway", ep.String(), "bytes_out", res.BytesAToB, "bytes_in", res.BytesBToA, "duration_ms", time.Since(began).Milliseconds()}
 	if res.Err != nil {
 		s.cfg.Log.Warn("connection closed", append(attrs, "err", res.Err)...)
 		return

@@ -32,9 +32,17 @@ type testGateway struct {
 	names     []string
 	accepted  chan struct{} // one value per accepted handshake
 	listening net.Listener
+	wg        sync.WaitGroup // the accept loop and its handlers
+	stopOnce  sync.Once
 }
 
-func startTestGateway(t *testing.T, hold bool) *testGateway {
+// testCA issues the certificates of test gateways that trust one client.
+type testCA struct {
+	server *tls.Config // a gateway's, naming 127.0.0.1 and localhost
+	client *tls.Config // the client's, verifying the name localhost
+}
+
+func newTestCA(t *testing.T) *testCA {
 	t.Helper()
 	ca, err := certs.Init(t.TempDir(), "Test", nil)
 	if err != nil {
@@ -50,32 +58,49 @@ func startTestGateway(t *testing.T, hold bool) *testGateway {
 	}
 	server := certs.ServerTLS(issue(certs.Server, "localhost"), ca.Pool())
 	server.NextProtos = []string{wire.ProtoProxy, wire.ProtoWake}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", server)
+	return &testCA{server: server, client: certs.ClientTLS(issue(certs.Client, "job"), ca.Pool(), "localhost")}
+}
+
+func startTestGateway(t *testing.T, hold bool) *testGateway {
+	t.Helper()
+	return newTestCA(t).gateway(t, hold, "127.0.0.1:0")
+}
+
+// gateway starts a test gateway on addr (port 0: a free one; a stopped
+// gateway's address: the same gateway back).
+func (ca *testCA) gateway(t *testing.T, hold bool, addr string) *testGateway {
+	t.Helper()
+	ln, err := tls.Listen("tcp", addr, ca.server)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &testGateway{addr: ln.Addr().String(), client: certs.ClientTLS(issue(certs.Client, "job"), ca.Pool(), "localhost"),
-		accepted: make(chan struct{}, 16), listening: ln}
+	g := &testGateway{addr: ln.Addr().String(), client: ca.client, accepted: make(chan struct{}, 16), listening: ln}
 	if hold {
 		g.hold = make(chan struct{})
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
+	g.wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer g.wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			wg.Add(1)
+			g.wg.Add(1)
 			go func() {
-				defer wg.Done()
+				defer g.wg.Done()
 				g.serve(c.(*tls.Conn))
 			}()
 		}
 	}()
-	t.Cleanup(func() {
+	t.Cleanup(g.stop)
+	return g
+}
+
+// stop closes the listener, lets connections held finish, and waits for
+// them: connections to addr are refused from then on. Safe to call twice.
+func (g *testGateway) stop() {
+	g.stopOnce.Do(func() {
 		if g.hold != nil {
 			select {
 			case <-g.hold:
@@ -83,10 +108,9 @@ func startTestGateway(t *testing.T, hold bool) *testGateway {
 				close(g.hold)
 			}
 		}
-		ln.Close()
-		wg.Wait()
+		g.listening.Close()
+		g.wg.Wait()
 	})
-	return g
 }
 
 func (g *testGateway) serve(c *tls.Conn) {
@@ -170,7 +194,7 @@ func noLeaks(t *testing.T, f func(t *testing.T)) {
 
 func TestSidecarCarriesEachConnectionOverMTLSWithHalfClose(t *testing.T) {
 	g := startTestGateway(t, false)
-	_, addr, _ := startSidecar(t, Config{Gateway: g.addr, TLS: g.client})
+	_, addr, _ := startSidecar(t, Config{Gateways: []string{g.addr}, TLS: g.client})
 	for _, msg := range []string{"first", "second"} {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -221,7 +245,7 @@ func TestSidecarClosesALocalConnectionWhenTheGatewayIsUnreachable(t *testing.T) 
 	deadAddr := dead.Addr().String()
 	dead.Close()
 	rec := &recorder{}
-	sc, addr, _ := startSidecar(t, Config{Gateway: deadAddr, TLS: g.client, Log: slog.New(rec)})
+	sc, addr, _ := startSidecar(t, Config{Gateways: []string{deadAddr}, TLS: g.client, Log: slog.New(rec)})
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +269,7 @@ func TestSidecarClosesALocalConnectionWhenTheGatewayIsUnreachable(t *testing.T) 
 func TestSidecarShutdownLetsAConnectionInFlightFinish(t *testing.T) {
 	noLeaks(t, func(t *testing.T) {
 		g := startTestGateway(t, true)
-		sc, addr, served := startSidecar(t, Config{Gateway: g.addr, TLS: g.client})
+		sc, addr, served := startSidecar(t, Config{Gateways: []string{g.addr}, TLS: g.client})
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -289,7 +313,7 @@ func TestSidecarShutdownLetsAConnectionInFlightFinish(t *testing.T) {
 func TestSidecarShutdownForcesWhatOutlivesItsBound(t *testing.T) {
 	noLeaks(t, func(t *testing.T) {
 		g := startTestGateway(t, true) // never answers within the test
-		sc, addr, served := startSidecar(t, Config{Gateway: g.addr, TLS: g.client})
+		sc, addr, served := startSidecar(t, Config{Gateways: []string{g.addr}, TLS: g.client})
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -329,8 +353,8 @@ func TestNewSidecarValidatesItsConfig(t *testing.T) {
 		want string
 	}{
 		{Config{TLS: tlsCfg}, "no gateway address"},
-		{Config{Gateway: "nonsense", TLS: tlsCfg}, `gateway address "nonsense"`},
-		{Config{Gateway: "127.0.0.1:8443"}, "no TLS credentials"},
+		{Config{Gateways: []string{"nonsense"}, TLS: tlsCfg}, `gateway address "nonsense"`},
+		{Config{Gateways: []string{"127.0.0.1:8443"}}, "no TLS credentials"},
 	} {
 		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%+v) = %v, want an error containing %q", tc.cfg, err, tc.want)

@@ -27,13 +27,13 @@ var ErrRefused = errors.New("refused")
 // connection: while it stays open the gateway keeps the engine awake, so
 // close it when the work is done.
 func (s *Sidecar) Wake(ctx context.Context, progress func(wire.Event)) (io.Closer, error) {
-	c, err := s.dial(ctx, wire.ProtoWake)
+	c, ep, err := s.dial(ctx, wire.ProtoWake)
 	if err != nil {
-		return nil, classify(err)
+		return nil, err // classified by dial
 	}
 	if p := c.ConnectionState().NegotiatedProtocol; p != wire.ProtoWake {
 		c.Close()
-		return nil, fmt.Errorf("gateway %s does not speak %s (negotiated %q): %w", s.cfg.Gateway, wire.ProtoWake, p, ErrRefused)
+		return nil, fmt.Errorf("gateway %s does not speak %s (negotiated %q): %w", ep, wire.ProtoWake, p, ErrRefused)
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
@@ -47,9 +47,9 @@ func (s *Sidecar) Wake(ctx context.Context, progress func(wire.Event)) (io.Close
 				return nil, context.Cause(ctx)
 			}
 			if errors.Is(err, io.EOF) {
-				return nil, fmt.Errorf("gateway %s closed the wake request", s.cfg.Gateway)
+				return nil, fmt.Errorf("gateway %s closed the wake request", ep)
 			}
-			return nil, classify(fmt.Errorf("wake request to %s: %w", s.cfg.Gateway, err))
+			return nil, classify(fmt.Errorf("wake request to %s: %w", ep, err))
 		}
 		if progress != nil {
 			progress(e)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/wakegate/wakegate/enginecmd"
@@ -145,7 +146,11 @@ func (l *Local) Start(ctx context.Context, id string) (string, error) {
 	// The engine process's log first: its last lines say why an engine
 	// died at start.
 	logs := []logMark{markLog(l.backend(id).LogPath()), markLog(filepath.Join(dir, "engine.log"))}
-	p, err := startProcess(l.cfg.Wakegate, args, []string{"WAKEGATE_TOKEN=" + tok}, filepath.Join(dir, "engine.log"), nil)
+	// It ends with this gateway, even a killed one (SIGTERM: it drains and
+	// stops its engine cleanly): an engine left running would hold its
+	// state directory against the next gateway's, and nobody would stop it.
+	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	p, err := startProcess(l.cfg.Wakegate, args, []string{"WAKEGATE_TOKEN=" + tok}, filepath.Join(dir, "engine.log"), attr)
 	if err != nil {
 		return "", fmt.Errorf("engine %s: start %s: %w", id, l.cfg.Wakegate, err)
 	}

@@ -5,8 +5,10 @@
 # no image can be pulled); dnsmasq-base, iptables and
 # containernetworking-plugins, which Dagger's engine needs at start (see
 # docs/dagger.md), and xz-utils to unpack it ('make dagger'); nodejs for the
-# tests of the GitHub Action's two JavaScript wrappers. Engines run as root,
-# so this must too.
+# tests of the GitHub Action's two JavaScript wrappers; postgresql, whose
+# server (initdb and postgres, in /usr/lib/postgresql/VERSION/bin) tests run
+# as a throwaway cluster (internal/pgtest), as the postgres user the package
+# creates. Engines run as root, so this must too.
 set -euo pipefail
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -16,6 +18,7 @@ command -v runc >/dev/null 2>&1 || missing+=(runc)
 installed busybox-static || missing+=(busybox-static)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 for p in dnsmasq-base iptables containernetworking-plugins; do
   installed "$p" || missing+=("$p")
 done

@@ -52,6 +52,9 @@ func startCA(ca *certs.CA, listen, sans string, acfg certs.AuthorityConfig, limi
 			ln.Close()
 		}
 		cancel()
+		if acfg.DB != "" {
+			return nil, fmt.Errorf("%w (is the database running and reachable from here? check with: psql '%s')", err, certs.RedactDBURL(acfg.DB))
+		}
 		return nil, fmt.Errorf("%w (is another gateway or command using this CA directory?)", err)
 	}
 	s.auth = auth

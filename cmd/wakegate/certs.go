@@ -313,6 +313,8 @@ func killed(rv *certs.Revocation, kill bool) string {
 	switch {
 	case !kill:
 		return ""
+	case rv.Gateway == "" && rv.Shared:
+		return "; every gateway on the shared database closes its open connections within a few seconds"
 	case rv.Gateway == "":
 		return "; no gateway is serving this CA, so it had no open connections"
 	case rv.Closed < 0:

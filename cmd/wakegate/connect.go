@@ -7,9 +7,17 @@ import (
 )
 
 func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("connect", "connect --gateway HOST:PORT (--oidc github | --token T | --creds DIR) [--ca-url URL --ca-fingerprint FP] [--wait | --background --pid-file FILE | -- CMD [ARGS...]]", `
+	fs := newFlags("connect", "connect --gateway HOST:PORT[,HOST:PORT...] (--oidc github | --token T | --creds DIR) [--ca-url URL --ca-fingerprint FP] [--wait | --background --pid-file FILE | -- CMD [ARGS...]]", `
 Runs the sidecar: plain connections on --listen (for buildctl, buildx or
 Dagger), carried over mTLS to the gateway.
+
+Gateways: --gateway takes several addresses, joined by commas or with
+--gateway repeated, for gateways serving one pool; a name with several DNS
+records is tried address by address. Each connection starts from the
+address that last worked; one that is down, resets the handshake or does
+not answer within 15s is passed over for the next, and the log says so once
+per change. A certificate refused either way is reported, not passed over.
+The name verified is --server-name, or else each address's host.
 
 Credentials come from one of:
   --oidc github   in a GitHub Actions job with 'permissions: id-token: write':

@@ -2,8 +2,8 @@ package main
 
 import (
 	"flag"
-	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/wakegate/wakegate/certs"
@@ -22,7 +22,19 @@ type connectFlags struct {
 }
 
 type connectGatewayFlags struct {
-	addr, serverName string
+	raw        gatewayValues // --gateway as given, each repeat
+	addrs      []string      // every address, parsed by validate
+	serverName string
+}
+
+// gatewayValues collects --gateway, which may be repeated and may hold
+// several addresses joined by commas (connect.ParseGateways reads them).
+type gatewayValues []string
+
+func (g *gatewayValues) String() string { return strings.Join(*g, ",") }
+func (g *gatewayValues) Set(v string) error {
+	*g = append(*g, v)
+	return nil
 }
 
 // credFlags say where a client certificate comes from: an OIDC enrolment,
@@ -54,8 +66,8 @@ type connectModeFlags struct {
 }
 
 func (f *connectFlags) define(fs *flag.FlagSet) {
-	fs.StringVar(&f.gateway.addr, "gateway", "", "gateway address HOST:PORT (required)")
-	fs.StringVar(&f.gateway.serverName, "server-name", "", "name to verify in the gateway's certificate (default: the --gateway host)")
+	fs.Var(&f.gateway.raw, "gateway", "gateway address HOST:PORT (required); several, joined by commas or with --gateway again, are tried in turn from the last that worked")
+	fs.StringVar(&f.gateway.serverName, "server-name", "", "name to verify in the gateway's certificate (default: each --gateway address's host)")
 
 	fs.StringVar(&f.cred.oidc, "oidc", "", `enrol with the CI job's OIDC token: "github" (GitHub Actions)`)
 	fs.StringVar(&f.cred.oidcAudience, "oidc-audience", certs.DefaultOIDCAudience, "audience of the OIDC token (the gateway's --oidc-audience)")
@@ -93,7 +105,7 @@ func (f *connectFlags) validate(cmdArgs []string) error {
 	envToken := sources == 0 && os.Getenv("WAKEGATE_TOKEN") != ""
 	tokenSet := c.token != "" || c.tokenFile != "" || envToken
 	switch {
-	case f.gateway.addr == "":
+	case len(f.gateway.raw) == 0:
 		return usageError("connect", "--gateway is required")
 	case sources == 0 && !envToken:
 		return usageError("connect", "credentials are required: --oidc github (in GitHub Actions), a token (--token, --token-file or $WAKEGATE_TOKEN) with --ca-url and --ca-fingerprint, or --creds DIR")
@@ -122,9 +134,11 @@ func (f *connectFlags) validate(cmdArgs []string) error {
 	case f.mode.waitTimeout <= 0:
 		return usageError("connect", "--wait-timeout must be positive")
 	}
-	if _, _, err := net.SplitHostPort(f.gateway.addr); err != nil {
-		return usageError("connect", "--gateway %q: %v", f.gateway.addr, err)
+	gws, err := connect.ParseGateways(f.gateway.raw)
+	if err != nil {
+		return usageError("connect", "--gateway: %v", err)
 	}
+	f.gateway.addrs = gws
 	addr, err := connect.ParseListenAddress(f.local.listen)
 	if err != nil {
 		return usageError("connect", "--listen %q: %v", f.local.listen, err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 
@@ -89,7 +90,7 @@ func serveConnectMode(ctx context.Context, f *connectFlags, cmdArgs []string, re
 	}()
 	addr := connect.ClientAddress(ln)
 	serve := func() error {
-		log.Info("connect listening", "addr", ln.Addr().String(), "gateway", f.gateway.addr)
+		log.Info("connect listening", "addr", ln.Addr().String(), "gateway", strings.Join(f.gateway.addrs, ","))
 		select {
 		case <-ctx.Done():
 			log.Info("connect stopping", "addr", ln.Addr().String())
@@ -123,14 +124,11 @@ func newSidecar(ctx context.Context, f *connectFlags, progress io.Writer, log *s
 	if err != nil {
 		return nil, nil, err
 	}
-	serverName := f.gateway.serverName
-	if serverName == "" {
-		serverName, _, _ = net.SplitHostPort(f.gateway.addr)
-	}
+	// An empty server name: the sidecar verifies each address's host.
 	sc, err = connect.New(connect.Config{
-		Gateway: f.gateway.addr,
-		TLS:     certs.ClientTLS(renewer.Current, roots, serverName),
-		Log:     log,
+		Gateways: f.gateway.addrs,
+		TLS:      certs.ClientTLS(renewer.Current, roots, f.gateway.serverName),
+		Log:      log,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -92,6 +93,13 @@ func parseEngineFlags(args []string, stdout, stderr io.Writer) (*engineFlags, er
 // validate judges the flags on their own; plan judges them against the
 // machine.
 func (f *engineFlags) validate() error {
+	// Absolute: BuildKit's socket is a unix:// URL, where a relative path
+	// would read as a host name.
+	if f.backend.state != "" {
+		if abs, err := filepath.Abs(f.backend.state); err == nil {
+			f.backend.state = abs
+		}
+	}
 	switch {
 	case f.backend.state == "":
 		return usageError("engine", "--state is required")

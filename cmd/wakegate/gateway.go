@@ -95,6 +95,7 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	if err != nil {
 		return err
 	}
+	defer closeHost(provider) // after the pool's close below has stopped its engines
 	rt, err := f.newRouting(ctx, provider, ec, certs.RefuseRevoked(certs.ServerTLS(gwCert.Current, ca.Pool()), caSvc.auth.IsRevoked), pol.allow, log)
 	if err != nil {
 		return err
@@ -124,7 +125,7 @@ func (f *gatewayFlags) startAuthority(ca *certs.CA, pol *gatewayPolicy, fileLimi
 	limits := certs.DefaultAPILimits
 	limits.MaxConns = caAPIConns(fileLimit)
 	log.Info("open-files limit", "limit", fileLimit, "ca_api_max_conns", limits.MaxConns)
-	caSvc, err := startCA(ca, f.ca.listen, f.ca.sans, certs.AuthorityConfig{MaxClientTTL: f.ca.maxClientTTL, DefaultClientTTL: f.ca.clientTTL}, limits, f.ca.certTTL, log)
+	caSvc, err := startCA(ca, f.ca.listen, f.ca.sans, certs.AuthorityConfig{MaxClientTTL: f.ca.maxClientTTL, DefaultClientTTL: f.ca.clientTTL, DB: f.ca.db, RevocationStaleness: f.ca.staleness, Log: log}, limits, f.ca.certTTL, log)
 	if err != nil {
 		return nil, err
 	}

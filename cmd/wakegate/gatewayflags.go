@@ -40,9 +40,16 @@ type frontFlags struct {
 type caFlags struct {
 	dir, passwordFile string
 	listen, sans      string // the CA API
+	// create makes the CA in dir on a first start (--ca-init).
+	create bool
 	// maxClientTTL and clientTTL bound client certificates; certTTL is
 	// the gateway's and its local engines' own.
 	maxClientTTL, clientTTL, certTTL time.Duration
+	// db is the CA's database when several gateways share it
+	// (PostgreSQL); staleness bounds how long handshakes trust the last
+	// revocation list read while it does not answer.
+	db        string
+	staleness time.Duration
 }
 
 // accessFlags say who may connect and enrol.
@@ -76,6 +83,7 @@ type flyHostFlags struct {
 	app, pool string
 	suspend   bool
 	stopWait  time.Duration
+	leaseTTL  time.Duration
 }
 
 type execHostFlags struct {
@@ -90,12 +98,15 @@ func (f *gatewayFlags) define(fs *flag.FlagSet) {
 	fs.IntVar(&f.front.maxConnsPerIdentity, "max-conns-per-identity", gateway.DefaultMaxConnsPerIdentity, "most connections one client identity may have open (held, proxied and wake requests together); beyond, connections are refused")
 
 	fs.StringVar(&f.ca.dir, "ca-dir", "", "CA directory made by 'certs init' (required)")
+	fs.BoolVar(&f.ca.create, "ca-init", false, "create the CA in --ca-dir if it has none, as 'certs init' does (keys encrypted with the CA password), and log its root fingerprint: a first start on a fresh volume (docs/fly.md). Not with --ca-db")
 	fs.StringVar(&f.ca.passwordFile, "password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
 	fs.StringVar(&f.ca.listen, "ca-listen", "127.0.0.1:9443", `address of the CA's HTTPS API ("" serves none)`)
 	fs.StringVar(&f.ca.sans, "ca-san", "", "extra comma-separated DNS names or IPs for the CA API's certificate")
 	fs.DurationVar(&f.ca.maxClientTTL, "max-client-ttl", certs.MaxClientTTL, "longest client certificate the CA signs")
 	fs.DurationVar(&f.ca.clientTTL, "client-ttl", certs.DefaultClientTTL, "lifetime of client certificates that ask for none")
 	fs.DurationVar(&f.ca.certTTL, "cert-ttl", certs.ServerTTL, "lifetime of the gateway's and its local engines' certificates (renewed at two thirds)")
+	fs.StringVar(&f.ca.db, "ca-db", "", "the CA's database when several gateways share it: postgresql://USER@HOST:PORT/DB (password in PGPASSWORD or ~/.pgpass; docs/ha.md). Unset: bbolt in --ca-dir, one gateway")
+	fs.DurationVar(&f.ca.staleness, "revocation-staleness", certs.DefaultRevocationStaleness, "with --ca-db: how long handshakes are judged by the last revocation list read while the database does not answer; past it they are refused")
 
 	fs.StringVar(&f.access.policyFile, "policy", "", "TOML file of who may connect (see 'wakegate help policy'); without it OIDC enrolment is off and every certificate of the CA is let in")
 	fs.StringVar(&f.access.oidcIssuer, "oidc-issuer", certs.DefaultOIDCIssuer, "OIDC issuer whose CI job tokens the CA exchanges for client certificates (GitHub Enterprise Server: https://HOST/_services/token)")
@@ -118,6 +129,7 @@ func (f *gatewayFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.host.fly.app, "fly-app", "", "Fly app holding the engine machines (provider fly; token from $FLY_API_TOKEN)")
 	fs.StringVar(&f.host.fly.pool, "fly-pool", "engines", "engine pool within the Fly app (machine metadata "+fly.PoolKey+")")
 	fs.BoolVar(&f.host.fly.suspend, "fly-suspend", false, "suspend idle Fly machines instead of stopping them (faster wakes; see docs/fly.md)")
+	fs.DurationVar(&f.host.fly.leaseTTL, "fly-lease-ttl", 30*time.Second, "provider fly: life of a machine lease this gateway takes to start or stop it; a gateway that dies holding one holds up the others that long")
 	fs.DurationVar(&f.host.fly.stopWait, "fly-stop-wait", 30*time.Second, "provider fly: how long one stop is waited for; an engine still draining then stays billed as stopping and is asked again (at most 50s)")
 	fs.StringVar(&f.host.exec.start, "exec-start", "", "provider exec: shell command that starts engine $WAKEGATE_ENGINE and prints its host:port")
 	fs.StringVar(&f.host.exec.stop, "exec-stop", "", "provider exec: shell command that stops engine $WAKEGATE_ENGINE")
@@ -164,6 +176,8 @@ func (h *hostFlags) validate() error {
 	case h.fly.stopWait <= 0 || h.fly.stopWait > 50*time.Second:
 		// One stop round of the gateway is bounded by a minute.
 		return usageError("gateway", "--fly-stop-wait must be between 0 and 50s")
+	case h.fly.leaseTTL < time.Second || h.fly.leaseTTL > 10*time.Minute:
+		return usageError("gateway", "--fly-lease-ttl %s: must be between 1s and 10m, e.g. 30s", h.fly.leaseTTL)
 	case h.provider == "fly" && h.fly.app == "":
 		return usageError("gateway", "--fly-app is required for the fly provider")
 	case h.provider == "fly" && os.Getenv("FLY_API_TOKEN") == "":
@@ -195,6 +209,15 @@ func (c *caFlags) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return usageError("gateway", "--ca-listen %q: %v", c.listen, err)
+	}
+	if err := certs.CheckDBURL(c.db); err != nil {
+		return usageError("gateway", "--ca-db %v", err)
+	}
+	if c.create && c.db != "" {
+		return usageError("gateway", "--ca-init makes a CA of this gateway's own; gateways sharing --ca-db share one CA: create it once with 'certs init' and copy its directory to each")
+	}
+	if c.staleness < time.Second {
+		return usageError("gateway", "--revocation-staleness %s: must be at least 1s, e.g. 60s", c.staleness)
 	}
 	return nil
 }

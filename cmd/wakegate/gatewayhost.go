@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/cluster"
 	"github.com/wakegate/wakegate/engine"
 	"github.com/wakegate/wakegate/enginecmd"
 	"github.com/wakegate/wakegate/exechost"
@@ -96,9 +98,40 @@ func (f *gatewayFlags) newProvider(ctx context.Context, c hostCA, bins engineBin
 	case "fly":
 		return asProvider(f.flyProvider(ctx, e, ec, c.observe, log))
 	case "exec":
-		return asProvider(f.execProvider(e, log))
+		x, err := f.execProvider(e, log)
+		if err != nil {
+			return nil, err
+		}
+		return shared(c, ec, x, log)
 	}
-	return asProvider(f.localProvider(e, bins, log))
+	l, err := f.localProvider(e, bins, log)
+	if err != nil {
+		return nil, err
+	}
+	return shared(c, ec, l, log)
+}
+
+// shared wraps a local or exec host, when gateways share the CA's
+// database, in the database's engine leases (cluster): an engine wanted
+// through several gateways at once is started by one, which the others
+// proxy to. Fly has machine leases of its own. Close the result
+// (closeHost) once the gateway has stopped its engines.
+func shared(c hostCA, ec *engine.Client, h cluster.Host, log *slog.Logger) (gateway.Provider, error) {
+	db := c.svc.auth.SharedDB()
+	if db == nil {
+		return h, nil
+	}
+	holder := cluster.NewHolderID()
+	log.Info("engines start under leases in the shared database", "holder", holder)
+	return asProvider(cluster.New(cluster.Config{Host: h, Store: db, Holder: holder, Busy: ec.Busy, Log: log}))
+}
+
+// closeHost releases what the provider holds for this gateway (cluster's
+// leases) once its engines are stopped.
+func closeHost(p gateway.Provider) {
+	if c, ok := p.(io.Closer); ok {
+		c.Close()
+	}
 }
 
 // asProvider returns p as a gateway.Provider, or a nil one (not a nil
@@ -113,7 +146,7 @@ func asProvider[P gateway.Provider](p P, err error) (gateway.Provider, error) {
 func (f *gatewayFlags) flyProvider(ctx context.Context, e enrolment, ec *engine.Client, observe func(string, int), log *slog.Logger) (*fly.Provider, error) {
 	return fly.New(ctx, fly.Config{
 		App: f.host.fly.app, Token: os.Getenv("FLY_API_TOKEN"), Pool: f.host.fly.pool, Suspend: f.host.fly.suspend,
-		StartTimeout: f.pool.wakeTimeout, StopTimeout: f.host.fly.stopWait, Busy: ec.Busy, Log: log, Observe: observe,
+		StartTimeout: f.pool.wakeTimeout, StopTimeout: f.host.fly.stopWait, LeaseTTL: f.host.fly.leaseTTL, Busy: ec.Busy, Log: log, Observe: observe,
 		// A suspended engine resumes with the certificate it enrolled
 		// for; past a quarter of its life it is cold-started instead.
 		ResumeWithin: certs.ServerTTL / 4,

@@ -30,43 +30,16 @@ import (
 func TestSIGTERMLetsOpenStreamsFinish(t *testing.T) {
 	bin := os.Getenv("WAKEGATE_BIN")
 	work := t.TempDir()
-	echo := filepath.Join(work, "echoengine")
-	if out, err := exec.Command("go", "build", "-o", echo, "./testdata/echoengine").CombinedOutput(); err != nil {
-		t.Fatalf("build echoengine: %v\n%s", err, out)
-	}
-	root, err := os.MkdirTemp("", "wg-term-") // short: engine sockets live here
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	start := filepath.Join(work, "start.sh")
-	script := `set -eu
-dir="$WAKEGATE_EXEC_ROOT/$WAKEGATE_ENGINE"
-mkdir -p "$dir"
-rm -f "$dir/engine.addr"
-"$WAKEGATE_BIN" engine --state "$dir" --listen 127.0.0.1:0 --addr-file "$dir/engine.addr" \
-  --name "wakegate-$WAKEGATE_ENGINE" --engine-cmd "` + echo + ` {socket}" >>"$dir/engine.log" 2>&1 &
-echo $! >"$dir/pid"
-while [ ! -s "$dir/engine.addr" ]; do sleep 0.1; done
-cat "$dir/engine.addr"
-`
-	if err := os.WriteFile(start, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	scripts, err := filepath.Abs(filepath.Join("..", "..", "scripts", "exec-local"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ee := newEchoExec(t)
+	root := ee.root
 	caDir, creds := filepath.Join(work, "ca"), filepath.Join(work, "creds")
 	mustRun(t, "certs", "init", "--dir", caDir, "--no-password")
 	mustRun(t, "certs", "issue", "--dir", caDir, "--name", "ci", "--out", creds)
 
 	logs := newLogWatch()
-	gw := exec.Command(bin, "gateway", "--ca-dir", caDir, "--provider", "exec",
-		"--exec-start", "sh "+start, "--exec-stop", "sh "+filepath.Join(scripts, "stop.sh"),
-		"--exec-status", "sh "+filepath.Join(scripts, "status.sh"),
-		"--listen", "127.0.0.1:0", "--admin", "", "--ca-listen", "127.0.0.1:0", "--idle", "60s")
-	gw.Env = append(os.Environ(), "WAKEGATE_CA_PASSWORD=", "WAKEGATE_EXEC_ROOT="+root)
+	gw := exec.Command(bin, append(append([]string{"gateway", "--ca-dir", caDir}, ee.args...),
+		"--listen", "127.0.0.1:0", "--admin", "", "--ca-listen", "127.0.0.1:0", "--idle", "60s")...)
+	gw.Env = append(append(os.Environ(), "WAKEGATE_CA_PASSWORD="), ee.env...)
 	gw.Stdout, gw.Stderr = logs, logs
 	if err := gw.Start(); err != nil {
 		t.Fatal(err)

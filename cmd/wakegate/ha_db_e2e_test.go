@@ -1,0 +1,133 @@
+package main
+
+import (
+	"crypto/tls"
+	"io"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/internal/pgtest"
+)
+
+// echoes writes msg on c and reads it back, within a bound.
+func echoes(c *tls.Conn, msg string) error {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return err
+	}
+	if string(got) != msg {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+
+// A gateway on a shared database that goes down: established connections
+// keep flowing; new enrolments fail and say why; new handshakes are judged
+// by the last revocation list read for --revocation-staleness, then
+// refused; when the database is back the gateway recovers by itself.
+func TestAGatewayOutlivesItsDatabaseGoingDown(t *testing.T) {
+	const staleness = 4 * time.Second
+	pg := pgtest.Start(t)
+	ee := newEchoExec(t)
+	for _, kv := range ee.env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	t.Setenv("WAKEGATE_CA_PASSWORD", "")
+	work := t.TempDir()
+	caDir, creds := filepath.Join(work, "ca"), filepath.Join(work, "creds")
+	mustRun(t, "certs", "init", "--dir", caDir, "--no-password")
+	gw := background(t, append(append([]string{"gateway", "--ca-dir", caDir, "--ca-db", pg.DSN("wakegate"),
+		"--revocation-staleness", staleness.String()}, ee.args...),
+		"--listen", "127.0.0.1:0", "--admin", "", "--ca-listen", "127.0.0.1:0", "--idle", "60s")...)
+	m, _ := gw.waitFor(t, listeningRE, 0, 20*time.Second)
+	gwAddr := m[1]
+	// Issued through the running gateway's CA API: recorded in PostgreSQL.
+	mustRun(t, "certs", "issue", "--dir", caDir, "--name", "ci", "--out", creds)
+	cert, roots, err := certs.LoadClientCreds(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := certs.ClientTLS(func() *tls.Certificate { return cert }, roots, "127.0.0.1")
+	dial := func() (*tls.Conn, error) {
+		c, err := tls.Dial("tcp", gwAddr, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := echoes(c, "hello"); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+	established, err := dial()
+	if err != nil {
+		t.Fatalf("through the gateway with the database up: %v\n%s", err, gw)
+	}
+	defer established.Close()
+
+	mark := gw.len()
+	pg.Stop()
+	down := time.Now()
+	if err := echoes(established, "still flowing"); err != nil {
+		t.Fatalf("an established connection stopped when the database went down: %v", err)
+	}
+	if c, err := dial(); err != nil {
+		t.Errorf("a new connection within the staleness bound was refused: %v\n%s", err, gw)
+	} else {
+		c.Close()
+	}
+	out := newLogWatch()
+	err = run(t.Context(), []string{"certs", "issue", "--dir", caDir, "--name", "newcomer", "--out", filepath.Join(work, "newcomer")}, out, out)
+	if err == nil {
+		t.Errorf("a certificate was issued with the database down:\n%s", out)
+	} else {
+		t.Logf("enrolment with the database down: %v", err)
+	}
+	gw.waitFor(t, regexp.MustCompile(`msg="CA database unreachable`), mark, 10*time.Second)
+
+	// Past the bound: refused, and the established connection still flows.
+	deadline := time.Now().Add(staleness + 15*time.Second)
+	for {
+		c, err := dial()
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("new connections still let in %s after the database went down (staleness %s)", time.Since(down), staleness)
+		}
+		time.Sleep(100 * time.Millisecond) // polling, bounded by the deadline
+	}
+	if since := time.Since(down); since < staleness-time.Second {
+		t.Errorf("new connections refused %s after the database went down, before the %s bound", since, staleness)
+	}
+	if err := echoes(established, "flowing past the bound"); err != nil {
+		t.Fatalf("an established connection stopped past the staleness bound: %v\n%s", err, gw)
+	}
+
+	pg.Start()
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		c, err := dial()
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway did not recover within 30s of the database's return: %v\n%s", err, gw)
+		}
+		time.Sleep(100 * time.Millisecond) // polling, bounded by the deadline
+	}
+	gw.waitFor(t, regexp.MustCompile(`msg="CA database reachable again"`), mark, 10*time.Second)
+	mustRun(t, "certs", "issue", "--dir", caDir, "--name", "newcomer", "--out", filepath.Join(work, "newcomer"))
+}
