@@ -119,6 +119,7 @@ func (a *Authority) serveRevoke(w http.ResponseWriter, r *http.Request, next htt
 	if cert != nil {
 		resp.Identity = cert.Subject.CommonName
 	}
+	resp.Shared = a.Shared()
 	if r.Header.Get(killHeader) != "" {
 		n := 0
 		if kill := a.onKill.Load(); kill != nil {
@@ -141,6 +142,9 @@ type revokeResponse struct {
 	Identity string `json:"identity,omitempty"` // the certificate's common name
 	// Closed counts the connections closed when killHeader asked for it.
 	Closed *int `json:"closed_connections,omitempty"`
+	// Shared says that other gateways share the CA's database: they
+	// refuse the certificate too, and close its connections if asked.
+	Shared bool `json:"shared_database,omitempty"`
 }
 
 // provisionerToken reports whether token is signed by one of the CA's
@@ -299,7 +303,7 @@ func (r *remoteAdmin) revocation(ctx context.Context, serial, reason string, kil
 	if err != nil {
 		return nil, fmt.Errorf("revoke %s: %w", serial, err)
 	}
-	rv := &Revocation{Serial: serial, Identity: resp.Identity, Gateway: r.url}
+	rv := &Revocation{Serial: serial, Identity: resp.Identity, Gateway: r.url, Shared: resp.Shared}
 	switch {
 	case resp.Closed != nil:
 		rv.Closed = *resp.Closed

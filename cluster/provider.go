@@ -95,7 +95,7 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultTTL   = 15 * time.Second
+	DefaultTTL   = 6 * time.Second
 	DefaultPoll  = 200 * time.Millisecond
 	DefaultTable = "wakegate_engine_leases"
 )
@@ -229,7 +229,7 @@ func (p *Provider) StartFrom(ctx context.Context, id string) (addr, from string,
 		return "", "", fmt.Errorf("start engine %s: %w", id, context.Cause(ctx))
 	}
 	defer s.unlock()
-	waited := false
+	waited, deadSeen := false, false
 	for {
 		h, err := p.stillHeld(id, s)
 		if err != nil {
@@ -244,13 +244,22 @@ func (p *Provider) StartFrom(ctx context.Context, id string) (addr, from string,
 		}
 		if l.heldByOther(p.cfg.Holder, p.cfg.Now()) {
 			if l.Addr != "" && !l.Stopping {
-				p.cfg.Log.Debug("engine runs under another gateway's lease", "engine", id, "holder", l.Holder, "addr", l.Addr)
-				if waited {
-					return l.Addr, "stopped", nil
+				if err := p.answers(ctx, l.Addr); err == nil {
+					p.cfg.Log.Debug("engine runs under another gateway's lease", "engine", id, "holder", l.Holder, "addr", l.Addr)
+					if waited {
+						return l.Addr, "stopped", nil
+					}
+					return l.Addr, "running", nil
+				} else if !deadSeen {
+					// Its gateway died with it (a local engine is its
+					// child), or it crashed and its gateway will start it
+					// again: either the lease expires or its address
+					// changes.
+					deadSeen, waited = true, true
+					p.cfg.Log.Warn("the engine another gateway started does not answer; waiting for that gateway to start it again or for its lease to expire",
+						"engine", id, "holder", l.Holder, "addr", l.Addr, "err", err)
 				}
-				return l.Addr, "running", nil
-			}
-			if !waited {
+			} else if !waited {
 				waited = true
 				p.cfg.Log.Info("waiting for another gateway to start or stop engine", "engine", id, "holder", l.Holder, "stopping", l.Stopping)
 			}
@@ -271,6 +280,18 @@ func (p *Provider) StartFrom(ctx context.Context, id string) (addr, from string,
 		}
 		return p.startHeld(ctx, id, s, h)
 	}
+}
+
+// answers checks that the engine at addr answers (Config.Busy, whatever it
+// says), within a few seconds; with no Busy it is taken to.
+func (p *Provider) answers(ctx context.Context, addr string) error {
+	if p.cfg.Busy == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err := p.cfg.Busy(ctx, addr)
+	return err
 }
 
 // stillHeld returns the lease of engine id that this gateway holds, nil

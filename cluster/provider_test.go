@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -743,5 +744,44 @@ func TestAStopOfAnEngineWhoseLeaseIsFreeTakesItAndStopsIt(t *testing.T) {
 	}
 	if l := row(t, store, "engine-0"); l.Holder != "" {
 		t.Errorf("lease after b's stop: %+v, want released", l)
+	}
+}
+
+// An engine that died with its gateway (a local engine is the gateway's
+// child) is not handed out while its dead gateway's lease lasts: a start
+// elsewhere waits for the lease to expire and starts the engine itself,
+// instead of returning an address nothing answers at.
+func TestAStartDoesNotHandOutAnEngineThatDoesNotAnswer(t *testing.T) {
+	store := newStore(t)
+	var deadAddr atomic.Value
+	deadAddr.Store("")
+	busy := func(_ context.Context, addr string) (bool, error) {
+		if addr == deadAddr.Load().(string) {
+			return false, errors.New("connection refused")
+		}
+		return false, nil
+	}
+	a := newGateway(t, store, "a", func(c *Config) { c.Busy = busy })
+	b := newGateway(t, store, "b", func(c *Config) { c.Busy = busy })
+	ctx := ctxFor(t)
+	addrA, err := a.Start(ctx, "engine-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Start(ctx, "engine-0"); err != nil || got != addrA {
+		t.Fatalf("b's start while a's engine answers = %q, %v; want %q", got, err, addrA)
+	}
+	a.die("engine-0")
+	deadAddr.Store(addrA)
+	began := time.Now()
+	got, err := b.Start(ctx, "engine-0")
+	if err != nil || got != b.host.addr("engine-0") {
+		t.Fatalf("b's start after a died with its engine = %q, %v; want b's own %q", got, err, b.host.addr("engine-0"))
+	}
+	if waited := time.Since(began); waited > 3*testTTL {
+		t.Errorf("b waited %s for a lease of %s", waited, testTTL)
+	}
+	if !strings.Contains(b.log.String(), "does not answer") {
+		t.Errorf("b did not say why it waited:\n%s", b.log)
 	}
 }

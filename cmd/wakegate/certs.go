@@ -317,6 +317,8 @@ func killed(rv *certs.Revocation, kill bool) string {
 		return "; every gateway on the shared database closes its open connections within a few seconds"
 	case rv.Gateway == "":
 		return "; no gateway is serving this CA, so it had no open connections"
+	case rv.Shared && rv.Closed >= 0:
+		return fmt.Sprintf("; closed %d open connection(s) at the gateway that revoked it; the other gateways on the shared database close theirs within a few seconds", rv.Closed)
 	case rv.Closed < 0:
 		return "; the gateway did not say how many open connections it closed"
 	case rv.Closed == 1:

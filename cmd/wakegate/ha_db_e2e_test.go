@@ -115,7 +115,28 @@ func TestAGatewayOutlivesItsDatabaseGoingDown(t *testing.T) {
 		t.Fatalf("an established connection stopped past the staleness bound: %v\n%s", err, gw)
 	}
 
+	// A CI job enrolling now is told to wait, and gets through once the
+	// database is back: its token is not spent by a refused attempt.
+	fp := strings.TrimSpace(mustRun(t, "certs", "fingerprint", "--dir", caDir))
+	tok := strings.TrimSpace(mustRun(t, "certs", "token", "--dir", caDir, "--name", "waiting-job"))
+	caURL := "https://" + regexp.MustCompile(`msg="CA API listening" addr=(\S+)`).FindStringSubmatch(gw.String())[1]
+	jobOut := newLogWatch()
+	jobDone := make(chan error, 1)
+	go func() {
+		jobDone <- run(t.Context(), []string{"connect", "--gateway", gwAddr, "--ca-url", caURL, "--ca-fingerprint", fp,
+			"--token", tok, "--listen", "127.0.0.1:0", "--", "true"}, jobOut, jobOut)
+	}()
+	jobOut.waitFor(t, regexp.MustCompile(`database does not answer.*retrying in`), 0, 30*time.Second)
+
 	pg.Start()
+	select {
+	case err := <-jobDone:
+		if err != nil {
+			t.Fatalf("the job that enrolled while the database was down failed: %v\n%s", err, jobOut)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the job that enrolled while the database was down did not get through within 60s of its return:\n%s", jobOut)
+	}
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		c, err := dial()
