@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/wakegate/wakegate/internal/ctxwait"
 	"log/slog"
 	"os"
 	"sync"
@@ -263,7 +264,7 @@ func (p *Provider) StartFrom(ctx context.Context, id string) (addr, from string,
 				waited = true
 				p.cfg.Log.Info("waiting for another gateway to start or stop engine", "engine", id, "holder", l.Holder, "stopping", l.Stopping)
 			}
-			if err := pause(ctx, p.cfg.Poll); err != nil {
+			if err := ctxwait.Sleep(ctx, p.cfg.Poll); err != nil {
 				return "", "", fmt.Errorf("start engine %s: waiting for gateway %s, which holds its lease: %w", id, l.Holder, err)
 			}
 			continue
@@ -518,15 +519,3 @@ func (s *slot) lock(ctx context.Context) error {
 }
 
 func (s *slot) unlock() { <-s.sem }
-
-// pause waits d, or until ctx ends.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-}

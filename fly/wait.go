@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/wakegate/wakegate/internal/ctxwait"
 	"net/http"
 	"time"
 
@@ -54,14 +55,5 @@ func (p *Provider) waitFor(ctx context.Context, id string, states ...string) err
 	}
 }
 
-// pause waits d, or until ctx ends.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+// pause waits d, or until ctx ends (ctxwait.Sleep).
+func pause(ctx context.Context, d time.Duration) error { return ctxwait.Sleep(ctx, d) }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"github.com/wakegate/wakegate/internal/ctxwait"
 	"time"
 )
 
@@ -45,13 +46,4 @@ func (RealClock) Wait(ctx context.Context, ch <-chan struct{}) error {
 	}
 }
 
-func (RealClock) Sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-}
+func (RealClock) Sleep(ctx context.Context, d time.Duration) error { return ctxwait.Sleep(ctx, d) }
