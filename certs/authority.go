@@ -264,7 +264,20 @@ func (a *Authority) Renew(ctx context.Context, cert *x509.Certificate) ([]*x509.
 // (an error: handshakes are refused).
 func (a *Authority) IsRevoked(serial string) (bool, error) {
 	if a.shared != nil {
-		return a.isRevokedShared(serial)
+		return a.isRevokedShared(serial, true)
+	}
+	return a.auth.IsRevoked(serial)
+}
+
+// IsEngineRevoked is IsRevoked for the certificates of the gateway's own
+// engines, which it checks at every dial: while a shared database does not
+// answer, the last revocation list read decides however old it is. Past the
+// staleness bound the gateway lets no new client in anyway; refusing its
+// engines too would only break the connections it already carries (a
+// failed dial takes the engine for dead and restarts it).
+func (a *Authority) IsEngineRevoked(serial string) (bool, error) {
+	if a.shared != nil {
+		return a.isRevokedShared(serial, false)
 	}
 	return a.auth.IsRevoked(serial)
 }

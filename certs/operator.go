@@ -105,8 +105,11 @@ type Operator struct {
 // is serving it, or through the running gateway's API, authenticated by
 // the provisioner keys that only holders of the CA directory (and its
 // password) have.
+//
+// With a shared database (ca.DB) it is always opened in-process: every
+// gateway on it sees what the command does, a kill included.
 func (ca *CA) Operator() (*Operator, error) {
-	if url := ca.servingURL(); url != "" {
+	if url := ca.servingURL(); url != "" && ca.DB == "" {
 		client, err := stepca.NewClient(url, stepca.WithRootFile(filepath.Join(ca.Dir, rootCertFile)))
 		if err != nil {
 			return nil, fmt.Errorf("reach the running gateway's CA at %s: %w", url, err)

@@ -176,10 +176,10 @@ func (a *Authority) staleErr() error {
 }
 
 // isRevokedShared asks the shared database whether serial is revoked. When
-// the database does not answer, the last list read decides while it is
-// within the staleness bound; past it, the check fails and so does the
-// handshake (deny by default).
-func (a *Authority) isRevokedShared(serial string) (bool, error) {
+// the database does not answer, the last list read decides — while it is
+// within the staleness bound, or always when not bounded; past the bound a
+// bounded check fails, and so does the handshake (deny by default).
+func (a *Authority) isRevokedShared(serial string, bounded bool) (bool, error) {
 	if a.revoked.has(serial) {
 		return true, nil
 	}
@@ -187,7 +187,7 @@ func (a *Authority) isRevokedShared(serial string) (bool, error) {
 	if err == nil {
 		return revoked, nil
 	}
-	if serr := a.staleErr(); serr != nil {
+	if serr := a.staleErr(); serr != nil && bounded {
 		return false, serr
 	}
 	a.log.Debug("revocation checked against the last list read: the CA database did not answer", "serial", serial, "err", err)

@@ -67,6 +67,22 @@ func redactErr(err error, dsn string) string {
 	return msg
 }
 
+// oneLine makes a driver's multi-line message one line, each distinct line
+// once, without smallstep's wrapping.
+func oneLine(msg string) string {
+	msg = strings.TrimPrefix(msg, "Error opening database of Type postgresql: ")
+	var out []string
+	seen := map[string]bool{}
+	for _, l := range strings.Split(msg, "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !seen[l] {
+			seen[l] = true
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
 // sharedDB is smallstep's PostgreSQL driver with what it lacks for many
 // processes: its CmpAndSwap of an absent key (how single-use tokens are
 // spent and revocations recorded) is a SELECT … FOR UPDATE, which locks
@@ -98,10 +114,12 @@ func openSharedDB(dsn string) (*db.DB, *sharedDB, error) {
 	if err := CheckDBURL(dsn); err != nil {
 		return nil, nil, err
 	}
+	given := dsn
 	dsn = withConnectTimeout(dsn)
 	adb, err := db.New(&db.Config{Type: "postgresql", DataSource: dsn})
 	if err != nil {
-		return nil, nil, fmt.Errorf("open the CA database %s: %s", RedactDBURL(dsn), redactErr(err, dsn))
+		return nil, nil, fmt.Errorf("open the CA database %s: %s (is it running, and reachable from here? check with: psql '%s')",
+			RedactDBURL(given), oneLine(redactErr(err, dsn)), RedactDBURL(given))
 	}
 	sdb, ok := adb.(*db.DB)
 	if !ok {
@@ -110,7 +128,7 @@ func openSharedDB(dsn string) (*db.DB, *sharedDB, error) {
 	pool, err := sql.Open("pgx", dsn)
 	if err != nil {
 		sdb.Shutdown()
-		return nil, nil, fmt.Errorf("open the CA database %s: %s", RedactDBURL(dsn), redactErr(err, dsn))
+		return nil, nil, fmt.Errorf("open the CA database %s: %s", RedactDBURL(given), oneLine(redactErr(err, dsn)))
 	}
 	shared := &sharedDB{DB: sdb.DB, pool: pool}
 	sdb.DB = shared

@@ -205,6 +205,14 @@ func TestWhileTheSharedDatabaseIsDownHandshakesUseTheLastListForTheStalenessBoun
 	if _, err := a.RevokedSerials(); err == nil {
 		t.Error("the public revocation list was served from a list older than the staleness bound")
 	}
+	// The gateway's own engines are judged by the last list however old:
+	// refusing them would break the connections already carried.
+	if revoked, err := a.IsEngineRevoked(goodSerial); err != nil || revoked {
+		t.Errorf("past the bound, IsEngineRevoked(valid) = %v, %v; want false, nil", revoked, err)
+	}
+	if revoked, err := a.IsEngineRevoked(badSerial); err != nil || !revoked {
+		t.Errorf("past the bound, IsEngineRevoked(revoked) = %v, %v; want true", revoked, err)
+	}
 
 	pg.Start()
 	waitFor(t, 30*time.Second, "the gateway to recover by itself", func() bool {

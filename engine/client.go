@@ -16,8 +16,12 @@ import (
 	"github.com/wakegate/wakegate/wire"
 )
 
-// Client is the gateway's side of an engine's mTLS port: proxied streams,
-// readiness and status. Addresses are "tls://host:port".
+// Client is the gateway's side of an engine's front: proxied streams,
+// readiness and status. Addresses are "tls://host:port", the engine's mTLS
+// port, or, for an engine on this machine running as this process's user
+// (the local provider's), "unix:///path/front.sock", its unix front
+// (unixfront.go): no TLS, no certificate and so no revocation check on
+// that hop; the listening process's uid is checked instead.
 type Client struct {
 	// TLS presents the gateway's identity and trusts the CA root. Engines
 	// move between hosts (Fly gives a machine a new address when it
@@ -29,13 +33,31 @@ type Client struct {
 	// is refused, and so is one whose lookup fails.
 	IsRevoked func(serial string) (bool, error)
 
-	seen certTimes // each engine's certificate validity, for resumption
+	seen  certTimes // each engine's certificate validity by address, for resumption
+	names certTimes // the same by the certificate's common name, for EngineCerts
 }
 
-func (c *Client) dial(ctx context.Context, addr, proto string) (*tls.Conn, error) {
+// EngineCerts is when the certificate each engine last showed this client
+// (in a verified handshake) expires, by its common name
+// (identity.EngineName): what the gateway exports as engines' certificate
+// expiries.
+func (c *Client) EngineCerts() map[string]time.Time {
+	c.names.mu.Lock()
+	defer c.names.mu.Unlock()
+	out := make(map[string]time.Time, len(c.names.m))
+	for name, v := range c.names.m {
+		out[name] = v[1]
+	}
+	return out
+}
+
+func (c *Client) dial(ctx context.Context, addr, proto string) (net.Conn, error) {
+	if path, ok := strings.CutPrefix(addr, UnixScheme); ok {
+		return dialUnix(ctx, path, proto)
+	}
 	hostport, ok := strings.CutPrefix(addr, "tls://")
 	if !ok {
-		return nil, fmt.Errorf("engine address %q: want tls://host:port", addr)
+		return nil, fmt.Errorf("engine address %q: want tls://host:port or unix:///path", addr)
 	}
 	cfg := c.TLS.Clone()
 	cfg.NextProtos = []string{proto}
@@ -48,6 +70,7 @@ func (c *Client) dial(ctx context.Context, addr, proto string) (*tls.Conn, error
 		}
 		leaf := cs.PeerCertificates[0]
 		c.seen.note(hostport, leaf.NotBefore, leaf.NotAfter)
+		c.names.note(leaf.Subject.CommonName, leaf.NotBefore, leaf.NotAfter)
 		return nil
 	}
 	// Resumed sessions are verified above too.
@@ -57,7 +80,7 @@ func (c *Client) dial(ctx context.Context, addr, proto string) (*tls.Conn, error
 	if err != nil {
 		return nil, fmt.Errorf("dial engine %s: %w", hostport, err)
 	}
-	return conn.(*tls.Conn), nil
+	return conn, nil
 }
 
 // Dial opens a stream to the engine's BuildKit.
@@ -65,8 +88,9 @@ func (c *Client) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	return c.dial(ctx, addr, wire.ProtoProxy)
 }
 
-// get makes one GET on the engine's mTLS port (ALPN http/1.1) and returns
-// the body, at most 1 MiB, if the engine answered 200.
+// get makes one GET on the engine's front (protocol http/1.1) and returns
+// the body, at most 1 MiB, if the engine answered 200. The connection is
+// already secured (or on a unix socket), so HTTP runs plain over it.
 func (c *Client) get(ctx context.Context, addr, path string) ([]byte, error) {
 	conn, err := c.dial(ctx, addr, ProtoStatus)
 	if err != nil {
@@ -74,10 +98,10 @@ func (c *Client) get(ctx context.Context, addr, path string) ([]byte, error) {
 	}
 	defer conn.Close()
 	hc := &http.Client{Transport: &http.Transport{
-		DialTLSContext:    func(context.Context, string, string) (net.Conn, error) { return conn, nil },
+		DialContext:       func(context.Context, string, string) (net.Conn, error) { return conn, nil },
 		DisableKeepAlives: true,
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://engine"+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://engine"+path, nil)
 	if err != nil {
 		return nil, err
 	}

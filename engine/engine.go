@@ -56,7 +56,13 @@ type Config struct {
 	KillTimeout time.Duration
 	// ReadyTimeout bounds the wait for BuildKit to answer at start.
 	ReadyTimeout time.Duration
-	Log          *slog.Logger
+	// Unix, if set, is a second front on a unix socket (ListenUnix,
+	// FrontSocket): the same proxied streams, counted alike, and the same
+	// status, without TLS, for a gateway on this machine that runs as this
+	// engine's user (the local provider; see unixfront.go). Run serves it
+	// beside the mTLS port and closes it, which removes its file.
+	Unix net.Listener
+	Log  *slog.Logger
 }
 
 // Validate judges cfg as New does, all but its TLS config: that comes from
@@ -194,7 +200,16 @@ func admitGateway(cs tls.ConnectionState, allow []string) error {
 // finish (bounded), close connections, one SIGTERM, wait for the process.
 // It returns nil after a clean stop.
 func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
-	defer ln.Close()
+	fronts := []front{{ln, e.openTLS}}
+	if e.cfg.Unix != nil {
+		fronts = append(fronts, front{e.cfg.Unix, e.openUnix})
+	}
+	closeFronts := func() {
+		for _, f := range fronts {
+			f.ln.Close()
+		}
+	}
+	defer closeFronts()
 	b := &e.cfg.Backend
 	log := e.cfg.Log
 	if err := os.MkdirAll(b.Dir, 0o700); err != nil {
@@ -253,17 +268,23 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 	}
 	e.ready.Store(true)
 	e.markBusy()
-	log.Info("engine ready", "addr", ln.Addr().String(), "allow", e.cfg.Allow, "idle", e.cfg.Idle.String())
+	ready := []any{"addr", ln.Addr().String(), "allow", e.cfg.Allow, "idle", e.cfg.Idle.String()}
+	if e.cfg.Unix != nil {
+		ready = append(ready, "unix", e.cfg.Unix.Addr().String())
+	}
+	log.Info("engine ready", ready...)
 
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
 	status := newStatusServer(e)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		e.accept(serveCtx, ln, status)
-	}()
+	for _, f := range fronts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.accept(serveCtx, f, status)
+		}()
+	}
 
 	reason := e.waitForStop(ctx, p)
 	log.Info("engine stopping", "reason", reason)
@@ -273,10 +294,10 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 	// the very calls the drain waits for: its front keeps accepting until
 	// the drain ends, which bounds calls begun meanwhile too.
 	if b.Kind != KindDagger {
-		ln.Close()
+		closeFronts()
 	}
 	e.drain()
-	ln.Close()    // stop accepting
+	closeFronts() // stop accepting
 	stopServing() // close what is still connected
 	status.close()
 	wg.Wait()
@@ -370,11 +391,16 @@ func (e *Engine) drain() {
 			}
 			return
 		}
+		// The count, or why there is none (never err=<nil>).
+		work := []any{"builds", n}
+		if err != nil {
+			work = []any{"err", err}
+		}
 		if ctx.Err() != nil {
-			e.cfg.Log.Warn("work still in progress at the drain bound; stopping anyway", "builds", n, "err", err, "drain_timeout", e.cfg.DrainTimeout.String())
+			e.cfg.Log.Warn("work still in progress at the drain bound; stopping anyway", append(work, "drain_timeout", e.cfg.DrainTimeout.String())...)
 			return
 		}
-		e.cfg.Log.Info("waiting for work in progress to finish before stopping", "builds", n, "err", err)
+		e.cfg.Log.Info("waiting for work in progress to finish before stopping", work...)
 		t := time.NewTimer(250 * time.Millisecond) // polling the engine, bounded by the drain deadline
 		select {
 		case <-t.C:
@@ -384,34 +410,54 @@ func (e *Engine) drain() {
 	}
 }
 
-func (e *Engine) accept(ctx context.Context, ln net.Listener, status *statusServer) {
+// front is one of the engine's listeners and how a connection accepted
+// there is admitted: it returns the connection to serve and the protocol
+// it asked for (wire.ProtoProxy, or ProtoStatus).
+type front struct {
+	ln   net.Listener
+	open func(ctx context.Context, c net.Conn) (net.Conn, string, error)
+}
+
+func (e *Engine) accept(ctx context.Context, f front, status *statusServer) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		c, err := proxy.Accept(ln, ctx.Done(), e.cfg.Log)
+		c, err := proxy.Accept(f.ln, ctx.Done(), e.cfg.Log)
 		if err != nil {
 			return
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.handle(ctx, c, status)
+			conn, proto, err := f.open(ctx, c)
+			if err != nil {
+				e.cfg.Log.Info("connection refused", "front", f.ln.Addr().Network(), "remote", c.RemoteAddr().String(), "err", err)
+				c.Close()
+				return
+			}
+			e.handle(ctx, conn, proto, status)
 		}()
 	}
 }
 
-func (e *Engine) handle(ctx context.Context, c net.Conn, status *statusServer) {
+// openTLS admits an mTLS connection: the handshake (admitGateway), then
+// the protocol it negotiated.
+func (e *Engine) openTLS(ctx context.Context, c net.Conn) (net.Conn, string, error) {
 	tc := tls.Server(c, e.tls)
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := tc.HandshakeContext(hctx)
-	cancel()
-	if err != nil {
-		e.cfg.Log.Info("connection refused: handshake failed", "remote", c.RemoteAddr().String(), "err", err)
-		c.Close()
-		return
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return nil, "", fmt.Errorf("handshake failed: %w", err)
 	}
-	if tc.ConnectionState().NegotiatedProtocol == ProtoStatus {
-		status.serve(tc)
+	return tc, tc.ConnectionState().NegotiatedProtocol, nil
+}
+
+// handle serves an admitted connection, from either front: status
+// requests, or a stream proxied to the engine process and counted while
+// open.
+func (e *Engine) handle(ctx context.Context, c net.Conn, proto string, status *statusServer) {
+	if proto == ProtoStatus {
+		status.serve(c)
 		return
 	}
 	e.conns.Add(1)
@@ -424,10 +470,10 @@ func (e *Engine) handle(ctx context.Context, c net.Conn, status *statusServer) {
 	bc, err := d.DialContext(ctx, "unix", e.cfg.Backend.Socket())
 	if err != nil {
 		e.cfg.Log.Error("connection closed: engine socket unreachable", "err", err)
-		tc.Close()
+		c.Close()
 		return
 	}
-	res := proxy.Join(ctx, tc, bc, "gateway", "engine", 0)
+	res := proxy.Join(ctx, c, bc, "gateway", "engine", 0)
 	if res.Err != nil {
 		e.cfg.Log.Warn("connection closed", "bytes_in", res.BytesAToB, "bytes_out", res.BytesBToA, "err", res.Err)
 	}

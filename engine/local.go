@@ -49,8 +49,10 @@ type LocalConfig struct {
 
 // Local is the embedded default provider: each engine of the pool is a
 // 'wakegate engine' process on this machine, serving mTLS on a loopback
-// port, with its own state directory under Dir that persists across stops
-// like a cache volume.
+// port and, for this gateway, its unix front (FrontSocket) in its own state
+// directory under Dir, which persists across stops like a cache volume.
+// The gateway reaches it on the unix front: the engine is this gateway's
+// child, running as its user, so TLS between them would protect nothing.
 type Local struct {
 	cfg   LocalConfig
 	ids   []string
@@ -99,7 +101,8 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 		l.ids = append(l.ids, fmt.Sprintf("engine-%d", i))
 	}
 	for _, id := range l.ids {
-		for _, sock := range l.backend(id).sockets() {
+		b := l.backend(id)
+		for _, sock := range append(b.sockets(), FrontSocket(b.Dir)) {
 			if len(sock) > maxSocketPath {
 				return nil, fmt.Errorf("local provider: socket path %s is longer than %d bytes; use a shorter --state", sock, maxSocketPath)
 			}
@@ -116,8 +119,9 @@ func (l *Local) backend(id string) *Buildkitd {
 func (l *Local) Engines(context.Context) ([]string, error) { return l.ids, nil }
 
 // Start launches 'wakegate engine' for id unless it is running, and returns
-// the engine's mTLS address ("tls://127.0.0.1:PORT") once it listens. That
-// is not readiness: the gateway asks the engine's status for that.
+// the engine's unix front ("unix://DIR/engine-N/front.sock") once it
+// listens. That is not readiness: the gateway asks the engine's status for
+// that.
 func (l *Local) Start(ctx context.Context, id string) (string, error) {
 	if !l.known(id) {
 		return "", fmt.Errorf("local provider: no engine %q", id)
@@ -164,16 +168,21 @@ func (l *Local) Start(ctx context.Context, id string) (string, error) {
 		}
 		return "", fmt.Errorf("engine %s: %w (see %s)", id, err, filepath.Join(dir, "engine.log"))
 	}
-	r.addr = "tls://" + addr
+	// The engine opens its unix front before it writes its mTLS address:
+	// both listen now.
+	l.cfg.Log.Debug("engine listening", "engine", id, "addr", addr)
+	r.addr = UnixScheme + FrontSocket(dir)
 	l.procs[id] = r
 	return r.addr, nil
 }
 
 // command is engine id's 'wakegate engine': on a loopback port chosen at
-// start, which it writes to addrFile once it can serve.
+// start, which it writes to addrFile once it can serve, and on its unix
+// front in dir.
 func (l *Local) command(id, dir, addrFile string) enginecmd.Command {
 	c := l.cfg.Command
 	c.State, c.Listen, c.AddrFile, c.Name = dir, "127.0.0.1:0", addrFile, identity.EngineName(id)
+	c.ListenUnix = FrontSocket(dir)
 	if l.cfg.Engine == KindDagger {
 		// Several Dagger engines share this host: each in a network
 		// namespace of its own.

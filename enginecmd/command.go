@@ -34,6 +34,11 @@ type Command struct {
 	// AddrFile is where the engine writes the address it listens on once
 	// it can serve (--addr-file).
 	AddrFile string
+	// ListenUnix is a unix socket on which the engine also serves the
+	// gateway, without TLS (--listen-unix): for a gateway on the same
+	// machine running as the engine's user, the local provider's. It is
+	// open before the engine writes AddrFile.
+	ListenUnix string
 	// Name is the engine's certificate name (--name), identity.EngineName
 	// of its id. Hosts that hand it over in WAKEGATE_ENGINE_NAME leave it
 	// empty.
@@ -83,6 +88,7 @@ func (c Command) Args() []string {
 	str(StateFlag, c.State)
 	str(ListenFlag, c.Listen)
 	str("--addr-file", c.AddrFile)
+	str("--listen-unix", c.ListenUnix)
 	str("--name", c.Name)
 	if c.Engine == KindDagger {
 		str("--engine", c.Engine)

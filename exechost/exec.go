@@ -23,7 +23,7 @@ import (
 // Every command gets the process environment without its secrets (the CA
 // password, tokens, the Fly API token: see childenv.Secrets), Env,
 // WAKEGATE_ENGINE=<id> and WAKEGATE_ENGINE_NAME, the engine's certificate
-// name (identity.EngineName), which 'wakegate engine' reads as its --name. Start also gets WAKEGATE_TOKEN, the engine's
+// name (identity.EngineName), which 'wakegate engine' reads as its --identity. Start also gets WAKEGATE_TOKEN, the engine's
 // single-use enrolment token; pass it on to the machine (e.g. as its
 // environment), never as an argument where ps and audit logs would see it.
 // Whatever a command prints reaches an error message — and a waiting

@@ -298,8 +298,11 @@ func TestSuspendModeResumesWithoutAnUpdate(t *testing.T) {
 	id := w.ids[0]
 	tk := &tokenMint{}
 	p := newProvider(t, Config{Suspend: true, Prepare: tk.prepare})
-	if _, err := p.Start(t.Context(), id); err != nil {
-		t.Fatal(err)
+	if _, from, err := p.StartFrom(t.Context(), id); err != nil || from != "stopped" {
+		t.Fatalf("first start: from %q, %v; want from stopped", from, err)
+	}
+	if _, from, err := p.StartFrom(t.Context(), id); err != nil || from != "running" {
+		t.Fatalf("start of a started machine: from %q, %v; want from running", from, err)
 	}
 	if err := p.Stop(t.Context(), id); err != nil {
 		t.Fatal(err)
@@ -308,8 +311,8 @@ func TestSuspendModeResumesWithoutAnUpdate(t *testing.T) {
 		t.Fatalf("the machine is %s, want suspended", st)
 	}
 	updates := w.em.Calls("update")
-	if _, err := p.Start(t.Context(), id); err != nil {
-		t.Fatalf("resume: %v", err)
+	if _, from, err := p.StartFrom(t.Context(), id); err != nil || from != "suspended" {
+		t.Fatalf("resume: from %q, %v; want from suspended", from, err)
 	}
 	if n := w.em.Calls("update"); n != updates {
 		t.Fatalf("the resume sent %d updates: an update discards the snapshot", n-updates)
@@ -334,8 +337,8 @@ func TestASuspendedMachineAsleepTooLongIsStartedCold(t *testing.T) {
 	}
 	first := tk.last()
 	time.Sleep(500 * time.Millisecond) // the emulated sleep: longer than ResumeWithin
-	if _, err := p.Start(t.Context(), id); err != nil {
-		t.Fatalf("cold start of a long-suspended machine: %v", err)
+	if _, from, err := p.StartFrom(t.Context(), id); err != nil || from != "stopped" {
+		t.Fatalf("cold start of a long-suspended machine: from %q, %v; want from stopped (a cold start)", from, err)
 	}
 	if started, thawed := w.run.count(w.run.started, id), w.run.count(w.run.thawed, id); started != 2 || thawed != 0 {
 		t.Fatalf("processes started %d, thawed %d: want a new one", started, thawed)

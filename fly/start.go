@@ -27,18 +27,33 @@ var errRetry = errors.New("machine between states")
 // migrates the machine. "Started" is not "ready": the gateway asks the
 // engine itself for that.
 func (p *Provider) Start(ctx context.Context, id string) (string, error) {
+	addr, _, err := p.StartFrom(ctx, id)
+	return addr, err
+}
+
+// StartFrom is Start, also saying what state the machine was found in (the
+// gateway's wake metrics, gateway.StartReporter): "suspended" when it was
+// resumed as it was, "stopping" when a stop was waited out first, "running"
+// when it was already started or starting, else "stopped" (stopped,
+// created, failed, or suspended too long to resume: a cold start).
+func (p *Provider) StartFrom(ctx context.Context, id string) (addr, from string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.StartTimeout)
 	defer cancel()
 	for lost := 0; ; lost++ {
-		addr, err := p.startLeased(ctx, id)
+		addr, err = p.startLeased(ctx, id, &from)
 		if !errors.Is(err, errLeaseLost) || lost >= maxLeaseLosses || ctx.Err() != nil {
-			return addr, err
+			if from == "" {
+				from = "stopped"
+			}
+			return addr, from, err
 		}
 		p.cfg.Log.Warn("machine lease lost during a wake; reading the machine again under a new lease", "machine", id)
 	}
 }
 
-func (p *Provider) startLeased(ctx context.Context, id string) (string, error) {
+// startLeased starts machine id under its lease; it sets *from, when still
+// empty, to the state the wake found the machine in (see StartFrom).
+func (p *Provider) startLeased(ctx context.Context, id string, from *string) (string, error) {
 	l, err := p.acquire(ctx, id)
 	if err != nil {
 		return "", err
@@ -50,6 +65,18 @@ func (p *Provider) startLeased(ctx context.Context, id string) (string, error) {
 		m, err := p.get(ctx, id)
 		if err != nil {
 			return "", p.leaseErr(l, err)
+		}
+		if *from == "" {
+			switch m.State {
+			case "started", "starting":
+				*from = "running"
+			case "stopping":
+				*from = "stopping"
+			case "suspended", "suspending":
+				// Until it is known whether it resumes (below).
+			default:
+				*from = "stopped"
+			}
 		}
 		switch m.State {
 		case "started":
@@ -65,11 +92,17 @@ func (p *Provider) startLeased(ctx context.Context, id string) (string, error) {
 			err = p.waitFor(ctx, id, "settled")
 		case "suspended", "suspending":
 			if !prepared && !p.resumable(m) {
+				if *from == "" {
+					*from = "stopped" // started cold, like a stopped machine
+				}
 				err = p.prepare(ctx, l, m)
 				prepared = true
 				break
 			}
 			p.cfg.Log.Info("resuming suspended machine", "machine", id)
+			if *from == "" {
+				*from = "suspended"
+			}
 			err = p.start(ctx, l, id)
 			starts++
 		case "created", "stopped", "failed":

@@ -6,6 +6,10 @@ import (
 	"time"
 )
 
+// AdminPaths are what the admin endpoint serves, each to GET; the
+// gateway's help lists them.
+var AdminPaths = []string{"/healthz", "/readyz", "/engines", "/status", "/metrics"}
+
 // AdminOptions are what the admin endpoint learns from the gateway's
 // wiring rather than from the pool.
 type AdminOptions struct {
@@ -19,6 +23,9 @@ type AdminOptions struct {
 	// Certs are the certificates the gateway holds and their expiry;
 	// nil leaves them out of /status.
 	Certs func() []CertExpiry
+	// Cache, if set, is asked for each running engine's cache usage at
+	// every /status (not /engines, which monitors poll).
+	Cache CacheUsage
 }
 
 // CertExpiry names a certificate the gateway holds and when it expires.
@@ -43,8 +50,8 @@ func AdminHandler(p *Pool) http.Handler { return NewAdminHandler(p, AdminOptions
 // NewAdminHandler serves the operator's read-only view of the pool:
 // GET /healthz answers "ok" while the process is up; GET /readyz 200 when
 // opts.Ready says so, else 503 and the reason; GET /engines lists engine
-// states as JSON; GET /status adds connections by identity and
-// certificate expiries; GET /metrics serves Prometheus' exposition.
+// states as JSON; GET /status adds connections by identity, certificate
+// expiries and running engines' cache usage; GET /metrics serves Prometheus' exposition.
 func NewAdminHandler(p *Pool, opts AdminOptions) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -67,6 +74,9 @@ func NewAdminHandler(p *Pool, opts AdminOptions) http.Handler {
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		st := Status{Engines: p.Status(), Identities: map[string]int{}, Ready: true}
+		if opts.Cache != nil {
+			p.addCacheUsage(r.Context(), st.Engines, opts.Cache)
+		}
 		if opts.Identities != nil {
 			st.Identities = opts.Identities()
 		}

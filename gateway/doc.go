@@ -10,7 +10,8 @@
 // The gateway defines the interfaces it consumes (provider.go): Provider
 // and its optional Watcher; the capabilities a provider's errors may have
 // (HostUnavailable, EngineBusy, StillStopping); and the engine contract —
-// an engine's address is "tls://host:port", and one EngineClient dials,
+// an engine's address is "tls://host:port" (or a local engine's
+// "unix:///path"), and one EngineClient dials,
 // probes and asks it (engine.Client, which cmd/wakegate wires in as
 // Config.Dial, EngineConfig.Probe and EngineConfig.BeforeStop). Hosts
 // (engine's local provider, fly, exechost) satisfy them without the

@@ -113,6 +113,10 @@ type Engine struct {
 
 	running atomic.Bool  // state == Running, readable without mu (routing)
 	cpus    atomic.Int32 // the engine's CPUs, as last reported; 0 unknown
+
+	// onWake, if set (by the pool, before any wake), records each wake's
+	// phases, or the phase it failed in, in the pool's metrics.
+	onWake func(wakeTiming)
 }
 
 const wakeBucketCount = 9
@@ -296,7 +300,12 @@ func (e *Engine) idleFired(gen uint64) {
 			e.armIdleLocked()
 		default:
 			e.unknown = 0
-			e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.idleFor.String(), "status_err", err)
+			if err != nil {
+				e.cfg.Log.Warn("engine idle; its status is still unknown after three tries, stopping it", "engine", e.cfg.ID,
+					"idle", e.idleFor.String(), "err", err)
+			} else {
+				e.cfg.Log.Info("engine idle, stopping", "engine", e.cfg.ID, "idle", e.idleFor.String())
+			}
 			e.beginStopLocked()
 		}
 	})
@@ -333,8 +342,11 @@ func (e *Engine) runWake(a *attempt) {
 	clk := e.cfg.Clock
 	began := clk.Now()
 	e.cfg.Log.Info("engine waking", "engine", e.cfg.ID)
-	addr, err := e.start(e.ctx, began.Add(e.cfg.WakeTimeout))
+	addr, timing, err := e.start(e.ctx, began.Add(e.cfg.WakeTimeout))
 	took := clk.Now().Sub(began)
+	if e.onWake != nil {
+		e.onWake(timing)
+	}
 
 	e.mu.Lock()
 	e.wake = nil
@@ -354,7 +366,8 @@ func (e *Engine) runWake(a *attempt) {
 		}
 		e.wakeHist[b]++
 		e.wakeSum += took
-		e.cfg.Log.Info("engine ready", "engine", e.cfg.ID, "wake_ms", took.Milliseconds())
+		e.cfg.Log.Info("engine ready", "engine", e.cfg.ID, "wake_ms", took.Milliseconds(), "from", timing.from,
+			"host_start_ms", timing.hostStart.Milliseconds())
 		if e.closed {
 			e.beginStopLocked()
 		} else if e.conns == 0 {
@@ -381,8 +394,12 @@ func (e *Engine) askCPUs(addr string) {
 	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
 	defer cancel()
 	n, err := e.cfg.CPUs(ctx, addr)
-	if err != nil || n <= 0 {
-		e.cfg.Log.Debug("engine did not report its CPUs", "engine", e.cfg.ID, "cpus", n, "err", err)
+	if err != nil {
+		e.cfg.Log.Debug("engine did not report its CPUs", "engine", e.cfg.ID, "err", err)
+		return
+	}
+	if n <= 0 {
+		e.cfg.Log.Debug("engine did not report its CPUs", "engine", e.cfg.ID, "cpus", n)
 		return
 	}
 	if old := e.cpus.Swap(int32(n)); int(old) != n {
@@ -391,8 +408,9 @@ func (e *Engine) askCPUs(addr string) {
 }
 
 // start asks the host to start the engine, then probes it until BuildKit
-// answers, the deadline passes, or ctx ends.
-func (e *Engine) start(ctx context.Context, deadline time.Time) (string, error) {
+// answers, the deadline passes, or ctx ends. It says how long each phase
+// took, or which one failed.
+func (e *Engine) start(ctx context.Context, deadline time.Time) (string, wakeTiming, error) {
 	clk := e.cfg.Clock
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -400,24 +418,28 @@ func (e *Engine) start(ctx context.Context, deadline time.Time) (string, error) 
 	// clock timer rather than a context deadline.
 	t := clk.AfterFunc(deadline.Sub(clk.Now()), func() { cancel(context.DeadlineExceeded) })
 	defer t.Stop()
-	addr, err := e.cfg.Provider.Start(ctx, e.cfg.ID)
+	began := clk.Now()
+	addr, from, err := startFrom(ctx, e.cfg.Provider, e.cfg.ID)
 	if err != nil {
-		return "", fmt.Errorf("start: %w", err)
+		return "", wakeTiming{failedIn: phaseHostStart}, fmt.Errorf("start: %w", err)
 	}
+	started := clk.Now()
+	timing := wakeTiming{from: from, hostStart: started.Sub(began)}
 	w, _ := e.cfg.Provider.(Watcher)
 	var last error
 	for {
 		if last = e.cfg.Probe(ctx, addr); last == nil {
-			return addr, nil
+			timing.engineReady = clk.Now().Sub(started)
+			return addr, timing, nil
 		}
 		if w != nil {
 			if err := w.Failed(e.cfg.ID); err != nil {
-				return "", fmt.Errorf("engine failed before it was ready: %w", err)
+				return "", wakeTiming{failedIn: phaseEngineReady}, fmt.Errorf("engine failed before it was ready: %w", err)
 			}
 		}
 		e.cfg.Log.Debug("engine not ready yet", "engine", e.cfg.ID, "err", last)
 		if err := clk.Sleep(ctx, e.cfg.ProbeInterval); err != nil {
-			return "", fmt.Errorf("not ready at %s: %w (last probe: %v)", addr, err, last)
+			return "", wakeTiming{failedIn: phaseEngineReady}, fmt.Errorf("not ready at %s: %w (last probe: %v)", addr, err, last)
 		}
 	}
 }
@@ -565,6 +587,11 @@ type EngineStatus struct {
 	// UpSince is when the engine's machine last left Stopped; zero while
 	// stopped.
 	UpSince time.Time `json:"up_since,omitzero"`
+	// CacheBytes is a running engine's build cache as it reports it, and
+	// CacheError why it could not; only the admin /status asks (see
+	// AdminOptions.Cache).
+	CacheBytes int64  `json:"cache_bytes,omitempty"`
+	CacheError string `json:"cache_error,omitempty"`
 }
 
 // Status reports the engine's current state.

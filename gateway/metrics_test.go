@@ -200,3 +200,28 @@ func TestCertificateExpiryIsExported(t *testing.T) {
 		t.Fatalf("gateway certificate expiry = %v, want %d", got, at.Unix())
 	}
 }
+
+// histSum is the sum of the histogram of family name whose labels include
+// want; -1 when there is none.
+func histSum(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	f := fams[name]
+	if f == nil {
+		return -1
+	}
+next:
+	for _, m := range f.Metric {
+		got := map[string]string{}
+		for _, l := range m.Label {
+			got[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if got[k] != v {
+				continue next
+			}
+		}
+		if m.Histogram != nil {
+			return m.Histogram.GetSampleSum()
+		}
+	}
+	return -1
+}

@@ -28,6 +28,7 @@ type Pool struct {
 
 	reg     *prometheus.Registry // served at the admin /metrics
 	metrics *serverMetrics       // counted by the server
+	wakes   *wakeMetrics         // successful wakes by phase and previous state
 }
 
 // sizer is a Provider that knows its machines' sizes (fly: each machine's
@@ -64,6 +65,7 @@ func NewPoolWithPolicy(ctx context.Context, p Provider, tmpl EngineConfig, polic
 	}
 	pool := &Pool{policy: policy, clock: tmpl.Clock, sessions: map[*Engine]map[string]int{}, freed: make(chan struct{})}
 	pool.reg, pool.metrics = newRegistry(pool)
+	pool.wakes = newWakeMetrics(pool.reg)
 	for _, id := range ids {
 		cfg := tmpl
 		cfg.ID = id
@@ -72,6 +74,7 @@ func NewPoolWithPolicy(ctx context.Context, p Provider, tmpl EngineConfig, polic
 			cfg.KeepWarm = pool.keepWarm
 		}
 		e := NewEngine(cfg)
+		e.onWake = pool.wakes.observe
 		if s, ok := p.(sizer); ok {
 			e.setCPUs(s.CPUs(id))
 		}

@@ -6,20 +6,25 @@ import (
 	"net"
 )
 
-// The engine contract. Every host returns an engine's address as
-// "tls://host:port": the engine's mTLS port ('wakegate engine', or Envoy in
-// its engine role), never BuildKit's own socket. One EngineClient dials,
-// probes and asks the engine at that address — engine.Client, which
-// cmd/wakegate wires into Config.Dial, EngineConfig.Probe and
-// EngineConfig.BeforeStop (and the fly provider's busy check) — so the
-// gateway itself never reads an address.
+// The engine contract. A host returns an engine's address as
+// "tls://host:port", the engine's mTLS port ('wakegate engine', or Envoy in
+// its engine role) — what remote hosts (fly, exec) always return — or, for
+// an engine on the gateway's own machine running as the gateway's user (the
+// local provider's), as "unix:///path", the engine's unix front: the same
+// front without TLS, so no certificate and no revocation check on that hop;
+// the socket admits only that user. Never BuildKit's own socket. One
+// EngineClient dials, probes and asks the engine at that address —
+// engine.Client, which cmd/wakegate wires into Config.Dial,
+// EngineConfig.Probe and EngineConfig.BeforeStop (and the fly provider's
+// busy check) — so the gateway itself never reads an address.
 
 // Provider is what the gateway needs from a machine host.
 type Provider interface {
 	// Engines lists the ids of the pool's engines.
 	Engines(ctx context.Context) ([]string, error)
 	// Start starts engine id if it is not running and returns the address
-	// it serves on, "tls://host:port" (see EngineClient). The address is
+	// it serves on, "tls://host:port" or, for a local engine,
+	// "unix:///path" (see EngineClient). The address is
 	// asked for at every wake, never cached: hosts move machines.
 	// Start returning does not mean the engine is ready; see Prober.
 	Start(ctx context.Context, id string) (addr string, err error)

@@ -254,12 +254,12 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log
 	m.held.Dec()
 	if errors.Is(err, errClientLeft) {
 		m.conns.WithLabelValues("client_left").Inc()
-		log.Info("connection closed by client while held", "held_ms", time.Since(began).Milliseconds(), "reason", err)
+		logClose(log, slog.LevelInfo, began, connEnd{held: time.Since(began), reason: "client_left_while_held"})
 		return
 	}
 	if err != nil {
 		m.conns.WithLabelValues("no_engine").Inc()
-		log.Warn("connection closed: no engine", "held_ms", time.Since(began).Milliseconds(), "err", err)
+		logClose(log, slog.LevelWarn, began, connEnd{held: time.Since(began), reason: "no_engine", err: err})
 		return
 	}
 	// An engine found dead before it read anything (its address refuses
@@ -267,38 +267,37 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log
 	// woken again, once, with the same client and its bytes: an engine
 	// killed from outside costs the next client a wake, not its build.
 	for attempt := 1; ; attempt++ {
-		elog := log.With("engine", eng.ID())
 		held := time.Since(began)
 		res, failed, replay, replayable := s.proxyTo(setup, tc, lease.Addr, early)
+		end := connEnd{engine: eng.ID(), held: held, in: res.BytesAToB, out: res.BytesBToA, reason: res.Reason}
 		if failed == nil {
 			lease.Release()
 			m.bytes.WithLabelValues(dirToEngine).Add(float64(res.BytesAToB))
 			m.bytes.WithLabelValues(dirToClient).Add(float64(res.BytesBToA))
-			attrs := []any{
-				"bytes_in", res.BytesAToB, "bytes_out", res.BytesBToA,
-				"held_ms", held.Milliseconds(), "duration_ms", time.Since(began).Milliseconds(),
-			}
 			if res.Err != nil {
 				m.conns.WithLabelValues("closed_with_error").Inc()
-				elog.Warn("connection closed", append(attrs, "err", res.Err)...)
+				end.err = res.Err
+				logClose(log, slog.LevelWarn, began, end)
 				return
 			}
 			m.conns.WithLabelValues("closed").Inc()
-			elog.Info("connection closed", attrs...)
+			logClose(log, slog.LevelInfo, began, end)
 			return
 		}
 		lease.Broken()
 		lease.Release()
 		if attempt > 1 || !replayable {
 			m.conns.WithLabelValues("engine_unreachable").Inc()
-			elog.Error("connection closed: engine unreachable", "addr", lease.Addr, "err", failed)
+			end.reason, end.err = "engine_unreachable", failed
+			logClose(log.With("addr", lease.Addr), slog.LevelError, began, end)
 			return
 		}
-		elog.Warn("engine unreachable before it answered; waking it again for this connection", "addr", lease.Addr, "err", failed)
+		log.Warn("engine unreachable before it answered; waking it again for this connection", "engine", eng.ID(),
+			"addr", lease.Addr, "err", failed)
 		early = replay
 		if eng, lease, err = s.cfg.Pool.Acquire(setup, key, log); err != nil {
 			m.conns.WithLabelValues("no_engine").Inc()
-			log.Warn("connection closed: no engine", "held_ms", time.Since(began).Milliseconds(), "err", err)
+			logClose(log, slog.LevelWarn, began, connEnd{held: time.Since(began), reason: "no_engine", err: err})
 			return
 		}
 	}

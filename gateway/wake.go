@@ -62,7 +62,7 @@ func (s *Server) serveWake(setup context.Context, tc *tls.Conn, id string, log *
 		if r.lease != nil {
 			r.lease.Release()
 		}
-		log.Info("wake request closed by client", "held_ms", time.Since(began).Milliseconds())
+		logClose(log, slog.LevelInfo, began, connEnd{wake: true, held: time.Since(began), reason: "client_left_while_held"})
 	}
 wait:
 	for {
@@ -81,20 +81,24 @@ wait:
 	}
 	if r.err != nil {
 		send(wire.Event{Kind: wire.Failed, Message: r.err.Error()})
-		log.Warn("wake request failed", "held_ms", time.Since(began).Milliseconds(), "err", r.err)
+		logClose(log, slog.LevelWarn, began, connEnd{wake: true, held: time.Since(began), reason: "no_engine", err: r.err})
 		return
 	}
 	defer r.lease.Release()
 	eng = r.engine
-	log = log.With("engine", eng.ID())
+	end := connEnd{wake: true, engine: eng.ID(), held: time.Since(began)}
 	if !send(wire.Event{Kind: wire.Ready, State: string(Running)}) {
+		end.reason = "client_left"
+		logClose(log, slog.LevelInfo, began, end)
 		return
 	}
-	log.Info("wake request ready", "wake_ms", time.Since(began).Milliseconds())
+	log.Debug("wake request ready", "engine", eng.ID(), "wake_ms", end.held.Milliseconds())
 	// Hold the engine until the client hangs up (or the gateway shuts down).
 	select {
 	case <-left:
+		end.reason = "client_closed"
 	case <-s.ctx.Done():
+		end.reason = "cancelled"
 	}
-	log.Info("wake hold released", "duration_ms", time.Since(began).Milliseconds())
+	logClose(log, slog.LevelInfo, began, end)
 }

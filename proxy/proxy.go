@@ -23,6 +23,12 @@ type Result struct {
 	// Err is the first copy error that is not ordinary connection noise
 	// (see IsNoise), naming its direction; nil on a clean close.
 	Err error
+	// Reason says how the pair ended, for the one log line of a closed
+	// connection: "<aName>_closed" or "<bName>_closed" (that side ended its
+	// stream first; the other followed), "half_open_timeout" (the other
+	// never did and was reaped), "cancelled" (ctx ended: a shutdown), or
+	// "error" (Err says what).
+	Reason string
 }
 
 type closeWriter interface{ CloseWrite() error }
@@ -46,7 +52,7 @@ func Join(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time
 	stop := context.AfterFunc(ctx, func() { expire(a, b) })
 	defer stop()
 
-	p := &pair{a: a, b: b, halfOpen: halfOpen, done: make(chan half, 1)}
+	p := &pair{a: a, b: b, halfOpen: halfOpen, done: make(chan half, 1), firstAB: -1}
 	// One direction runs here: an idle connection costs one goroutine
 	// stack less.
 	go p.copyAToB()
@@ -67,6 +73,18 @@ func Join(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time
 	// known here, so a->b, the request, is preferred.
 	record(ab, aName+"->"+bName)
 	record(ba, bName+"->"+aName)
+	switch {
+	case ctx.Err() != nil:
+		res.Reason = "cancelled"
+	case res.Err != nil:
+		res.Reason = "error"
+	case p.reaped.Load():
+		res.Reason = "half_open_timeout"
+	case p.firstAB == 1:
+		res.Reason = aName + "_closed"
+	default:
+		res.Reason = bName + "_closed"
+	}
 	return res
 }
 
@@ -78,6 +96,8 @@ type pair struct {
 	done     chan half // copyAToB's result
 	ended    atomic.Int32
 	reap     *time.Timer // set by the first direction to end, read after both
+	firstAB  int         // set by the first direction to end: 1 if a->b, 0 if b->a; read after both
+	reaped   atomic.Bool // the half-open reaper fired
 }
 
 type half struct {
@@ -85,10 +105,18 @@ type half struct {
 	err error
 }
 
-// finished arms the reaper if the other direction is still running.
-func (p *pair) finished() {
+// finished arms the reaper if the other direction (not aToB) is still
+// running.
+func (p *pair) finished(aToB bool) {
 	if p.ended.Add(1) == 1 {
-		p.reap = time.AfterFunc(p.halfOpen, func() { expire(p.a, p.b) })
+		p.firstAB = 0
+		if aToB {
+			p.firstAB = 1
+		}
+		p.reap = time.AfterFunc(p.halfOpen, func() {
+			p.reaped.Store(true)
+			expire(p.a, p.b)
+		})
 	}
 }
 
@@ -96,7 +124,7 @@ func (p *pair) finished() {
 // goroutine.
 func (p *pair) copyAToB() {
 	n, err := copyHalf(p.b, p.a)
-	p.finished()
+	p.finished(true)
 	p.done <- half{n, err}
 }
 
@@ -104,7 +132,7 @@ func (p *pair) copyAToB() {
 // goroutine.
 func (p *pair) copyBToA() half {
 	n, err := copyHalf(p.a, p.b)
-	p.finished()
+	p.finished(false)
 	return half{n, err}
 }
 

@@ -260,6 +260,9 @@ func TestJoinCarriesHalfCloseBothWays(t *testing.T) {
 					if r.BytesAToB != wantAB || r.BytesBToA != wantBA {
 						t.Errorf("Result bytes a->b %d, b->a %d; want %d, %d", r.BytesAToB, r.BytesBToA, wantAB, wantBA)
 					}
+					if want := first + "_closed"; r.Reason != want {
+						t.Errorf("Result.Reason = %q, want %q", r.Reason, want)
+					}
 				})
 			}
 		}
@@ -292,6 +295,9 @@ func TestJoinReapsHalfOpenPair(t *testing.T) {
 			}
 			if r.BytesAToB != 4 || r.BytesBToA != 0 {
 				t.Errorf("Result bytes a->b %d, b->a %d; want 4, 0", r.BytesAToB, r.BytesBToA)
+			}
+			if r.Reason != "half_open_timeout" {
+				t.Errorf("Result.Reason = %q, want half_open_timeout", r.Reason)
 			}
 			// Both peers see their connection end.
 			for name, c := range map[string]net.Conn{"a": a.peer, "b": b.peer} {
@@ -413,6 +419,9 @@ func TestJoinEndsWhenContextIsCancelled(t *testing.T) {
 			if r.BytesAToB != 2 {
 				t.Errorf("BytesAToB = %d, want 2", r.BytesAToB)
 			}
+			if r.Reason != "cancelled" {
+				t.Errorf("Result.Reason = %q, want cancelled", r.Reason)
+			}
 			for name, c := range map[string]net.Conn{"a": a.peer, "b": b.peer} {
 				if n, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 					t.Errorf("%s peer read after cancel: n=%d err=%v, want the connection closed", name, n, err)
@@ -488,6 +497,9 @@ func TestJoinReportsCopyFaultWithDirection(t *testing.T) {
 	}
 	if !strings.HasPrefix(r.Err.Error(), "copy client->engine: ") {
 		t.Errorf("Result.Err = %q, want it to name the direction client->engine", r.Err)
+	}
+	if r.Reason != "error" {
+		t.Errorf("Result.Reason = %q, want error", r.Reason)
 	}
 	if proxy.IsNoise(r.Err) {
 		t.Errorf("Result.Err %v is classed as noise", r.Err)

@@ -134,9 +134,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	s.cancel()
+	// Counted before the handlers' context ends: those that return at
+	// once when it does were forced too.
 	s.mu.Lock()
 	forced := len(s.conns)
+	s.mu.Unlock()
+	s.cancel()
+	s.mu.Lock()
 	for c := range s.conns {
 		c.Close()
 	}

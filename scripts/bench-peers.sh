@@ -2,7 +2,9 @@
 # make bench-peers: wakegate's connect → gateway → engine path measured side
 # by side with the classic mTLS sidecar pair (stunnel in client mode →
 # haproxy verifying client certificates) and raw loopback TCP, one echo
-# backend behind them all, in one run. Writes bench/latest.txt, which
+# backend behind them all, in one run; and wakegate with a local engine,
+# which the gateway reaches on the engine's unix front (a second echo
+# process of the same binary behind it). Writes bench/latest.txt, which
 # docs/performance.md quotes. Loopback only; a few minutes at most.
 # Extra arguments go to the measuring tool (scripts/benchpeers), e.g.
 #   scripts/bench-peers.sh -idle 1000 -cold 4

@@ -7,8 +7,8 @@ fail() { printf '\ndemo failed: %s\n' "$*" >&2; exit 1; }
 
 make_ca() {
   step "creating a CA and client credentials (wakegate certs)"
-  "$BIN/wakegate" certs init --dir "$DEMO/ca" --no-password
-  "$BIN/wakegate" certs issue --dir "$DEMO/ca" --name demo-ci --out "$DEMO/creds"
+  "$BIN/wakegate" certs init --ca-dir "$DEMO/ca" --no-password
+  "$BIN/wakegate" certs issue --ca-dir "$DEMO/ca" --identity demo-ci --out "$DEMO/creds"
 }
 
 # start_gateway ARGS...: a gateway with the local provider and ARGS (the

@@ -53,11 +53,14 @@ func startCA(ca *certs.CA, listen, sans string, acfg certs.AuthorityConfig, limi
 		}
 		cancel()
 		if acfg.DB != "" {
-			return nil, fmt.Errorf("%w (is the database running and reachable from here? check with: psql '%s')", err, certs.RedactDBURL(acfg.DB))
+			return nil, err // it says what to check
 		}
 		return nil, fmt.Errorf("%w (is another gateway or command using this CA directory?)", err)
 	}
 	s.auth = auth
+	if acfg.DB != "" {
+		log.Info("CA state in the shared database", "db", certs.RedactDBURL(acfg.DB), "revocation_staleness", acfg.RevocationStaleness.String())
+	}
 	if ln == nil {
 		return s, nil
 	}

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -48,12 +50,14 @@ The CA's private keys are encrypted with the password from --password-file or
 $WAKEGATE_CA_PASSWORD. Commands that issue work whether or not a gateway is
 running on the CA directory: while one is, they go through its CA API.
 
-Run 'wakegate certs <subcommand> -h' for its flags.
+Run 'wakegate certs <subcommand> -h' for its flags. The CA directory is
+--ca-dir, an identity --identity, a lifetime --cert-ttl or --token-ttl; the
+earlier --dir, --name and --ttl still work until the next release.
 `)
 }
 
 func runCertsInit(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("certs init", "certs init --dir CA [--name NAME] [--password-file F | --no-password]", `
+	fs := newFlags("certs init", "certs init --ca-dir CA [--ca-name NAME] [--password-file F | --no-password]", `
 Creates a root CA, an intermediate CA and the provisioner keys of the
 embedded smallstep authority in CA (step-ca's layout: certs/ for
 certificates, secrets/ for keys, written 0600; db/ for its database). Keys
@@ -61,15 +65,17 @@ are encrypted with the password from --password-file or
 $WAKEGATE_CA_PASSWORD; without one it refuses unless --no-password (for
 demos and tests). Prints the root's fingerprint, for --ca-fingerprint.
 Refuses to overwrite an existing CA.`, stdout, stderr)
-	dir := fs.String("dir", "", "CA directory to create (required)")
-	name := fs.String("name", "wakegate", "name that prefixes the CA certificates' common names")
+	dir := fs.String(flagCADir, "", "CA directory to create (required)")
+	renamed(fs, "dir", flagCADir)
+	name := fs.String(flagCAName, "wakegate", "name that prefixes the CA certificates' common names")
+	renamed(fs, "name", flagCAName)
 	pwFile := fs.String("password-file", "", "file holding the password that encrypts the CA's keys")
 	noPassword := fs.Bool("no-password", false, "store the CA's keys unencrypted (demos and tests only)")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *dir == "" {
-		return usageError("certs init", "--dir is required")
+		return usageError("certs init", "--ca-dir is required")
 	}
 	password, err := caPassword(*pwFile)
 	if err != nil {
@@ -98,13 +104,28 @@ func loadCA(dir, pwFile string) (*certs.CA, error) {
 	return certs.Load(dir, password)
 }
 
+// caDBFlag defines --ca-db on an operator command: the database the
+// gateways share (docs/ha.md), $WAKEGATE_CA_DB by default.
+func caDBFlag(fs *flag.FlagSet) *string {
+	return fs.String("ca-db", "", "the CA's database when gateways share one: postgresql://USER@HOST:PORT/DB, as their --ca-db (default: $WAKEGATE_CA_DB; unset: the CA directory's own)")
+}
+
 // openOperator loads the CA and opens it for an operator command: in
 // process, or through a running gateway's API.
-func openOperator(dir, pwFile string, stderr io.Writer) (*certs.CA, *certs.Operator, error) {
+//
+// db is the CA's shared database (--ca-db), "" for the CA directory's own.
+func openOperator(dir, pwFile, db string, stderr io.Writer) (*certs.CA, *certs.Operator, error) {
+	if db == "" {
+		db = os.Getenv("WAKEGATE_CA_DB") // not the flag's default: help would print it, password and all
+	}
+	if err := certs.CheckDBURL(db); err != nil {
+		return nil, nil, fmt.Errorf("--ca-db %w", err)
+	}
 	ca, err := loadCA(dir, pwFile)
 	if err != nil {
 		return nil, nil, err
 	}
+	ca.DB = db
 	noteReencrypted(ca, stderr)
 	op, err := ca.Operator()
 	if err != nil {
@@ -114,33 +135,37 @@ func openOperator(dir, pwFile string, stderr io.Writer) (*certs.CA, *certs.Opera
 }
 
 func runCertsIssue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("certs issue", "certs issue --dir CA --name NAME [--ttl 1h] --out DIR", `
+	fs := newFlags("certs issue", "certs issue --ca-dir CA --identity NAME [--cert-ttl 1h] --out DIR", `
 Issues a client certificate for identity NAME and writes DIR/client.crt (the
 certificate and the intermediate), DIR/client.key (0600) and DIR/ca.crt (the
 root), which 'wakegate connect --creds DIR' reads. The gateway routes each
 identity to the engine that holds its cache. The certificate is recorded in
 the CA's database; while a gateway serves the CA, it is issued through the
 gateway's CA API.`, stdout, stderr)
-	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
-	name := fs.String("name", "", "client identity, the certificate's common name (required)")
-	ttl := fs.Duration("ttl", certs.DefaultClientTTL, fmt.Sprintf("certificate lifetime (at most %s)", certs.MaxClientTTL))
+	dir := fs.String(flagCADir, "", "CA directory made by 'certs init' (required)")
+	renamed(fs, "dir", flagCADir)
+	name := fs.String(flagIdentity, "", "client identity, the certificate's common name (required)")
+	renamed(fs, "name", flagIdentity)
+	ttl := fs.Duration(flagCertTTL, certs.DefaultClientTTL, fmt.Sprintf("certificate lifetime (at most %s)", certs.MaxClientTTL))
+	renamed(fs, "ttl", flagCertTTL)
 	out := fs.String("out", "", "directory to write the credentials to (required)")
 	repo := fs.String("repo", "", "repository the client builds (OWNER/NAME): the gateway places sessions by it")
 	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
+	caDB := caDBFlag(fs)
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	switch {
 	case *dir == "":
-		return usageError("certs issue", "--dir is required")
+		return usageError("certs issue", "--ca-dir is required")
 	case *name == "":
-		return usageError("certs issue", "--name is required")
+		return usageError("certs issue", "--identity is required")
 	case *out == "":
 		return usageError("certs issue", "--out is required")
 	case *ttl < certs.MinTTL || *ttl > certs.MaxClientTTL:
-		return usageError("certs issue", "--ttl %s must be between %s and %s", *ttl, certs.MinTTL, certs.MaxClientTTL)
+		return usageError("certs issue", "--cert-ttl %s must be between %s and %s", *ttl, certs.MinTTL, certs.MaxClientTTL)
 	}
-	ca, op, err := openOperator(*dir, *pwFile, stderr)
+	ca, op, err := openOperator(*dir, *pwFile, *caDB, stderr)
 	if err != nil {
 		return err
 	}
@@ -163,15 +188,18 @@ gateway's CA API.`, stdout, stderr)
 }
 
 func runCertsToken(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("certs token", "certs token --dir CA --name NAME [--ttl 10m]", `
+	fs := newFlags("certs token", "certs token --ca-dir CA --identity NAME [--token-ttl 10m]", `
 Prints a single-use token for identity NAME, signed by the CA's clients
 provisioner. 'wakegate connect --ca-url URL --ca-fingerprint FP --token T'
 exchanges it for a short-lived client certificate, so a CI machine holds no
-long-lived secret. The CA refuses a token used twice or past its --ttl.
+long-lived secret. The CA refuses a token used twice or past its --token-ttl.
 Pass it to CI as a secret: it is a credential until it is used.`, stdout, stderr)
-	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
-	name := fs.String("name", "", "client identity the token is for (required)")
-	ttl := fs.Duration("ttl", certs.DefaultTokenTTL, fmt.Sprintf("how long the token may wait to be used (at most %s)", certs.MaxTokenTTL))
+	dir := fs.String(flagCADir, "", "CA directory made by 'certs init' (required)")
+	renamed(fs, "dir", flagCADir)
+	name := fs.String(flagIdentity, "", "client identity the token is for (required)")
+	renamed(fs, "name", flagIdentity)
+	ttl := fs.Duration(flagTokenTTL, certs.DefaultTokenTTL, fmt.Sprintf("how long the token may wait to be used (at most %s)", certs.MaxTokenTTL))
+	renamed(fs, "ttl", flagTokenTTL)
 	repo := fs.String("repo", "", "repository the client builds (OWNER/NAME), carried in its certificate")
 	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
 	if err := parse(fs, args, stdout); err != nil {
@@ -179,9 +207,9 @@ Pass it to CI as a secret: it is a credential until it is used.`, stdout, stderr
 	}
 	switch {
 	case *dir == "":
-		return usageError("certs token", "--dir is required")
+		return usageError("certs token", "--ca-dir is required")
 	case *name == "":
-		return usageError("certs token", "--name is required")
+		return usageError("certs token", "--identity is required")
 	}
 	ca, err := loadCA(*dir, *pwFile)
 	if err != nil {
@@ -201,15 +229,16 @@ Pass it to CI as a secret: it is a credential until it is used.`, stdout, stderr
 }
 
 func runCertsFingerprint(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("certs fingerprint", "certs fingerprint --dir CA", `
+	fs := newFlags("certs fingerprint", "certs fingerprint --ca-dir CA", `
 Prints the SHA-256 fingerprint of the CA's root, which clients pass as
 --ca-fingerprint to trust the CA's API on first contact.`, stdout, stderr)
-	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
+	dir := fs.String(flagCADir, "", "CA directory made by 'certs init' (required)")
+	renamed(fs, "dir", flagCADir)
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *dir == "" {
-		return usageError("certs fingerprint", "--dir is required")
+		return usageError("certs fingerprint", "--ca-dir is required")
 	}
 	fp, err := certs.RootFingerprint(*dir)
 	if err != nil {
@@ -220,8 +249,8 @@ Prints the SHA-256 fingerprint of the CA's root, which clients pass as
 }
 
 func runCertsRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("certs revoke", "certs revoke --dir CA [--reason TEXT] [--kill] (SERIAL... | --name NAME)", `
-Revokes certificates by serial number, or with --name every valid
+	fs := newFlags("certs revoke", "certs revoke --ca-dir CA [--reason TEXT] [--kill] (SERIAL... | --identity NAME)", `
+Revokes certificates by serial number, or with --identity every valid
 certificate of that identity. A serial is given in decimal as 'certs list'
 prints it (leading zeros allowed), in hex as 0x..., or as colon-separated
 hex bytes as openssl prints it. A serial the CA never issued is refused, and
@@ -229,11 +258,14 @@ nothing is revoked unless every serial given is valid. Gateways refuse a
 revoked certificate at their next handshake; with --kill a running gateway
 also closes the connections it has open, and says how many. Flags go before
 the serials.`, stdout, stderr)
-	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
-	name := fs.String("name", "", "revoke every valid certificate of this identity")
+	dir := fs.String(flagCADir, "", "CA directory made by 'certs init' (required)")
+	renamed(fs, "dir", flagCADir)
+	name := fs.String(flagIdentity, "", "revoke every valid certificate of this identity")
+	renamed(fs, "name", flagIdentity)
 	reason := fs.String("reason", "", "reason recorded with the revocation")
 	kill := fs.Bool("kill", false, "also close the revoked certificates' open connections on the running gateway")
 	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
+	caDB := caDBFlag(fs)
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
@@ -256,11 +288,11 @@ the serials.`, stdout, stderr)
 	}
 	switch {
 	case *dir == "":
-		return usageError("certs revoke", "--dir is required")
+		return usageError("certs revoke", "--ca-dir is required")
 	case (*name == "") == (len(serials) == 0):
-		return usageError("certs revoke", "give either serial numbers or --name")
+		return usageError("certs revoke", "give either serial numbers or --identity")
 	}
-	_, op, err := openOperator(*dir, *pwFile, stderr)
+	_, op, err := openOperator(*dir, *pwFile, *caDB, stderr)
 	if err != nil {
 		return err
 	}
@@ -336,19 +368,21 @@ func noteReencrypted(ca *certs.CA, stderr io.Writer) {
 }
 
 func runCertsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("certs list", "certs list --dir CA [--json]", `
+	fs := newFlags("certs list", "certs list --ca-dir CA [--json]", `
 Lists the certificates the CA issued: serial, identity, expiry and status
 (valid, expired or revoked), newest expiry first.`, stdout, stderr)
-	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
+	dir := fs.String(flagCADir, "", "CA directory made by 'certs init' (required)")
+	renamed(fs, "dir", flagCADir)
 	asJSON := fs.Bool("json", false, "print JSON")
 	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
+	caDB := caDBFlag(fs)
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *dir == "" {
-		return usageError("certs list", "--dir is required")
+		return usageError("certs list", "--ca-dir is required")
 	}
-	_, op, err := openOperator(*dir, *pwFile, stderr)
+	_, op, err := openOperator(*dir, *pwFile, *caDB, stderr)
 	if err != nil {
 		return err
 	}
@@ -369,20 +403,22 @@ Lists the certificates the CA issued: serial, identity, expiry and status
 }
 
 func runCertsRotate(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("certs rotate-intermediate", "certs rotate-intermediate --dir CA [--name NAME]", `
+	fs := newFlags("certs rotate-intermediate", "certs rotate-intermediate --ca-dir CA [--ca-name NAME]", `
 Replaces the intermediate CA with a new one signed by the same root, keeping
 the old one beside it. Every party trusts the root and every certificate
 carries its own intermediate, so certificates issued before stay valid
 until they expire; restart the gateway to issue and renew with the new one.
 See docs/certificates.md.`, stdout, stderr)
-	dir := fs.String("dir", "", "CA directory made by 'certs init' (required)")
-	name := fs.String("name", "wakegate", "name that prefixes the new intermediate's common name")
+	dir := fs.String(flagCADir, "", "CA directory made by 'certs init' (required)")
+	renamed(fs, "dir", flagCADir)
+	name := fs.String(flagCAName, "wakegate", "name that prefixes the new intermediate's common name")
+	renamed(fs, "name", flagCAName)
 	pwFile := fs.String("password-file", "", "file holding the CA password (default: $WAKEGATE_CA_PASSWORD)")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *dir == "" {
-		return usageError("certs rotate-intermediate", "--dir is required")
+		return usageError("certs rotate-intermediate", "--ca-dir is required")
 	}
 	password, err := caPassword(*pwFile)
 	if err != nil {

@@ -279,6 +279,7 @@ func TestBadFlagIsOneLine(t *testing.T) {
 		{[]string{"engine", "--idle"}, `wakegate engine: flag --idle needs a value (e.g. --idle 30s); see 'wakegate help engine'`},
 		{[]string{"connect", "--wait-timeout", "3q"}, `wakegate connect: invalid value "3q" for --wait-timeout: time: unknown unit "q" in duration "3q" (e.g. --wait-timeout 10m0s); see 'wakegate help connect'`},
 		{[]string{"connect", "--nope"}, `wakegate connect: unknown flag --nope; see 'wakegate help connect'`},
+		{[]string{"certs", "issue", "--cert-ttl", "1y"}, `wakegate certs issue: invalid value "1y" for --cert-ttl: time: unknown unit "y" in duration "1y" (e.g. --cert-ttl 1h0m0s); see 'wakegate help certs'`},
 		{[]string{"certs", "issue", "--ttl", "1y"}, `wakegate certs issue: invalid value "1y" for --ttl: time: unknown unit "y" in duration "1y" (e.g. --ttl 1h0m0s); see 'wakegate help certs'`},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -29,6 +29,11 @@ secrets.
 The same port answers GET /ready and GET /status (HTTP/1.1 over mTLS):
 connections, builds in progress and cache usage, as JSON the gateway reads.
 
+With --listen-unix PATH it also serves all of that on a unix socket, without
+TLS: mode 0600 and only to processes of its own user, for a gateway on the
+same machine running as that user (local engines get STATE/front.sock). The
+socket file is removed when the engine exits.
+
 With --idle D it exits 0 after D with no connections and no builds in
 progress, so a machine host records it stopped even with no gateway alive.
 On SIGTERM or SIGINT it stops accepting, lets running builds finish (up to
@@ -73,6 +78,14 @@ func runEngine(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("engine: listen on %s: %w", f.front.listen, err)
 	}
 	defer ln.Close() // when Run never ran; closing twice is harmless
+	if f.front.unix != "" {
+		uln, err := engine.ListenUnix(f.front.unix)
+		if err != nil {
+			return err
+		}
+		defer uln.Close() // which removes its file; Run closes it too
+		plan.cfg.Unix = uln
+	}
 	id, err := enrolEngine(ctx, f.enrol, plan.token, log)
 	if err != nil {
 		return err
@@ -107,14 +120,14 @@ type engineIdentity struct {
 }
 
 // enrolEngine spends the engine's single-use token at the CA API for its
-// certificate, which must carry the engine's --name.
+// certificate, which must carry the engine's --identity.
 func enrolEngine(ctx context.Context, f engineEnrolFlags, token string, log *slog.Logger) (*engineIdentity, error) {
 	enr, err := certs.Enroll(ctx, f.caURL, f.caFP, token, f.certTTL)
 	if err != nil {
 		return nil, err
 	}
 	if cn := enr.Cert.Leaf.Subject.CommonName; cn != f.name {
-		return nil, fmt.Errorf("the token was for %q, not this engine's --name %q", cn, f.name)
+		return nil, fmt.Errorf("the token was for %q, not this engine's --identity %q", cn, f.name)
 	}
 	renewer, err := certs.NewRenewer(f.name, enr.Cert, enr.Renew, log)
 	if err != nil {

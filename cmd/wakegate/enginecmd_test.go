@@ -14,7 +14,8 @@ import (
 func TestEngineCommandIsWhatTheEngineParses(t *testing.T) {
 	shared := enginecmd.Command{
 		State: "/var/lib/wakegate", Listen: "127.0.0.1:0", AddrFile: "/var/lib/wakegate/engine.addr", Name: "wakegate-engine-7",
-		CAURL: "https://127.0.0.1:9443", CAFingerprint: "ab12", CertTTL: 2 * time.Hour,
+		ListenUnix: "/var/lib/wakegate/front.sock",
+		CAURL:      "https://127.0.0.1:9443", CAFingerprint: "ab12", CertTTL: 2 * time.Hour,
 		Drain: 20 * time.Second, Stop: 30 * time.Second, Kill: time.Minute, Idle: 5 * time.Minute,
 	}
 	dagger := shared
@@ -42,6 +43,7 @@ func TestEngineCommandIsWhatTheEngineParses(t *testing.T) {
 			{"--state", f.backend.state, c.State},
 			{"--listen", f.front.listen, c.Listen},
 			{"--addr-file", f.front.addrFile, c.AddrFile},
+			{"--listen-unix", f.front.unix, c.ListenUnix},
 			{"--name", f.enrol.name, c.Name},
 			{"--engine", f.backend.kind, kind},
 			{"--buildkitd", f.backend.buildkitd, c.Buildkitd},

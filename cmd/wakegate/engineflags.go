@@ -29,6 +29,7 @@ type engineFlags struct {
 
 type engineFrontFlags struct {
 	listen, addrFile string
+	unix             string // the unix front's path, "" for none
 	allow            string // gateway names, comma-separated
 }
 
@@ -49,9 +50,13 @@ type engineLifeFlags struct {
 func (f *engineFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.front.listen, "listen", "127.0.0.1:8372", "mTLS address for the gateway")
 	fs.StringVar(&f.front.addrFile, "addr-file", "", "write the address actually listened on to this file")
+	fs.StringVar(&f.front.unix, "listen-unix", "", "also serve on this unix socket, without TLS, mode 0600, only to processes of this user: for a gateway on this machine running as this user (local engines)")
 	fs.StringVar(&f.front.allow, "allow", identity.GatewayName, "comma-separated gateway names that may connect (each must also hold a gateway certificate)")
 
-	fs.StringVar(&f.enrol.name, "name", envOr("WAKEGATE_ENGINE_NAME", identity.EngineName("0")), "this engine's certificate name, starting with "+identity.EngineNamePrefix+" (default: $WAKEGATE_ENGINE_NAME)")
+	fs.StringVar(&f.enrol.name, flagIdentity, envOr("WAKEGATE_ENGINE_NAME", identity.EngineName("0")), "this engine's identity, its certificate's common name, starting with "+identity.EngineNamePrefix+" (default: $WAKEGATE_ENGINE_NAME)")
+	// Hosts running an engine of the previous release's command line
+	// (enginecmd) still pass --name.
+	renamed(fs, "name", flagIdentity)
 	fs.StringVar(&f.enrol.caURL, "ca-url", os.Getenv("WAKEGATE_CA_URL"), "the gateway's CA API, to enrol and renew (default: $WAKEGATE_CA_URL)")
 	fs.StringVar(&f.enrol.caFP, "ca-fingerprint", os.Getenv("WAKEGATE_CA_FINGERPRINT"), "SHA-256 fingerprint of the CA root (default: $WAKEGATE_CA_FINGERPRINT)")
 	fs.StringVar(&f.enrol.tokenFile, "token-file", "", "file holding the single-use enrolment token (default: $WAKEGATE_TOKEN)")
@@ -100,13 +105,18 @@ func (f *engineFlags) validate() error {
 			f.backend.state = abs
 		}
 	}
+	if f.front.unix != "" {
+		if abs, err := filepath.Abs(f.front.unix); err == nil {
+			f.front.unix = abs
+		}
+	}
 	switch {
 	case f.backend.state == "":
 		return usageError("engine", "--state is required")
 	case f.enrol.caURL == "" || f.enrol.caFP == "":
 		return usageError("engine", "--ca-url and --ca-fingerprint (or $WAKEGATE_CA_URL and $WAKEGATE_CA_FINGERPRINT) are required")
 	case !strings.HasPrefix(f.enrol.name, identity.EngineNamePrefix):
-		return usageError("engine", "--name must start with %s", identity.EngineNamePrefix)
+		return usageError("engine", "--identity must start with %s", identity.EngineNamePrefix)
 	case f.enrol.certTTL < certs.MinTTL || f.enrol.certTTL > certs.ServerTTL:
 		return usageError("engine", "--cert-ttl must be between %s and %s", certs.MinTTL, certs.ServerTTL)
 	case f.life.idle < 0 || f.life.drain <= 0 || f.life.stopTimeout <= 0 || f.life.killTimeout < 0:
@@ -122,6 +132,11 @@ func (f *engineFlags) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(f.front.listen); err != nil {
 		return usageError("engine", "--listen %q: %v", f.front.listen, err)
+	}
+	if f.front.unix != "" {
+		if err := engine.CheckSocketPath(f.front.unix); err != nil {
+			return usageError("engine", "--listen-unix: %v", err)
+		}
 	}
 	if _, err := parseLogLevel(f.logLevel); err != nil {
 		return usageError("engine", "%v", err)

@@ -20,7 +20,7 @@ func newFlags(name, synopsis, about string, stdout, stderr io.Writer) *flag.Flag
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "Usage:\n  wakegate %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(about))
-		fs.PrintDefaults()
+		printVisibleDefaults(fs, w)
 	}
 	return fs
 }

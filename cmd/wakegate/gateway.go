@@ -34,8 +34,9 @@ with its cache under --state/engine-N; run as root with runc installed.
 With --engine dagger they run Dagger's engine from --engine-bin, each in its
 own mount, PID and network namespaces (docs/dagger.md).
 Before stopping an idle engine the gateway asks the engine itself whether
-anyone (through any gateway) still uses it. The admin address serves GET /healthz, /readyz, /engines,
-/status and /metrics (docs/operations.md).`, stdout, stderr)
+anyone (through any gateway) still uses it.
+
+`+gatewayEndpoints(), stdout, stderr)
 	var f gatewayFlags
 	f.define(fs)
 	if err := parse(fs, args, stdout); err != nil {
@@ -67,6 +68,9 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	if err != nil {
 		return err
 	}
+	if err := f.ca.initIfMissing(log); err != nil { // gatewaycainit.go
+		return err
+	}
 	ca, err := loadCA(f.ca.dir, f.ca.passwordFile)
 	if err != nil {
 		return err
@@ -91,6 +95,7 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 	}
 	ec := newEngineClient(gwCert.Current, ca, caSvc)
 	ops := newOpsView(ca, gwCert.Current) // gatewayops.go: readiness, certificates, API calls
+	ops.engineCerts, ops.cache = ec.EngineCerts, cacheUsage(ec)
 	provider, err := f.newProvider(ctx, hostCA{ca: ca, svc: caSvc, observe: ops.observe}, bins, ec, log)
 	if err != nil {
 		return err
@@ -116,7 +121,7 @@ anyone (through any gateway) still uses it. The admin address serves GET /health
 // CA's root, and refusing an engine whose certificate the CA has revoked
 // (checked at every dial, as a client's is at the gateway's port).
 func newEngineClient(cert func() *tls.Certificate, ca *certs.CA, caSvc *caService) *engine.Client {
-	return &engine.Client{TLS: certs.ClientTLS(cert, ca.Pool(), ""), IsRevoked: caSvc.auth.IsRevoked}
+	return &engine.Client{TLS: certs.ClientTLS(cert, ca.Pool(), ""), IsRevoked: caSvc.auth.IsEngineRevoked}
 }
 
 // startAuthority serves the embedded CA's API, with OIDC enrolment judged

@@ -13,7 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/engine"
 	"github.com/wakegate/wakegate/gateway"
+	"github.com/wakegate/wakegate/identity"
 )
 
 // readyCheckEvery is how long a provider's answer stands for /readyz: a
@@ -25,9 +27,16 @@ const readyCheckEvery = 15 * time.Second
 // rather than from its pool: the certificates, whether the client listener
 // is up, whether the provider answers, and the provider's API calls.
 type opsView struct {
-	ca        *certs.CA
-	cert      func() *tls.Certificate // the gateway's serving certificate
-	provider  gateway.Provider
+	ca       *certs.CA
+	cert     func() *tls.Certificate // the gateway's serving certificate
+	provider gateway.Provider
+	pool     *gateway.Pool
+	// engineCerts, if set, is when each engine's certificate last seen by
+	// the gateway's engine client expires, by common name
+	// (engine.Client.EngineCerts).
+	engineCerts func() map[string]time.Time
+	// cache, if set, asks a running engine for its cache usage (/status).
+	cache     gateway.CacheUsage
 	listening atomic.Bool            // the mTLS listener accepts
 	apiCalls  *prometheus.CounterVec // provider API requests by method and status
 
@@ -50,7 +59,7 @@ func (o *opsView) observe(method string, status int) {
 
 // attach registers the view's metrics in the pool's registry.
 func (o *opsView) attach(pool *gateway.Pool, provider gateway.Provider) error {
-	o.provider = provider
+	o.provider, o.pool = provider, pool
 	if err := pool.Registry().Register(o.apiCalls); err != nil {
 		return err
 	}
@@ -68,6 +77,14 @@ func (o *opsView) certs() []gateway.CertExpiry {
 	}
 	if o.ca.Root != nil {
 		out = append(out, gateway.CertExpiry{Name: "ca_root", NotAfter: o.ca.Root.NotAfter})
+	}
+	if o.engineCerts != nil && o.pool != nil {
+		seen := o.engineCerts()
+		for _, e := range o.pool.Engines() {
+			if at, ok := seen[identity.EngineName(e.ID())]; ok {
+				out = append(out, gateway.CertExpiry{Name: "engine:" + e.ID(), NotAfter: at})
+			}
+		}
 	}
 	return out
 }
@@ -113,5 +130,17 @@ func (o *opsView) providerAnswers() error {
 
 // admin is the admin endpoint's handler with the view's options.
 func (o *opsView) admin(rt *routing) gateway.AdminOptions {
-	return gateway.AdminOptions{Ready: o.ready, Identities: rt.srv.Identities, Certs: o.certs}
+	return gateway.AdminOptions{Ready: o.ready, Identities: rt.srv.Identities, Certs: o.certs, Cache: o.cache}
+}
+
+// cacheUsage asks an engine through the gateway's engine client for its
+// build cache's size (BuildKit's DiskUsage, run on the engine's side).
+func cacheUsage(ec *engine.Client) gateway.CacheUsage {
+	return func(ctx context.Context, addr string) (int64, error) {
+		s, err := ec.Status(ctx, addr)
+		if err == nil && !s.Ready {
+			err = fmt.Errorf("the engine cannot tell: %s", s.Error)
+		}
+		return s.CacheBytes, err
+	}
 }

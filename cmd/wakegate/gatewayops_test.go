@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/gateway"
+	"github.com/wakegate/wakegate/identity"
 )
 
 // listingHost is a provider whose listing fails with err.
@@ -61,5 +63,46 @@ func TestReadinessNamesWhatIsMissing(t *testing.T) {
 				t.Fatalf("ready = %v, want it to say %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestCertificatesIncludeEachEngineSeen: the certificates the gateway
+// reports (metrics, /status) are its own, the CA's and each pool engine's
+// as its engine client last saw it, named engine:ID.
+func TestCertificatesIncludeEachEngineSeen(t *testing.T) {
+	ca, err := certs.Init(filepath.Join(t.TempDir(), "ca"), "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(certs.Server, "wakegate-gateway", []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := gateway.NewPool(t.Context(), &listingHost{}, gateway.EngineConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	engineExpiry := time.Date(2031, 2, 3, 4, 5, 6, 0, time.UTC)
+	o := newOpsView(ca, leaf.TLSCertificate)
+	o.engineCerts = func() map[string]time.Time {
+		return map[string]time.Time{identity.EngineName("e0"): engineExpiry, identity.EngineName("gone"): time.Now()}
+	}
+	if err := o.attach(pool, &listingHost{}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]time.Time{}
+	for _, c := range o.certs() {
+		got[c.Name] = c.NotAfter
+	}
+	want := map[string]time.Time{"gateway": leaf.TLSCertificate().Leaf.NotAfter, "ca_intermediate": ca.Intermediate.NotAfter,
+		"ca_root": ca.Root.NotAfter, "engine:e0": engineExpiry}
+	if len(got) != len(want) {
+		t.Fatalf("certificates = %v, want %v (an engine not in the pool left out)", got, want)
+	}
+	for name, at := range want {
+		if !got[name].Equal(at) {
+			t.Errorf("%s expires %s, want %s", name, got[name], at)
+		}
 	}
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -151,4 +153,66 @@ func TestAGatewayOutlivesItsDatabaseGoingDown(t *testing.T) {
 	}
 	gw.waitFor(t, regexp.MustCompile(`msg="CA database reachable again"`), mark, 10*time.Second)
 	mustRun(t, "certs", "issue", "--dir", caDir, "--name", "newcomer", "--out", filepath.Join(work, "newcomer"))
+}
+
+// An operator with a copy of the CA directory and access to the shared
+// database, on no gateway's machine: 'certs list' sees what the gateways
+// issued, and 'certs revoke --kill' there cuts the certificate's
+// connection at the gateway.
+func TestCertsCommandsWorkOnTheSharedDatabaseFromAnywhere(t *testing.T) {
+	pg := pgtest.Start(t)
+	ee := newEchoExec(t)
+	for _, kv := range ee.env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	t.Setenv("WAKEGATE_CA_PASSWORD", "")
+	work := t.TempDir()
+	caDir, creds := filepath.Join(work, "ca"), filepath.Join(work, "creds")
+	mustRun(t, "certs", "init", "--ca-dir", caDir, "--no-password")
+	operatorCA := copyCA(t, caDir) // before the gateway marks caDir as served
+	dsn := pg.DSN("wakegate")
+	gw := background(t, append(append([]string{"gateway", "--ca-dir", caDir, "--ca-db", dsn}, ee.args...),
+		"--listen", "127.0.0.1:0", "--admin", "", "--ca-listen", "127.0.0.1:0", "--idle", "60s")...)
+	m, _ := gw.waitFor(t, listeningRE, 0, 20*time.Second)
+	mustRun(t, "certs", "issue", "--ca-dir", caDir, "--identity", "ci", "--out", creds)
+	serial := leafSerial(t, creds)
+
+	t.Setenv("WAKEGATE_CA_DB", dsn)
+	if list := mustRun(t, "certs", "list", "--ca-dir", operatorCA); !strings.Contains(list, serial) {
+		t.Fatalf("certs list on the shared database (from $WAKEGATE_CA_DB) does not show %s:\n%s", serial, list)
+	}
+	t.Setenv("WAKEGATE_CA_DB", "")
+
+	cert, roots, err := certs.LoadClientCreds(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := certs.ClientTLS(func() *tls.Certificate { return cert }, roots, "127.0.0.1")
+	c, err := tls.Dial("tcp", m[1], cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := echoes(c, "before"); err != nil {
+		t.Fatalf("through the gateway: %v\n%s", err, gw)
+	}
+	out := mustRun(t, "certs", "revoke", "--ca-dir", operatorCA, "--ca-db", dsn, "--kill", serial)
+	if !strings.Contains(out, "every gateway on the shared database closes") {
+		t.Errorf("certs revoke --kill on the shared database says:\n%s", out)
+	}
+	c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the gateway did not close the connection of a certificate revoked with --kill from elsewhere (read: %v)\n%s", err, gw)
+	}
+	if again, err := tls.Dial("tcp", m[1], cfg); err == nil {
+		if echoes(again, "after") == nil {
+			t.Fatal("the gateway let in a certificate revoked from elsewhere")
+		}
+		again.Close()
+	}
+	errOut := newLogWatch()
+	if err := run(t.Context(), []string{"certs", "list", "--ca-dir", operatorCA, "--ca-db", "mysql://x"}, errOut, errOut); err == nil || !strings.Contains(err.Error(), "postgresql://") {
+		t.Errorf("certs list --ca-db mysql://x: %v", err)
+	}
 }

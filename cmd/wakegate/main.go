@@ -106,9 +106,9 @@ Commands:
 Run 'wakegate help <command>' (or 'wakegate <command> -h') for its flags.
 
 A typical setup (the CA password comes from $WAKEGATE_CA_PASSWORD):
-  wakegate certs init  --dir ca
+  wakegate certs init  --ca-dir ca
   wakegate gateway     --ca-dir ca --state state
-  wakegate certs issue --dir ca --name ci --out creds
+  wakegate certs issue --ca-dir ca --identity ci --out creds
   wakegate connect     --gateway localhost:8443 --creds creds -- buildctl build ...
 
 In GitHub Actions, with no stored secret (the gateway runs with --policy FILE,

@@ -20,9 +20,11 @@ const certWarnWithin = 7 * 24 * time.Hour
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", "status [--admin URL] [--json]", `
 Prints what a running gateway reports on its admin endpoint (GET /status):
-each engine's state, sessions, connections, last wake and uptime; the
-connections open per client identity; and the gateway's certificates with
-those expiring within 7 days flagged. --json prints the endpoint's JSON as
+each engine's state, sessions, connections, build cache (running engines
+are asked; a stopped one is not woken for it), last wake and uptime; the
+connections open per client identity; and the certificates (the gateway's,
+the CA's, each engine's as last seen) with those expiring within 7 days
+flagged. --json prints the endpoint's JSON as
 it came. Exits non-zero when the gateway is not ready (/readyz).`, stdout, stderr)
 	admin := fs.String("admin", "http://127.0.0.1:8444", "the gateway's admin URL (its --admin address)")
 	asJSON := fs.Bool("json", false, "print the admin endpoint's JSON")
@@ -72,7 +74,7 @@ it came. Exits non-zero when the gateway is not ready (/readyz).`, stdout, stder
 // printStatus writes st as tables for a person.
 func printStatus(w io.Writer, st gateway.Status, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENGINE\tSTATE\tSESSIONS\tCONNECTIONS\tLAST WAKE\tUP FOR\tMACHINE TIME")
+	fmt.Fprintln(tw, "ENGINE\tSTATE\tSESSIONS\tCONNECTIONS\tCACHE\tLAST WAKE\tUP FOR\tMACHINE TIME")
 	for _, e := range st.Engines {
 		up := "-"
 		if !e.UpSince.IsZero() {
@@ -82,7 +84,7 @@ func printStatus(w io.Writer, st gateway.Status, now time.Time) {
 		if e.Wakes > 0 {
 			wake = (time.Duration(e.LastWake) * time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", e.ID, e.State, e.Sessions, e.Conns, wake, up,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", e.ID, e.State, e.Sessions, e.Conns, cacheCell(e), wake, up,
 			(time.Duration(e.MachineSeconds) * time.Second).String())
 	}
 	tw.Flush()
@@ -124,4 +126,30 @@ func printStatus(w io.Writer, st gateway.Status, now time.Time) {
 	if !st.Ready {
 		fmt.Fprintf(w, "\nNOT READY: %s\n", st.NotReady)
 	}
+}
+
+// cacheCell is an engine's cache usage for the status table: "-" when not
+// asked (not running), "?" when the engine could not tell.
+func cacheCell(e gateway.EngineStatus) string {
+	switch {
+	case e.CacheError != "":
+		return "?"
+	case e.State != gateway.Running:
+		return "-"
+	}
+	return humanBytes(e.CacheBytes)
+}
+
+// humanBytes is n in the largest binary unit that keeps it at least 1.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -17,9 +17,10 @@ import (
 
 // TestStatusAndMetricsOfARealGateway: a real gateway on a real buildkitd
 // is ready once listening (/readyz 200); after a build through
-// connect, 'wakegate status' shows the woken engine and the gateway's
-// certificates, --json passes the admin's JSON through, and /metrics
-// counts the connection, its bytes, the wake and the certificates' expiry.
+// connect, 'wakegate status' shows the woken engine with its cache and
+// the certificates (the engine's too), --json passes the admin's JSON
+// through, and /metrics counts the connection, its bytes, the wake by
+// phase and the certificates' expiry.
 func TestStatusAndMetricsOfARealGateway(t *testing.T) {
 	requireRoot(t)
 	buildkitd := tool(t, "WAKEGATE_BUILDKITD", "buildkitd")
@@ -61,7 +62,8 @@ func TestStatusAndMetricsOfARealGateway(t *testing.T) {
 
 	out := mustRun(t, "status", "--admin", adminURL)
 	for _, re := range []string{
-		`(?m)^engine-0\s+running\s+\d+\s+\d+\s+\S+\s+\S+`,
+		`(?m)^engine-0\s+running\s+\d+\s+\d+\s+\d+(\.\d)? [KMG]?i?B\s+\S+\s+\S+`,
+		`(?m)^engine:engine-0\s+\d{4}-\d\d-\d\dT`,
 		`(?m)^gateway\s+\d{4}-\d\d-\d\dT`,
 		`(?m)^ca_root\s+`,
 		`(?m)^ca_intermediate\s+`,
@@ -74,8 +76,11 @@ func TestStatusAndMetricsOfARealGateway(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustRun(t, "status", "--admin", adminURL, "--json")), &st); err != nil {
 		t.Fatalf("status --json: %v", err)
 	}
-	if !st.Ready || len(st.Engines) != 1 || st.Engines[0].Wakes != 1 || st.Engines[0].UpSince.IsZero() || len(st.Certs) != 3 {
-		t.Errorf("status --json = %+v, want ready, one engine woken once and up, three certificates", st)
+	if !st.Ready || len(st.Engines) != 1 || st.Engines[0].Wakes != 1 || st.Engines[0].UpSince.IsZero() || len(st.Certs) != 4 {
+		t.Errorf("status --json = %+v, want ready, one engine woken once and up, four certificates (the engine's too)", st)
+	}
+	if e := st.Engines[0]; e.CacheBytes <= 0 || e.CacheError != "" {
+		t.Errorf("engine-0's cache = %d %q, want its BuildKit's disk usage after a build", e.CacheBytes, e.CacheError)
 	}
 
 	_, metrics := get("/metrics")
@@ -87,6 +92,10 @@ func TestStatusAndMetricsOfARealGateway(t *testing.T) {
 		`(?m)^wakegate_engine_wake_seconds_sum\{engine="engine-0"\} [0-9.e+-]+$`,
 		`(?m)^wakegate_certificate_expiry_timestamp_seconds\{cert="gateway"\} \d`,
 		`(?m)^wakegate_certificate_expiry_timestamp_seconds\{cert="ca_root"\} \d`,
+		`(?m)^wakegate_certificate_expiry_timestamp_seconds\{cert="engine:engine-0"\} \d`,
+		`(?m)^wakegate_wake_phase_seconds_count\{from="stopped",phase="host_start"\} 1$`,
+		`(?m)^wakegate_wake_phase_seconds_count\{from="stopped",phase="engine_ready"\} 1$`,
+		`(?m)^wakegate_wake_seconds_count\{from="stopped"\} 1$`,
 		`(?m)^go_goroutines `,
 	} {
 		if !regexp.MustCompile(re).MatchString(metrics) {

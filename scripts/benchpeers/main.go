@@ -1,14 +1,18 @@
 // Command benchpeers is 'make bench-peers': it measures, in one run on this
-// machine and over loopback only, three paths to one echo backend —
+// machine and over loopback only, four paths to the echo backend —
 //
-//	raw:      client ──tcp──▶ echo
-//	peers:    client ──tcp──▶ stunnel ──mTLS──▶ haproxy ──unix──▶ echo
-//	wakegate: client ──tcp──▶ connect ──mTLS──▶ gateway ──mTLS──▶ engine ──unix──▶ echo
+//	raw:            client ──tcp──▶ echo
+//	peers:          client ──tcp──▶ stunnel ──mTLS──▶ haproxy ──unix──▶ echo
+//	wakegate:       client ──tcp──▶ connect ──mTLS──▶ gateway ──mTLS──▶ engine ──unix──▶ echo
+//	wakegate-local: client ──tcp──▶ connect ──mTLS──▶ gateway ──unix──▶ engine ──unix──▶ echo
 //
 // The echo backend (./echo) is what 'wakegate engine --engine-cmd' runs in
 // place of buildkitd (it answers ListWorkers for readiness); haproxy reaches
 // the same process on its socket, the raw path on its TCP port. The
-// gateway runs with the exec provider and the real binaries throughout.
+// wakegate gateway runs with the exec provider (a remote engine's path);
+// the wakegate-local one with the local provider, whose engine it reaches
+// on the engine's unix front, in front of a second echo process of the
+// same binary. The real binaries throughout.
 //
 // It prints each figure with its ratio to the peer pair and to raw, checks
 // the performance targets, and writes the report to -out.
@@ -282,27 +286,13 @@ rm -f "$dir/pid"
 
 func (d *deployment) enginePid() (int, error) { return readPid(filepath.Join(d.engineDir, "pid")) }
 
-// echoPid finds the echo backend: the engine's child (forked by any of its
-// threads).
+// echoPid finds the echo backend: the engine's child.
 func (d *deployment) echoPid() (int, error) {
 	epid, err := d.enginePid()
 	if err != nil {
 		return 0, err
 	}
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", epid))
-	if err != nil {
-		return 0, err
-	}
-	for _, t := range tasks {
-		data, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		if f := strings.Fields(string(data)); len(f) > 0 {
-			return strconv.Atoi(f[0])
-		}
-	}
-	return 0, fmt.Errorf("engine %d has no child", epid)
+	return childOf(epid)
 }
 
 // engineState asks the gateway's admin endpoint for engine-0's state.
@@ -333,8 +323,8 @@ func (b *bench) measure() (*report, error) {
 	// server certificate, which 'certs issue' does not make).
 	caDir, creds := filepath.Join(b.work, "ca"), filepath.Join(b.work, "creds")
 	for _, args := range [][]string{
-		{"certs", "init", "--dir", caDir, "--no-password"},
-		{"certs", "issue", "--dir", caDir, "--name", "bench", "--ttl", "2h", "--out", creds},
+		{"certs", "init", "--ca-dir", caDir, "--no-password"},
+		{"certs", "issue", "--ca-dir", caDir, "--identity", "bench", "--cert-ttl", "2h", "--out", creds},
 	} {
 		if out, err := exec.Command(o.bin, args...).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("wakegate %s: %v\n%s", strings.Join(args[:2], " "), err, out)
@@ -384,14 +374,32 @@ func (b *bench) measure() (*report, error) {
 	}
 	peer.procs = append(peer.procs, proc{"echo", echoPid})
 	paths["peers"] = peer
+
+	local, err := b.deployLocal("local", caDir, creds)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := newConns(local.connect, 1, 1); err != nil {
+		return nil, fmt.Errorf("first connection through wakegate with a local engine: %w", err)
+	}
+	localEngine, localEcho, err := local.localPids()
+	if err != nil {
+		return nil, err
+	}
+	paths["wakegate-local"] = &pathInfo{addr: local.connect, procs: []proc{{"connect", local.connCmd.Process.Pid},
+		{"gateway", local.gwCmd.Process.Pid}, {"engine", localEngine}, {"echo", localEcho}}}
 	rep.paths = paths
 
 	// Idle memory first, on processes that have served one connection.
-	for _, p := range []proc{{"gateway", d.gwCmd.Process.Pid}, {"connect", d.connCmd.Process.Pid}} {
-		rep.idleProcs = append(rep.idleProcs, p)
-	}
-	if err := b.idle(rep, d.connect); err != nil {
-		return nil, fmt.Errorf("idle connections: %w", err)
+	for _, x := range []struct {
+		path string
+		d    *deployment
+	}{{"wakegate", d}, {"wakegate-local", local}} {
+		set := idleSet{path: x.path, procs: []proc{{"gateway", x.d.gwCmd.Process.Pid}, {"connect", x.d.connCmd.Process.Pid}}}
+		if set.stats, err = b.idle(set.procs, x.d.connect); err != nil {
+			return nil, fmt.Errorf("%s: idle connections: %w", x.path, err)
+		}
+		rep.idle = append(rep.idle, set)
 	}
 	for _, name := range pathOrder {
 		p := paths[name]
@@ -418,7 +426,10 @@ func (b *bench) measure() (*report, error) {
 	return rep, nil
 }
 
-var pathOrder = []string{"raw", "peers", "wakegate"}
+var pathOrder = []string{"raw", "peers", "wakegate", "wakegate-local"}
+
+// wakegatePaths are the paths compared with the peer pair.
+var wakegatePaths = []string{"wakegate", "wakegate-local"}
 
 type proc struct {
 	name string
@@ -658,15 +669,23 @@ type idleStats struct {
 	per   map[string]int64 // RSS growth per connection, by process
 }
 
-// idle holds connections open through wakegate, each tunnelled to the echo
-// backend (one byte echoed), and reads the processes' RSS once they
-// settle.
-func (b *bench) idle(rep *report, addr string) error {
+// idleSet is one path's idle measurements, of procs.
+type idleSet struct {
+	path  string
+	procs []proc
+	stats []idleStats
+}
+
+// idle holds connections open through a wakegate path at addr, each
+// tunnelled to the echo backend (one byte echoed), and reads the RSS of
+// procs once they settle. It closes them before it returns.
+func (b *bench) idle(procs []proc, addr string) ([]idleStats, error) {
+	var out []idleStats
 	base := map[string]int64{}
-	for _, p := range rep.idleProcs {
+	for _, p := range procs {
 		v, err := rssOf(p.pid)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		base[p.name] = v
 	}
@@ -712,7 +731,7 @@ func (b *bench) idle(rep *report, addr string) error {
 		}
 		wg.Wait()
 		if firstErr != nil {
-			return fmt.Errorf("at %d connections: %w", len(held), firstErr)
+			return nil, fmt.Errorf("at %d connections: %w", len(held), firstErr)
 		}
 		// Let the processes settle (their GC and the scavenger), then take
 		// the lowest of a few readings.
@@ -720,22 +739,22 @@ func (b *bench) idle(rep *report, addr string) error {
 		low := map[string]int64{}
 		for range 4 {
 			time.Sleep(time.Second) // settling the measured processes
-			for _, p := range rep.idleProcs {
+			for _, p := range procs {
 				v, err := rssOf(p.pid)
 				if err != nil {
-					return err
+					return nil, err
 				}
 				if l, ok := low[p.name]; !ok || v < l {
 					low[p.name] = v
 				}
 			}
 		}
-		for _, p := range rep.idleProcs {
+		for _, p := range procs {
 			s.per[p.name] = perConn(base[p.name], low[p.name], s.conns)
 		}
-		rep.idle = append(rep.idle, s)
+		out = append(out, s)
 	}
-	return nil
+	return out, nil
 }
 
 type coldStats struct {

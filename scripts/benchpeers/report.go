@@ -16,54 +16,64 @@ const (
 )
 
 type report struct {
-	opt       options
-	started   time.Time
-	took      time.Duration
-	paths     map[string]*pathInfo
-	idleProcs []proc
-	idle      []idleStats
-	cold      coldStats
+	opt     options
+	started time.Time
+	took    time.Duration
+	paths   map[string]*pathInfo
+	idle    []idleSet
+	cold    coldStats
 }
 
 func (r *report) String() string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	raw, peers, wg := r.paths["raw"], r.paths["peers"], r.paths["wakegate"]
+	raw, peers := r.paths["raw"], r.paths["peers"]
 	p("# make bench-peers — %s, %s, %d CPUs, %s (run took %s)\n", r.started.UTC().Format(time.RFC3339), runtime.Version(), runtime.NumCPU(), runtime.GOARCH, r.took.Round(time.Second))
-	p("# One machine, loopback only, one echo backend; other work may share the machine: compare within this run.\n")
-	p("#   raw      client -tcp-> echo\n")
-	p("#   peers    client -tcp-> stunnel -mTLS-> haproxy (verify required) -unix-> echo\n")
-	p("#   wakegate client -tcp-> connect -mTLS-> gateway -mTLS-> engine front -unix-> echo\n")
+	p("# One machine, loopback only, one echo binary; other work may share the machine: compare within this run.\n")
+	p("#   raw            client -tcp-> echo\n")
+	p("#   peers          client -tcp-> stunnel -mTLS-> haproxy (verify required) -unix-> echo\n")
+	p("#   wakegate       client -tcp-> connect -mTLS-> gateway -mTLS-> engine front -unix-> echo   (exec provider: a remote engine's path)\n")
+	p("#   wakegate-local client -tcp-> connect -mTLS-> gateway -unix-> engine front -unix-> echo2  (local provider: the engine's unix front, no TLS)\n")
 	p("# open-files limit %d\n\n", r.opt.fdLimit)
 
 	p("## New connections (dial, 32 bytes echoed, close)\n")
-	p("%-9s %10s %10s %10s %12s %10s %10s %12s\n", "path", "p50", "p99", "conns/s", "p50 ×16", "p99 ×16", "conns/s×16", "")
+	p("%-15s %10s %10s %10s %12s %10s %10s\n", "path", "p50", "p99", "conns/s", "p50 ×16", "p99 ×16", "conns/s×16")
 	for _, name := range pathOrder {
 		x := r.paths[name]
-		p("%-9s %10s %10s %10.0f %12s %10s %10.0f\n", name, ms(x.c1.p50), ms(x.c1.p99), x.c1.perSecond, ms(x.c16.p50), ms(x.c16.p99), x.c16.perSecond)
+		p("%-15s %10s %10s %10.0f %12s %10s %10.0f\n", name, ms(x.c1.p50), ms(x.c1.p99), x.c1.perSecond, ms(x.c16.p50), ms(x.c16.p99), x.c16.perSecond)
 	}
-	p("wakegate/peers: p50 %s, conns/s %s, conns/s×16 %s; wakegate/raw: p50 %s\n\n",
-		ratio(float64(wg.c1.p50), float64(peers.c1.p50)), ratio(wg.c1.perSecond, peers.c1.perSecond),
-		ratio(wg.c16.perSecond, peers.c16.perSecond), ratio(float64(wg.c1.p50), float64(raw.c1.p50)))
+	for _, name := range wakegatePaths {
+		wg := r.paths[name]
+		p("%s/peers: p50 %s, conns/s %s, conns/s×16 %s; %s/raw: p50 %s\n", name,
+			ratio(float64(wg.c1.p50), float64(peers.c1.p50)), ratio(wg.c1.perSecond, peers.c1.perSecond),
+			ratio(wg.c16.perSecond, peers.c16.perSecond), name, ratio(float64(wg.c1.p50), float64(raw.c1.p50)))
+	}
+	p("\n")
 
 	p("## Bulk echo (one connection, 64 KiB writes for %s, every byte sent and echoed back; MB/s of one direction)\n", r.opt.bulk)
 	for _, name := range pathOrder {
 		x := r.paths[name]
-		p("%-9s %8.0f MB/s   CPU s/GB:", name, x.bulk.mbps)
+		p("%-15s %8.0f MB/s   CPU s/GB:", name, x.bulk.mbps)
 		for _, pr := range x.procs {
 			p(" %s %.2f", pr.name, cpuPerGB(x.bulk.cpu[pr.name], x.bulk.bytes))
 		}
 		p("\n")
 	}
-	p("wakegate/peers: %s; wakegate/raw: %s\n\n", ratio(wg.bulk.mbps, peers.bulk.mbps), ratio(wg.bulk.mbps, raw.bulk.mbps))
+	for _, name := range wakegatePaths {
+		wg := r.paths[name]
+		p("%s/peers: %s; %s/raw: %s\n", name, ratio(wg.bulk.mbps, peers.bulk.mbps), name, ratio(wg.bulk.mbps, raw.bulk.mbps))
+	}
+	p("\n")
 
 	p("## Idle tunnelled connections through wakegate (RSS growth per connection, lowest of 4 readings 1 s apart)\n")
-	for _, s := range r.idle {
-		p("%6d conns:", s.conns)
-		for _, pr := range r.idleProcs {
-			p("  %s %.1f KiB", pr.name, float64(s.per[pr.name])/1024)
+	for _, set := range r.idle {
+		for _, s := range set.stats {
+			p("%-15s %6d conns:", set.path, s.conns)
+			for _, pr := range set.procs {
+				p("  %s %.1f KiB", pr.name, float64(s.per[pr.name])/1024)
+			}
+			p("\n")
 		}
-		p("\n")
 	}
 	p("\n")
 	if len(r.cold.total) > 0 {
@@ -73,15 +83,22 @@ func (r *report) String() string {
 	}
 
 	p("## Targets\n")
-	for _, s := range r.idle {
-		for _, pr := range r.idleProcs {
-			p("idle connection at %s, %d conns: %.1f KiB <= 32 KiB: %s\n", pr.name, s.conns, float64(s.per[pr.name])/1024, verdict(s.per[pr.name] <= targetIdleBytes))
+	for _, set := range r.idle {
+		for _, s := range set.stats {
+			for _, pr := range set.procs {
+				p("%s: idle connection at %s, %d conns: %.1f KiB <= 32 KiB: %s\n", set.path, pr.name, s.conns, float64(s.per[pr.name])/1024, verdict(s.per[pr.name] <= targetIdleBytes))
+			}
 		}
 	}
-	nc := float64(wg.c1.p50) / float64(peers.c1.p50)
-	p("new-connection p50 %.2f× the peer pair <= %.2f×: %s\n", nc, targetNewConn, verdict(nc <= targetNewConn))
-	bk := wg.bulk.mbps / peers.bulk.mbps
-	p("bulk %.2f× the peer pair >= %.2f×: %s\n", bk, targetBulk, verdict(bk >= targetBulk))
+	for _, name := range wakegatePaths {
+		wg := r.paths[name]
+		nc := float64(wg.c1.p50) / float64(peers.c1.p50)
+		p("%s: new-connection p50 %.2f× the peer pair <= %.2f×: %s\n", name, nc, targetNewConn, verdict(nc <= targetNewConn))
+	}
+	for _, name := range wakegatePaths {
+		bk := r.paths[name].bulk.mbps / peers.bulk.mbps
+		p("%s: bulk %.2f× the peer pair >= %.2f×: %s\n", name, bk, targetBulk, verdict(bk >= targetBulk))
+	}
 	if len(r.cold.gateway) > 0 {
 		g := percentile(r.cold.gateway, 50)
 		p("gateway's part of a cold connect p50 %s <= %s: %s\n", ms(g), ms(targetColdGateway), verdict(g <= targetColdGateway))

@@ -14,7 +14,7 @@ fi
 rm -f "$dir/engine.addr"
 # The token stays in the environment, never in arguments.
 "${WAKEGATE_BIN:-wakegate}" engine --state "$dir" --listen 127.0.0.1:0 --addr-file "$dir/engine.addr" \
-  --name "$WAKEGATE_ENGINE_NAME" >>"$dir/engine.log" 2>&1 &
+  --identity "$WAKEGATE_ENGINE_NAME" >>"$dir/engine.log" 2>&1 &
 echo $! >"$dir/pid"
 i=0
 while [ ! -s "$dir/engine.addr" ]; do
