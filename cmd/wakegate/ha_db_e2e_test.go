@@ -32,13 +32,12 @@ func echoes(c *tls.Conn, msg string) error {
 	return nil
 }
 
-// A gateway on a shared database that goes down: established connections
-// keep flowing; new enrolments fail and say why; new handshakes are judged
-// by the last revocation list read for --revocation-staleness, then
-// refused; when the database is back the gateway recovers by itself.
-func TestAGatewayOutlivesItsDatabaseGoingDown(t *testing.T) {
-	const staleness = 4 * time.Second
-	pg := pgtest.Start(t)
+// echoGatewayOnDB runs a gateway on the shared database dsn whose engines
+// echo (newEchoExec), on a fresh CA, and issues the client "ci" through it
+// (so that its certificate is in the database): the gateway's log and
+// address, the CA directory and the client's credentials.
+func echoGatewayOnDB(t *testing.T, dsn string, extra ...string) (gw *logWatch, addr, caDir, creds string) {
+	t.Helper()
 	ee := newEchoExec(t)
 	for _, kv := range ee.env {
 		k, v, _ := strings.Cut(kv, "=")
@@ -46,15 +45,24 @@ func TestAGatewayOutlivesItsDatabaseGoingDown(t *testing.T) {
 	}
 	t.Setenv("WAKEGATE_CA_PASSWORD", "")
 	work := t.TempDir()
-	caDir, creds := filepath.Join(work, "ca"), filepath.Join(work, "creds")
-	mustRun(t, "certs", "init", "--dir", caDir, "--no-password")
-	gw := background(t, append(append([]string{"gateway", "--ca-dir", caDir, "--ca-db", pg.DSN("wakegate"),
-		"--revocation-staleness", staleness.String()}, ee.args...),
+	caDir, creds = filepath.Join(work, "ca"), filepath.Join(work, "creds")
+	mustRun(t, "certs", "init", "--ca-dir", caDir, "--no-password")
+	gw = background(t, append(append(append([]string{"gateway", "--ca-dir", caDir, "--ca-db", dsn}, extra...), ee.args...),
 		"--listen", "127.0.0.1:0", "--admin", "", "--ca-listen", "127.0.0.1:0", "--idle", "60s")...)
 	m, _ := gw.waitFor(t, listeningRE, 0, 20*time.Second)
-	gwAddr := m[1]
-	// Issued through the running gateway's CA API: recorded in PostgreSQL.
-	mustRun(t, "certs", "issue", "--dir", caDir, "--name", "ci", "--out", creds)
+	mustRun(t, "certs", "issue", "--ca-dir", caDir, "--identity", "ci", "--out", creds)
+	return gw, m[1], caDir, creds
+}
+
+// A gateway on a shared database that goes down: established connections
+// keep flowing; new enrolments fail and say why; new handshakes are judged
+// by the last revocation list read for --revocation-staleness, then
+// refused; when the database is back the gateway recovers by itself.
+func TestAGatewayOutlivesItsDatabaseGoingDown(t *testing.T) {
+	const staleness = 4 * time.Second
+	pg := pgtest.Start(t)
+	gw, gwAddr, caDir, creds := echoGatewayOnDB(t, pg.DSN("wakegate"), "--revocation-staleness", staleness.String())
+	work := t.TempDir()
 	cert, roots, err := certs.LoadClientCreds(creds)
 	if err != nil {
 		t.Fatal(err)
@@ -161,21 +169,9 @@ func TestAGatewayOutlivesItsDatabaseGoingDown(t *testing.T) {
 // connection at the gateway.
 func TestCertsCommandsWorkOnTheSharedDatabaseFromAnywhere(t *testing.T) {
 	pg := pgtest.Start(t)
-	ee := newEchoExec(t)
-	for _, kv := range ee.env {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	t.Setenv("WAKEGATE_CA_PASSWORD", "")
-	work := t.TempDir()
-	caDir, creds := filepath.Join(work, "ca"), filepath.Join(work, "creds")
-	mustRun(t, "certs", "init", "--ca-dir", caDir, "--no-password")
-	operatorCA := copyCA(t, caDir) // before the gateway marks caDir as served
 	dsn := pg.DSN("wakegate")
-	gw := background(t, append(append([]string{"gateway", "--ca-dir", caDir, "--ca-db", dsn}, ee.args...),
-		"--listen", "127.0.0.1:0", "--admin", "", "--ca-listen", "127.0.0.1:0", "--idle", "60s")...)
-	m, _ := gw.waitFor(t, listeningRE, 0, 20*time.Second)
-	mustRun(t, "certs", "issue", "--ca-dir", caDir, "--identity", "ci", "--out", creds)
+	gw, gwAddr, caDir, creds := echoGatewayOnDB(t, dsn)
+	operatorCA := copyCA(t, caDir) // another machine's copy: no gateway serves it
 	serial := leafSerial(t, creds)
 
 	t.Setenv("WAKEGATE_CA_DB", dsn)
@@ -189,7 +185,7 @@ func TestCertsCommandsWorkOnTheSharedDatabaseFromAnywhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := certs.ClientTLS(func() *tls.Certificate { return cert }, roots, "127.0.0.1")
-	c, err := tls.Dial("tcp", m[1], cfg)
+	c, err := tls.Dial("tcp", gwAddr, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +201,7 @@ func TestCertsCommandsWorkOnTheSharedDatabaseFromAnywhere(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("the gateway did not close the connection of a certificate revoked with --kill from elsewhere (read: %v)\n%s", err, gw)
 	}
-	if again, err := tls.Dial("tcp", m[1], cfg); err == nil {
+	if again, err := tls.Dial("tcp", gwAddr, cfg); err == nil {
 		if echoes(again, "after") == nil {
 			t.Fatal("the gateway let in a certificate revoked from elsewhere")
 		}
