@@ -38,7 +38,8 @@ type Client struct {
 }
 
 // EngineCerts is when the certificate each engine last showed this client
-// (in a verified handshake) expires, by its common name
+// (in a verified handshake, or, for an engine on its unix front, in the
+// headers of its last /ready or /status answer) expires, by its common name
 // (identity.EngineName): what the gateway exports as engines' certificate
 // expiries.
 func (c *Client) EngineCerts() map[string]time.Time {
@@ -114,10 +115,25 @@ func (c *Client) get(ctx context.Context, addr, path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine %s: %w", path, err)
 	}
+	if strings.HasPrefix(addr, UnixScheme) {
+		c.noteUnixCert(resp.Header)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("engine %s: %s %s", path, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return body, nil
+}
+
+// noteUnixCert records the certificate an engine on its unix front says it
+// serves (no handshake shows it there): its expiry, by name, for
+// EngineCerts. The peer's uid was checked at the dial.
+func (c *Client) noteUnixCert(h http.Header) {
+	name := h.Get(headerCertName)
+	notAfter, err := time.Parse(time.RFC3339, h.Get(headerCertNotAfter))
+	if err != nil || !strings.HasPrefix(name, identity.EngineNamePrefix) {
+		return
+	}
+	c.names.note(name, time.Time{}, notAfter) // only the expiry is read by name
 }
 
 // Status asks the engine for its status: connections, builds in progress

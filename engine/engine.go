@@ -21,8 +21,9 @@ import (
 	"github.com/wakegate/wakegate/wire"
 )
 
-// ProtoStatus is the ALPN name of status requests (HTTP/1.1) on an engine's
-// mTLS port; every other connection is proxied to BuildKit.
+// ProtoStatus is the protocol of status requests (HTTP/1.1): the ALPN name
+// on an engine's mTLS port, the opening name on its unix front. Every other
+// connection is proxied to BuildKit.
 const ProtoStatus = "http/1.1"
 
 // Config configures an engine machine's entrypoint.

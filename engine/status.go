@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -53,8 +54,30 @@ func (e *Engine) Status(ctx context.Context) Status {
 	return s
 }
 
+// Headers of /ready and /status naming the engine's current certificate:
+// a gateway on the unix front sees no certificate, and reports engines'
+// certificate expiries from these instead (Client.EngineCerts).
+const (
+	headerCertName     = "Wakegate-Engine-Name"
+	headerCertNotAfter = "Wakegate-Engine-Not-After"
+)
+
+// certHeaders sets the headers of the certificate the engine serves now,
+// if it has one.
+func (e *Engine) certHeaders(h http.Header) {
+	if e.tls == nil || e.tls.GetCertificate == nil {
+		return
+	}
+	c, err := e.tls.GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil || c == nil || c.Leaf == nil {
+		return
+	}
+	h.Set(headerCertName, c.Leaf.Subject.CommonName)
+	h.Set(headerCertNotAfter, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
+}
+
 // statusServer answers GET /ready and GET /status on connections that
-// negotiated HTTP/1.1 on the mTLS port.
+// asked for HTTP/1.1, on either front.
 type statusServer struct {
 	srv   *http.Server
 	conns chan net.Conn
@@ -66,6 +89,7 @@ type statusServer struct {
 func newStatusServer(e *Engine) *statusServer {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		e.certHeaders(w.Header())
 		if !e.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
@@ -73,6 +97,7 @@ func newStatusServer(e *Engine) *statusServer {
 		w.Write([]byte("ready\n"))
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		e.certHeaders(w.Header())
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(e.Status(r.Context()))
 	})

@@ -21,8 +21,8 @@ import (
 // that runs as the engine's own user (the local provider). Such a gateway
 // already starts the engine as its child, with the same rights over its
 // state directory and BuildKit's own socket there: TLS on loopback between
-// them added two encryptions of every byte and a handshake per connection,
-// and no protection.
+// them added an encryption and a decryption of every byte and a handshake
+// per connection, and no protection.
 //
 // Who may connect is the kernel's to say, not a certificate's: the socket
 // is 0600, and each peer's uid (SO_PEERCRED) must be the engine's — which

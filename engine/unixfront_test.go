@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/identity"
 	"github.com/wakegate/wakegate/wire"
 )
 
@@ -268,5 +271,22 @@ func TestProtoHeaderCarriesOnlyTheProtocol(t *testing.T) {
 	rest := make([]byte, len("client bytes"))
 	if _, err := io.ReadFull(b, rest); err != nil || string(rest) != "client bytes" {
 		t.Fatalf("after the protocol: %q, %v; want the client's bytes untouched", rest, err)
+	}
+}
+
+// TestUnixFrontNamesTheEnginesCertificate: no handshake shows the
+// engine's certificate on the unix front, so its readiness answer names
+// it, and the client reports its expiry as it does after a handshake.
+func TestUnixFrontNamesTheEnginesCertificate(t *testing.T) {
+	p := newRolePKI(t)
+	f := startUnixFront(t)
+	f.e.tls = certs.ServerTLS(func() *tls.Certificate { return p.engine }, p.roots)
+	var c Client
+	if err := c.Ready(t.Context(), f.addr); err != nil {
+		t.Fatal(err)
+	}
+	got, want := c.EngineCerts(), p.engine.Leaf.NotAfter
+	if len(got) != 1 || !got[identity.EngineName("0")].Equal(want.Truncate(time.Second)) {
+		t.Fatalf("engine certificates = %v, want %s: %s", got, identity.EngineName("0"), want)
 	}
 }
