@@ -151,7 +151,10 @@ func (b *Buildkitd) Start() (*Process, error) {
 			return nil, fmt.Errorf("start engine: remove stale socket: %w", err)
 		}
 	}
-	attr := &syscall.SysProcAttr{Setpgid: true}
+	// It ends with this process, even a killed one (SIGTERM: BuildKit closes
+	// its cache databases): left running, it would hold the state
+	// directory against the next engine, and nobody would stop it.
+	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if b.Kind == KindDagger {
 		if err := b.prepareDagger(); err != nil {
 			return nil, err
@@ -165,7 +168,6 @@ func (b *Buildkitd) Start() (*Process, error) {
 		if b.Net != NetHost {
 			attr.Cloneflags |= syscall.CLONE_NEWNET
 		}
-		attr.Pdeathsig = syscall.SIGTERM
 	}
 	bin, args := b.command()
 	p, err := startProcess(bin, args, nil, b.LogPath(), attr)

@@ -67,6 +67,9 @@ func (g *gwProc) start(t *testing.T) {
 	g.cmd.Env = append(os.Environ(), "WAKEGATE_CA_PASSWORD=")
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
 	g.cmd.WaitDelay = 5 * time.Second
+	// A test binary that dies (a timeout's panic runs no cleanup) takes its
+	// gateways with it.
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
