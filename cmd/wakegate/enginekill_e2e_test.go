@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/wakegate/wakegate/engine"
-	"github.com/wakegate/wakegate/enginecmd"
 )
 
 // enginePIDs are the 'wakegate engine' processes whose command names dir.
@@ -41,20 +39,7 @@ func enginePIDs(dir string) []int {
 func TestAKilledEngineTakesItsBuildkitdWithIt(t *testing.T) {
 	requireRoot(t)
 	h := newProviderHarness(t)
-	state, err := os.MkdirTemp("", "wg-ek-") // short: engine sockets live here
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(state) })
-	f := &gatewayFlags{host: hostFlags{provider: "local"}}
-	enr := f.enrolment(hostCA{ca: h.ca, svc: h.caSvc})
-	l, err := engine.NewLocal(engine.LocalConfig{Dir: state, N: 1, Wakegate: os.Getenv("WAKEGATE_BIN"),
-		Buildkitd: tool(t, "WAKEGATE_BUILDKITD", "buildkitd"),
-		Command:   enginecmd.Command{CAURL: enr.caURL, CAFingerprint: enr.fingerprint, Drain: 5 * time.Second, Stop: 5 * time.Second},
-		Token:     enr.token, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, state := newLocalEngines(t, h, func(c *engine.LocalConfig) { c.Buildkitd = tool(t, "WAKEGATE_BUILDKITD", "buildkitd") })
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	if _, err := l.Start(ctx, "engine-0"); err != nil {

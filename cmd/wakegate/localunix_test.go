@@ -15,6 +15,29 @@ import (
 	"github.com/wakegate/wakegate/enginecmd"
 )
 
+// newLocalEngines is the local provider of one engine, enrolling at h's CA,
+// in a short state directory of its own (engine sockets live there), as
+// edit makes it.
+func newLocalEngines(t *testing.T, h *providerHarness, edit func(*engine.LocalConfig)) (*engine.Local, string) {
+	t.Helper()
+	state, err := os.MkdirTemp("", "wg-local-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	f := &gatewayFlags{host: hostFlags{provider: "local"}}
+	enr := f.enrolment(hostCA{ca: h.ca, svc: h.caSvc})
+	cfg := engine.LocalConfig{Dir: state, N: 1, Wakegate: os.Getenv("WAKEGATE_BIN"),
+		Command: enginecmd.Command{CAURL: enr.caURL, CAFingerprint: enr.fingerprint, Drain: 5 * time.Second, Stop: 5 * time.Second},
+		Token:   enr.token, Log: slog.New(slog.DiscardHandler)}
+	edit(&cfg)
+	l, err := engine.NewLocal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, state
+}
+
 // TestLocalEngineIsReachedOnItsUnixFront runs a real local engine ('wakegate
 // engine' started by the local provider, enrolled at the CA API, the echo
 // stand-in for buildkitd behind it) and speaks to it with the gateway's own
@@ -28,20 +51,7 @@ func TestLocalEngineIsReachedOnItsUnixFront(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", echo, "./testdata/echoengine").CombinedOutput(); err != nil {
 		t.Fatalf("build echoengine: %v\n%s", err, out)
 	}
-	state, err := os.MkdirTemp("", "wg-lu-") // short: engine sockets live here
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(state) })
-	f := &gatewayFlags{host: hostFlags{provider: "local"}}
-	enr := f.enrolment(hostCA{ca: h.ca, svc: h.caSvc})
-	l, err := engine.NewLocal(engine.LocalConfig{Dir: state, N: 1, Wakegate: os.Getenv("WAKEGATE_BIN"),
-		Command: enginecmd.Command{CAURL: enr.caURL, CAFingerprint: enr.fingerprint, EngineCmd: echo + " {socket}",
-			Drain: 5 * time.Second, Stop: 5 * time.Second},
-		Token: enr.token, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, state := newLocalEngines(t, h, func(c *engine.LocalConfig) { c.Command.EngineCmd = echo + " {socket}" })
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	addr, err := l.Start(ctx, "engine-0")
