@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"github.com/wakegate/wakegate/internal/testserve"
 	"io"
 	"net"
 	"net/http"
@@ -13,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -162,28 +162,11 @@ func (h *engineHarness) bridge() string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ec, err := h.dial(context.Background(), wire.ProtoProxy, h.gwCert)
-				if err != nil {
-					c.Close()
-					return
-				}
-				proxy.Join(context.Background(), c, ec, "buildctl", "engine", 0)
-			}()
+	testserve.Serve(t, ln, func(c net.Conn) {
+		if ec, err := h.dial(context.Background(), wire.ProtoProxy, h.gwCert); err == nil {
+			proxy.Join(context.Background(), c, ec, "buildctl", "engine", 0)
 		}
-	}()
+	})
 	return "tcp://" + ln.Addr().String()
 }
 

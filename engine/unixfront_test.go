@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/wakegate/wakegate/internal/testserve"
 	"io"
 	"log/slog"
 	"net"
@@ -37,24 +38,7 @@ func serveEcho(t *testing.T, sock string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	testserve.Serve(t, ln, func(c net.Conn) { io.Copy(c, c) })
 }
 
 // unixFront is a ready engine serving only its unix front, in front of an

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"github.com/wakegate/wakegate/internal/testserve"
 	"io"
 	"net"
 	"sync"
@@ -164,25 +165,10 @@ func refusingEngine(t *testing.T) (addr string, dial Dialer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(15 * time.Second))
-				c.(*tls.Conn).Handshake()
-			}()
-		}
-	}()
+	testserve.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(15 * time.Second))
+		c.(*tls.Conn).Handshake()
+	})
 	gwLeaf, err := engCA.Issue(certs.Server, identity.GatewayName, nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)

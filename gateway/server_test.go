@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/wakegate/wakegate/internal/testserve"
 	"io"
 	"log/slog"
 	"net"
@@ -37,26 +38,11 @@ func countingEchoEngine(t *testing.T) (string, *atomic.Int32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
+	testserve.Serve(t, ln, func(c net.Conn) {
+		accepted.Add(1)
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
 	return "tcp://" + ln.Addr().String(), &accepted
 }
 
