@@ -34,12 +34,12 @@ func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
 	return fams
 }
 
-// value is the sample of family name whose labels include want (counter,
-// gauge or a histogram's count); -1 when there is none.
-func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+// sample is the metric of family name whose labels include want; nil when
+// there is none.
+func sample(fams map[string]*dto.MetricFamily, name string, want map[string]string) *dto.Metric {
 	f := fams[name]
 	if f == nil {
-		return -1
+		return nil
 	}
 next:
 	for _, m := range f.Metric {
@@ -52,14 +52,24 @@ next:
 				continue next
 			}
 		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
+		return m
+	}
+	return nil
+}
+
+// value is the sample of family name whose labels include want (counter,
+// gauge or a histogram's count); -1 when there is none.
+func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	m := sample(fams, name, want)
+	switch {
+	case m == nil:
+		return -1
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
 	}
 	return -1
 }
@@ -204,24 +214,8 @@ func TestCertificateExpiryIsExported(t *testing.T) {
 // histSum is the sum of the histogram of family name whose labels include
 // want; -1 when there is none.
 func histSum(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	f := fams[name]
-	if f == nil {
-		return -1
-	}
-next:
-	for _, m := range f.Metric {
-		got := map[string]string{}
-		for _, l := range m.Label {
-			got[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if got[k] != v {
-				continue next
-			}
-		}
-		if m.Histogram != nil {
-			return m.Histogram.GetSampleSum()
-		}
+	if m := sample(fams, name, want); m != nil && m.Histogram != nil {
+		return m.Histogram.GetSampleSum()
 	}
 	return -1
 }

@@ -64,8 +64,6 @@ exec_call() {
   fi
 }
 
-engine_state() { curl -fsS "127.0.0.1:$ADMIN_PORT/engines" | grep -oE '"state":"[a-z]+"' | head -1 | cut -d'"' -f4; }
-
 step "call 1: wakegate connect -- dagger api query (a directory with a new file, read back)"
 printf '%s\n' '{ directory { withNewFile(path: "hello.txt", contents: "hello from a woken Dagger engine\n") { file(path: "hello.txt") { contents } } } }' >"$DEMO/query.graphql"
 call 1 api query -M --doc "$DEMO/query.graphql"
@@ -78,13 +76,7 @@ exec_call 3
 [ "$LAST" = cached ] || fail "call 3 should be CACHED"
 
 step "waiting for the idle stop ($IDLE with no connections, then Dagger's own clean stop, ~16s)"
-for i in $(seq 120); do
-  state=$(engine_state)
-  [ "$state" = stopped ] && break
-  echo "engine-0: $state (${i}s)"
-  sleep 1
-done
-[ "$(engine_state)" = stopped ] || fail "the engine did not stop after the idle period"
+wait_stopped
 grep -c 'successfully marked clean shutdown' "$STATE/engine-0/dagger.log" | sed 's/^/clean shutdowns recorded by Dagger: /'
 echo "Dagger processes left: $(pgrep -f "$STATE/engine-0" | wc -l)"
 

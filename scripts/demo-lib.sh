@@ -27,3 +27,18 @@ start_gateway() {
   done
   fail "the gateway did not start listening within 10s"
 }
+
+# engine_state is engine-0's state as the gateway's admin endpoint says it.
+engine_state() { curl -fsS "127.0.0.1:$ADMIN_PORT/engines" | grep -oE '"state":"[a-z]+"' | head -1 | cut -d'"' -f4; }
+
+# wait_stopped shows engine-0's state each second until it is stopped
+# (at most 2 minutes).
+wait_stopped() {
+  for i in $(seq 120); do
+    state=$(engine_state)
+    [ "$state" = stopped ] && return 0
+    echo "engine-0: $state (${i}s)"
+    sleep 1
+  done
+  fail "the engine did not stop after the idle period"
+}

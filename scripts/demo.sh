@@ -58,21 +58,13 @@ build() {
   fi
 }
 
-engine_state() { curl -fsS "127.0.0.1:$ADMIN_PORT/engines" | grep -oE '"state":"[a-z]+"' | head -1 | cut -d'"' -f4; }
-
 build 1
 [ "$LAST" = executed ] || fail "build 1 should run its RUN step on an empty cache"
 build 2
 [ "$LAST" = cached ] || fail "build 2 should be fully CACHED"
 
 step "waiting for the idle stop ($IDLE with no connections)"
-for i in $(seq 120); do
-  state=$(engine_state)
-  [ "$state" = stopped ] && break
-  echo "engine-0: $state (${i}s)"
-  sleep 1
-done
-[ "$(engine_state)" = stopped ] || fail "the engine did not stop after the idle period"
+wait_stopped
 echo "engine-0: stopped; buildkitd processes left: $(pgrep -f "buildkitd --root $STATE" | wc -l)"
 
 build 3
