@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/wakegate/wakegate/internal/testserve"
 	"io"
 	"io/fs"
 	"net"
@@ -13,9 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/wakegate/wakegate/certs"
-	"github.com/wakegate/wakegate/wire"
 )
 
 func TestParseListenAddress(t *testing.T) {
@@ -86,42 +84,16 @@ func socketDir(t *testing.T) string {
 // client credentials it trusts.
 func echoGateway(t *testing.T) (addr string, client *tls.Config) {
 	t.Helper()
-	ca, err := certs.Init(t.TempDir(), "Test", nil)
+	ca := newTestCA(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", ca.server)
 	if err != nil {
 		t.Fatal(err)
 	}
-	issue := func(kind certs.Kind, name string) func() *tls.Certificate {
-		l, err := ca.Issue(kind, name, []string{"127.0.0.1", "localhost"}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := l.TLSCertificate()
-		return func() *tls.Certificate { return c }
-	}
-	server := certs.ServerTLS(issue(certs.Server, "localhost"), ca.Pool())
-	server.NextProtos = []string{wire.ProtoProxy}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			io.Copy(c, c)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
+	testserve.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(c, c)
 	})
-	return ln.Addr().String(), certs.ClientTLS(issue(certs.Client, "job"), ca.Pool(), "localhost")
+	return ln.Addr().String(), ca.client
 }
 
 func TestUnixSocketSidecarIsPrivateProxiesAndIsRemovedOnShutdown(t *testing.T) {
