@@ -78,10 +78,6 @@ type AuthorityConfig struct {
 	MaxClientTTL time.Duration
 	// DefaultClientTTL applies when a request names no lifetime.
 	DefaultClientTTL time.Duration
-	// DB is the CA's database: "" for bbolt in the CA directory (one
-	// process at a time), or a PostgreSQL URL that several gateways share
-	// (see docs/ha.md).
-	DB string
 	// RevocationStaleness bounds how long handshakes are judged by the
 	// last revocation list read while a shared database does not answer
 	// (DefaultRevocationStaleness when zero).
@@ -101,7 +97,7 @@ type Authority struct {
 
 	revoked *revokedIndex // the public revocation list
 
-	// On a shared database (AuthorityConfig.DB): nil with bbolt.
+	// On a shared database (CA.DB): nil with bbolt.
 	shared    *sharedDB
 	staleness time.Duration
 	kills     killsSeen
@@ -115,7 +111,7 @@ func dbPath(dir string) string { return filepath.Join(dir, "db", "ca.db") }
 
 // OpenAuthority starts the embedded authority. The embedded database is
 // single-process: while one process holds it, another's open waits, then
-// fails. A shared one (cfg.DB) is not.
+// fails. A shared one (ca.DB) is not.
 func (ca *CA) OpenAuthority(cfg AuthorityConfig) (*Authority, error) {
 	if cfg.MaxClientTTL == 0 {
 		cfg.MaxClientTTL = MaxClientTTL
@@ -128,9 +124,6 @@ func (ca *CA) OpenAuthority(cfg AuthorityConfig) (*Authority, error) {
 	}
 	if cfg.Address == "" {
 		cfg.Address = "127.0.0.1:0"
-	}
-	if cfg.DB == "" {
-		cfg.DB = ca.DB
 	}
 	if cfg.RevocationStaleness <= 0 {
 		cfg.RevocationStaleness = DefaultRevocationStaleness
@@ -177,13 +170,13 @@ func (ca *CA) OpenAuthority(cfg AuthorityConfig) (*Authority, error) {
 		opts = append(opts, authority.WithPassword(ca.password))
 	}
 	var shared *sharedDB
-	if cfg.DB != "" {
-		sdb, s, err := openSharedDB(cfg.DB)
+	if ca.DB != "" {
+		sdb, s, err := openSharedDB(ca.DB)
 		if err != nil {
 			return nil, err
 		}
 		shared = s
-		c.DB = &db.Config{Type: "postgresql", DataSource: cfg.DB}
+		c.DB = &db.Config{Type: "postgresql", DataSource: ca.DB}
 		opts = append(opts, authority.WithDatabase(sdb))
 	}
 	auth, err := authority.New(c, opts...)

@@ -25,8 +25,9 @@ func sharedPair(t *testing.T, staleness time.Duration) (a, b *Authority, pg *pgt
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.DB = dsn
 	open := func() *Authority {
-		x, err := c.OpenAuthority(AuthorityConfig{DB: dsn, RevocationStaleness: staleness})
+		x, err := c.OpenAuthority(AuthorityConfig{RevocationStaleness: staleness})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -52,14 +52,14 @@ func startCA(ca *certs.CA, listen, sans string, acfg certs.AuthorityConfig, limi
 			ln.Close()
 		}
 		cancel()
-		if acfg.DB != "" {
+		if ca.DB != "" {
 			return nil, err // it says what to check
 		}
 		return nil, fmt.Errorf("%w (is another gateway or command using this CA directory?)", err)
 	}
 	s.auth = auth
-	if acfg.DB != "" {
-		log.Info("CA state in the shared database", "db", certs.RedactDBURL(acfg.DB), "revocation_staleness", acfg.RevocationStaleness.String())
+	if ca.DB != "" {
+		log.Info("CA state in the shared database", "db", certs.RedactDBURL(ca.DB), "revocation_staleness", acfg.RevocationStaleness.String())
 	}
 	if ln == nil {
 		return s, nil

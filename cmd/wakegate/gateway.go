@@ -75,6 +75,7 @@ anyone (through any gateway) still uses it.
 	if err != nil {
 		return err
 	}
+	ca.DB = f.ca.db
 	fileLimit, err := raiseFileLimit()
 	if err != nil {
 		return err
@@ -130,7 +131,7 @@ func (f *gatewayFlags) startAuthority(ca *certs.CA, pol *gatewayPolicy, fileLimi
 	limits := certs.DefaultAPILimits
 	limits.MaxConns = caAPIConns(fileLimit)
 	log.Info("open-files limit", "limit", fileLimit, "ca_api_max_conns", limits.MaxConns)
-	caSvc, err := startCA(ca, f.ca.listen, f.ca.sans, certs.AuthorityConfig{MaxClientTTL: f.ca.maxClientTTL, DefaultClientTTL: f.ca.clientTTL, DB: f.ca.db, RevocationStaleness: f.ca.staleness, Log: log}, limits, f.ca.certTTL, log)
+	caSvc, err := startCA(ca, f.ca.listen, f.ca.sans, certs.AuthorityConfig{MaxClientTTL: f.ca.maxClientTTL, DefaultClientTTL: f.ca.clientTTL, RevocationStaleness: f.ca.staleness, Log: log}, limits, f.ca.certTTL, log)
 	if err != nil {
 		return nil, err
 	}
