@@ -151,8 +151,13 @@ func (c *Client) Status(ctx context.Context, addr string) (Status, error) {
 }
 
 // Ready succeeds once the engine reports that BuildKit answers. It asks
-// /ready, not /status: the gateway probes every 100 ms while it wakes an
-// engine, and /status runs BuildKit's disk-usage query each time.
+// /ready, not /status: the gateway probes repeatedly while it wakes an
+// engine, and /status runs BuildKit's disk-usage query each time. A
+// 'wakegate engine' holds a /ready that comes while it starts and answers
+// the moment it is ready (up to 10 s, then 503 and the gateway asks
+// again), so the probe's handshake is made during the start and its answer
+// waits for no polling interval. The path carries no ?wait=: Envoy in the
+// engine role matches /ready exactly and answers at once.
 func (c *Client) Ready(ctx context.Context, addr string) error {
 	_, err := c.get(ctx, addr, "/ready")
 	return err

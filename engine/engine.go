@@ -148,6 +148,10 @@ type Engine struct {
 	act   activity     // asks the engine about its work; set before ready
 	conns atomic.Int64 // proxied connections open
 	ready atomic.Bool
+	// readyCh is closed once the engine is ready (after ready is set):
+	// the fronts serve from the start, and what arrives before — a
+	// gateway's /ready, a proxied stream — waits on it (awaitReady).
+	readyCh chan struct{}
 
 	lastBusy atomic.Int64 // unix nanos of the last moment with connections or builds
 }
@@ -157,7 +161,7 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg}
+	e := &Engine{cfg: cfg, readyCh: make(chan struct{})}
 	t := cfg.TLS.Clone()
 	t.NextProtos = []string{wire.ProtoProxy, ProtoStatus}
 	prev := t.VerifyConnection
@@ -250,31 +254,12 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 		log.Info("engine process stopped", "stop_ms", time.Since(began).Milliseconds(), "err", err)
 		return err
 	}
-	if err := e.waitReady(ctx, p); err != nil {
-		stopProcess()
-		return err
-	}
-	if b.Kind == KindDagger {
-		e.act = newDaggerActivity(b.MetricsSocket(), e.conns.Load, log)
-	} else {
-		// Only now: a gRPC client made before the socket opened would sit
-		// out gRPC's reconnect backoff (a second) before its first answer.
-		bk, err := client.New(ctx, b.Addr())
-		if err != nil {
-			stopProcess()
-			return fmt.Errorf("engine client: %w", err)
-		}
-		defer bk.Close()
-		e.act = &buildkitActivity{c: bk, conns: e.conns.Load, log: log}
-	}
-	e.ready.Store(true)
-	e.markBusy()
-	ready := []any{"addr", ln.Addr().String(), "allow", e.cfg.Allow, "idle", e.cfg.Idle.String()}
-	if e.cfg.Unix != nil {
-		ready = append(ready, "unix", e.cfg.Unix.Addr().String())
-	}
-	log.Info("engine ready", ready...)
-
+	// The fronts serve while the engine process starts: a gateway's
+	// readiness probe makes its TLS handshake now, off the wake's critical
+	// path, and its GET /ready is answered the moment the engine is ready
+	// (awaitReady). Before, connections waited in the backlog until ready
+	// and the probe's full handshake (a new process, new session keys)
+	// came after it. Proxied streams that arrive early wait for readiness.
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
 	status := newStatusServer(e)
@@ -286,6 +271,42 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 			e.accept(serveCtx, f, status)
 		}()
 	}
+	stopFronts := func() {
+		closeFronts()
+		stopServing()
+		status.close()
+		wg.Wait()
+	}
+	if err := e.waitReady(ctx, p); err != nil {
+		stopFronts()
+		stopProcess()
+		return err
+	}
+	if b.Kind == KindDagger {
+		e.act = newDaggerActivity(b.MetricsSocket(), e.conns.Load, log)
+	} else {
+		// Only now: a gRPC client made before the socket opened would sit
+		// out gRPC's reconnect backoff (a second) before its first answer.
+		bk, err := client.New(ctx, b.Addr())
+		if err != nil {
+			stopFronts()
+			stopProcess()
+			return fmt.Errorf("engine client: %w", err)
+		}
+		defer bk.Close()
+		e.act = &buildkitActivity{c: bk, conns: e.conns.Load, log: log}
+	}
+	e.markBusy()
+	ready := []any{"addr", ln.Addr().String(), "allow", e.cfg.Allow, "idle", e.cfg.Idle.String()}
+	if e.cfg.Unix != nil {
+		ready = append(ready, "unix", e.cfg.Unix.Addr().String())
+	}
+	// Logged before the waiters are released, so that a measurement taking
+	// this line as the engine's ready moment never credits the engine with
+	// what the gateway does after it.
+	log.Info("engine ready", ready...)
+	e.ready.Store(true)
+	close(e.readyCh)
 
 	reason := e.waitForStop(ctx, p)
 	log.Info("engine stopping", "reason", reason)
@@ -298,17 +319,34 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 		closeFronts()
 	}
 	e.drain()
-	closeFronts() // stop accepting
-	stopServing() // close what is still connected
-	status.close()
-	wg.Wait()
+	stopFronts() // stop accepting, close what is still connected
 	return stopProcess()
+}
+
+// The engine process is probed after pauses that start short and double up
+// to a bound: a fast backend (the echo stand-in starts in a few
+// milliseconds) is found ready within about its own start time, not at the
+// next tick of a fixed 100 ms interval — which, measured, was most of a
+// cold connect's engine start — while a slow one (buildkitd, Dagger's
+// engine: a second or more) is asked at most ten times a second, as before.
+const (
+	firstReadyPause = 2 * time.Millisecond
+	maxReadyPause   = 100 * time.Millisecond
+)
+
+// nextReadyPause is the pause after one of prev.
+func nextReadyPause(prev time.Duration) time.Duration {
+	if prev <= 0 {
+		return firstReadyPause
+	}
+	return min(2*prev, maxReadyPause)
 }
 
 func (e *Engine) waitReady(ctx context.Context, p *Process) error {
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadyTimeout)
 	defer cancel()
 	var last error
+	var pause time.Duration
 	for {
 		pctx, pcancel := context.WithTimeout(rctx, 5*time.Second)
 		last = Probe(pctx, e.cfg.Backend.Addr())
@@ -316,7 +354,8 @@ func (e *Engine) waitReady(ctx context.Context, p *Process) error {
 		if last == nil {
 			return nil
 		}
-		t := time.NewTimer(100 * time.Millisecond)
+		pause = nextReadyPause(pause)
+		t := time.NewTimer(pause)
 		select {
 		case <-p.Exited():
 			t.Stop()
@@ -328,6 +367,29 @@ func (e *Engine) waitReady(ctx context.Context, p *Process) error {
 		}
 	}
 }
+
+// awaitReady returns nil once the engine is ready, or an error when ctx
+// ends or max passes first (max <= 0: it does not wait).
+func (e *Engine) awaitReady(ctx context.Context, max time.Duration) error {
+	if e.ready.Load() {
+		return nil
+	}
+	if max <= 0 {
+		return errNotReady
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-e.readyCh:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return errNotReady
+	}
+}
+
+var errNotReady = errors.New("not ready")
 
 func (e *Engine) markBusy() { e.lastBusy.Store(time.Now().UnixNano()) }
 
@@ -459,6 +521,12 @@ func (e *Engine) openTLS(ctx context.Context, c net.Conn) (net.Conn, string, err
 func (e *Engine) handle(ctx context.Context, c net.Conn, proto string, status *statusServer) {
 	if proto == ProtoStatus {
 		status.serve(c)
+		return
+	}
+	// A stream that came before the engine was ready waits for it, as it
+	// waited in the backlog before the fronts served early.
+	if err := e.awaitReady(ctx, e.cfg.ReadyTimeout); err != nil {
+		c.Close()
 		return
 	}
 	e.conns.Add(1)

@@ -215,11 +215,15 @@ var errExitedEarly = errors.New("engine exited before listening")
 
 // waitAddr waits for the engine to write the address it listens on.
 func waitAddr(ctx context.Context, path string, p *Process) (string, error) {
+	var pause time.Duration
 	for {
 		if b, err := os.ReadFile(path); err == nil && bytes.HasSuffix(b, []byte("\n")) {
 			return strings.TrimSpace(string(b)), nil
 		}
-		t := time.NewTimer(20 * time.Millisecond)
+		// Short pauses first, doubling to 20 ms: the engine writes the
+		// file within milliseconds of its start, and the wake waits on it.
+		pause = min(max(2*pause, 2*time.Millisecond), 20*time.Millisecond)
+		t := time.NewTimer(pause)
 		select {
 		case <-p.Exited():
 			t.Stop()

@@ -76,6 +76,29 @@ func (e *Engine) certHeaders(h http.Header) {
 	h.Set(headerCertNotAfter, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 }
 
+// GET /ready waits, while the engine starts, until it is ready — then
+// answers at once, which spares the gateway a polling interval — or until
+// ?wait= (a Go duration; 0 answers at once) passes, at most maxReadyWait.
+// Without ?wait= it waits defaultReadyWait: what a gateway that does not
+// ask got before the engine served early, when its probe's dial waited in
+// the backlog under a 10 s timeout.
+const (
+	defaultReadyWait = 10 * time.Second
+	maxReadyWait     = 30 * time.Second
+)
+
+// readyWait is the wait a GET /ready asks for: ?wait=, bounded.
+func readyWait(q string) time.Duration {
+	if q == "" {
+		return defaultReadyWait
+	}
+	d, err := time.ParseDuration(q)
+	if err != nil || d < 0 {
+		return 0
+	}
+	return min(d, maxReadyWait)
+}
+
 // statusServer answers GET /ready and GET /status on connections that
 // asked for HTTP/1.1, on either front.
 type statusServer struct {
@@ -90,7 +113,7 @@ func newStatusServer(e *Engine) *statusServer {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
 		e.certHeaders(w.Header())
-		if !e.ready.Load() {
+		if err := e.awaitReady(r.Context(), readyWait(r.URL.Query().Get("wait"))); err != nil {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}

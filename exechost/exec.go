@@ -200,7 +200,15 @@ func (x *Provider) run(ctx context.Context, kind, line, id, tok string) ([]byte,
 	cmd.WaitDelay = x.waitDelay
 
 	t0 := time.Now()
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		// When the command began, apart from its run: what a measurement
+		// of a wake needs to tell the gateway's share (token, spawn) from
+		// the command's own start-up.
+		x.cfg.Log.Debug("exec provider command started", "engine", id, "kind", kind, "pid", cmd.Process.Pid,
+			"spawn_us", time.Since(t0).Microseconds())
+		err = cmd.Wait()
+	}
 	if err != nil && ctx.Err() != nil && cmd.Process != nil {
 		// Sweep anything of the group that outlived SIGTERM (os/exec killed
 		// only the shell). The kernel does not reuse a process group id while

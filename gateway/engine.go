@@ -385,9 +385,23 @@ func (e *Engine) runWake(a *attempt) {
 	e.mu.Unlock()
 	e.cfg.Clock.Close(a.done)
 	if err == nil && e.cfg.CPUs != nil {
+		// The ask is a second TLS handshake and a /status (BuildKit
+		// queries) on the engine, made just as the waiters released above
+		// dial their streams: measured with an exec engine on two cores,
+		// it added about 2 ms to a cold connect's first byte. An engine
+		// whose size is known keeps it meanwhile, so its re-ask (which only
+		// catches a resize) waits until those streams are set up; an
+		// unknown size is asked at once, since sessions are placed by it.
+		if e.CPUs() > 0 && e.cfg.Clock.Sleep(e.ctx, cpusReaskDelay) != nil {
+			return // closing
+		}
 		e.askCPUs(addr)
 	}
 }
+
+// cpusReaskDelay is how long after a wake an engine of known size is asked
+// its size again: well past its first streams' setup (milliseconds).
+const cpusReaskDelay = time.Second
 
 // askCPUs records the CPUs the engine at addr reports.
 func (e *Engine) askCPUs(addr string) {
