@@ -33,6 +33,14 @@ type Result struct {
 
 type closeWriter interface{ CloseWrite() error }
 
+// joins counts the Joins the process has begun: a process-wide figure, like
+// lent, read by what watches the process's memory (internal/memtrim, which
+// returns memory to the OS once a burst of new connections has passed).
+var joins atomic.Int64
+
+// Joins is how many Joins this process has begun.
+func Joins() int64 { return joins.Load() }
+
 // Join copies a→b and b→a until both directions end, the half-open bound
 // passes, or ctx is done; then it closes both connections. halfOpen <= 0 uses
 // DefaultHalfOpenTimeout. aName and bName label the directions in errors.
@@ -42,6 +50,7 @@ type closeWriter interface{ CloseWrite() error }
 // copy is: a is the first connection given (the client at the gateway, the
 // local one at connect, the gateway's at an engine).
 func Join(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time.Duration) Result {
+	joins.Add(1)
 	if halfOpen <= 0 {
 		halfOpen = DefaultHalfOpenTimeout
 	}
@@ -123,24 +132,27 @@ func (p *pair) finished(aToB bool) {
 // copyAToB copies from a to b, then half-closes b. It runs in its own
 // goroutine.
 func (p *pair) copyAToB() {
-	n, err := copyHalf(p.b, p.a)
-	p.finished(true)
+	n, err := p.copyHalf(p.b, p.a, true)
 	p.done <- half{n, err}
 }
 
 // copyBToA copies from b to a, then half-closes a. It runs in Join's
 // goroutine.
 func (p *pair) copyBToA() half {
-	n, err := copyHalf(p.a, p.b)
-	p.finished(false)
+	n, err := p.copyHalf(p.a, p.b, false)
 	return half{n, err}
 }
 
 // copyHalf copies src to dst until src ends, then passes the EOF on:
 // half-closes dst so its peer sees the end of input while the other
 // direction keeps flowing.
-func copyHalf(dst, src net.Conn) (int64, error) {
+func (p *pair) copyHalf(dst, src net.Conn, aToB bool) (int64, error) {
 	n, err := copyStream(dst, src)
+	// Noted before the half-close passes the end on: the other direction's
+	// peer may answer the EOF by ending its own stream at once, and that
+	// direction must not be taken for the first to end (which it was, now
+	// and then, when this goroutine lost the CPU between the two).
+	p.finished(aToB)
 	if cw, ok := dst.(closeWriter); ok {
 		if cerr := cw.CloseWrite(); cerr != nil && err == nil && !IsNoise(cerr) {
 			err = cerr

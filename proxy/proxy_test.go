@@ -556,3 +556,19 @@ func TestIsNoise(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinsCountsEveryJoinBegun: the count internal/memtrim watches to
+// tell a burst of new connections moves once per Join, even one that ends
+// at once.
+func TestJoinsCountsEveryJoinBegun(t *testing.T) {
+	before := proxy.Joins()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 3 {
+		a, b := plainTCP.make(t, tlsConfigs{}), plainTCP.make(t, tlsConfigs{})
+		proxy.Join(ctx, a.inner, b.inner, "a", "b", time.Hour)
+	}
+	if got := proxy.Joins() - before; got != 3 {
+		t.Fatalf("Joins moved by %d over 3 Joins", got)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/wakegate/wakegate/certs"
 	"github.com/wakegate/wakegate/connect"
+	"github.com/wakegate/wakegate/internal/memtrim"
 	"github.com/wakegate/wakegate/wire"
 )
 
@@ -73,6 +74,8 @@ func serveConnectMode(ctx context.Context, f *connectFlags, cmdArgs []string, re
 		}
 		return hold.Close()
 	}
+
+	defer memtrim.Start(ctx, memtrim.Config{Log: log})() // returns memory after bursts of new connections
 
 	served := make(chan error, 1)  // Serve's result, read at most once
 	serving := make(chan struct{}) // closed when Serve has returned

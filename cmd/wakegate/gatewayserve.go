@@ -13,6 +13,7 @@ import (
 
 	"github.com/wakegate/wakegate/gateway"
 	"github.com/wakegate/wakegate/identity"
+	"github.com/wakegate/wakegate/internal/memtrim"
 )
 
 // shutdownGrace bounds how long open connections may drain at shutdown.
@@ -78,6 +79,7 @@ func (f *gatewayFlags) serve(ctx context.Context, rt *routing, ops *opsView, log
 		admin = &http.Server{Handler: gateway.NewAdminHandler(rt.pool, ops.admin(rt)), ReadHeaderTimeout: 5 * time.Second}
 	}
 
+	defer memtrim.Start(ctx, memtrim.Config{Log: log})() // returns memory after bursts of new connections
 	errc := make(chan error, 2)
 	servers := 1
 	go func() { errc <- rt.srv.Serve(ln) }()
