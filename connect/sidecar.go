@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/wakegate/wakegate/proxy"
@@ -33,7 +34,11 @@ type Config struct {
 	// LookupHost resolves a gateway's host name to its addresses; nil is
 	// the system's resolver.
 	LookupHost func(ctx context.Context, host string) ([]string, error)
-	Log        *slog.Logger
+	// Ahead is how many connections to the gateway are kept open ahead of
+	// need (spares; see spares), so that a new local connection skips the
+	// TLS handshake; 0 opens each on demand.
+	Ahead int
+	Log   *slog.Logger
 }
 
 // Sidecar proxies local plain connections (TCP or a unix socket, see
@@ -42,6 +47,11 @@ type Sidecar struct {
 	cfg  Config
 	gws  *failover     // which gateway address connections go through
 	life *proxy.Server // accept loops, handlers, drain and force
+
+	spares     *spares // nil without Config.Ahead
+	startAhead sync.Once
+	stopAhead  context.CancelFunc // ends spares.run; set by startAhead
+	aheadDone  chan struct{}      // closed when spares.run returned
 }
 
 // ErrServerClosed is returned by Serve after Shutdown (the lifecycle the
@@ -72,7 +82,38 @@ func New(cfg Config) (*Sidecar, error) {
 	}
 	s := &Sidecar{cfg: cfg, gws: &failover{gateways: slices.Clone(cfg.Gateways), lookup: cfg.LookupHost, log: cfg.Log}}
 	s.life = proxy.NewServer(s.handle, cfg.Log)
+	if cfg.Ahead > 0 {
+		s.spares = newSpares(cfg.Ahead, cfg.TLS.ClientSessionCache, func(ctx context.Context, cache tls.ClientSessionCache) (*tls.Conn, endpoint, error) {
+			t := cfg.TLS.Clone()
+			t.ClientSessionCache = cache
+			return s.gws.dial(ctx, func(ctx context.Context, ep endpoint) (*tls.Conn, error) {
+				return dialTLS(ctx, t, wire.ProtoAhead, s.cfg.DialTimeout, ep)
+			})
+		}, cfg.Log)
+		if get := cfg.TLS.GetClientCertificate; get != nil {
+			s.spares.current = func() *tls.Certificate {
+				c, _ := get(&tls.CertificateRequestInfo{})
+				return c
+			}
+		}
+	}
 	return s, nil
+}
+
+// runSpares starts making connections ahead of need, once, unless Shutdown
+// came first.
+func (s *Sidecar) runSpares() {
+	if s.spares == nil {
+		return
+	}
+	s.startAhead.Do(func() {
+		ctx, cancel := context.WithCancel(s.life.Context())
+		s.stopAhead, s.aheadDone = cancel, make(chan struct{})
+		go func() {
+			defer close(s.aheadDone)
+			s.spares.run(ctx)
+		}()
+	})
 }
 
 // dial opens an mTLS connection speaking proto to one of the gateway's
@@ -86,6 +127,7 @@ func (s *Sidecar) dial(ctx context.Context, proto string) (*tls.Conn, endpoint, 
 // Serve accepts local connections on ln and proxies each to the gateway
 // until Shutdown, then returns ErrServerClosed.
 func (s *Sidecar) Serve(ln net.Listener) error {
+	s.runSpares()
 	if err := s.life.Serve(ln); !errors.Is(err, ErrServerClosed) {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -96,7 +138,11 @@ func (s *Sidecar) Serve(ln net.Listener) error {
 // when Shutdown stops waiting for it.
 func (s *Sidecar) handle(ctx context.Context, c net.Conn) {
 	began := time.Now()
-	gc, ep, err := s.dial(ctx, wire.ProtoProxy)
+	gc, ep, ahead := s.takeSpare()
+	var err error
+	if !ahead {
+		gc, ep, err = s.dial(ctx, wire.ProtoProxy)
+	}
 	if err != nil {
 		c.Close()
 		msg := "connection closed: gateway unreachable"
@@ -106,8 +152,16 @@ func (s *Sidecar) handle(ctx context.Context, c net.Conn) {
 		s.cfg.Log.Error(msg, "err", err)
 		return
 	}
-	res := proxy.Join(ctx, c, gc, "local", "gateway", s.cfg.HalfOpenTimeout)
-	attrs := []any{"gateway", ep.String(), "bytes_out", res.BytesAToB, "bytes_in", res.BytesBToA, "duration_ms", time.Since(began).Milliseconds()}
+	var gw net.Conn = gc
+	if ahead {
+		gw = newAheadStream(gc, func() (net.Conn, error) {
+			nc, nep, err := s.dial(ctx, wire.ProtoProxy)
+			ep = nep
+			return nc, err
+		}, s.spares.refill) // replaced once under way: a handshake made at once would take the CPU from it
+	}
+	res := proxy.Join(ctx, c, gw, "local", "gateway", s.cfg.HalfOpenTimeout)
+	attrs := []any{"gateway", ep.String(), "made_ahead", ahead, "bytes_out", res.BytesAToB, "bytes_in", res.BytesBToA, "duration_ms", time.Since(began).Milliseconds()}
 	if res.Err != nil {
 		s.cfg.Log.Warn("connection closed", append(attrs, "err", res.Err)...)
 		return
@@ -115,9 +169,22 @@ func (s *Sidecar) handle(ctx context.Context, c net.Conn) {
 	s.cfg.Log.Debug("connection closed", attrs...)
 }
 
+// takeSpare is a connection made ahead of need, if one is ready.
+func (s *Sidecar) takeSpare() (*tls.Conn, endpoint, bool) {
+	if s.spares == nil {
+		return nil, endpoint{}, false
+	}
+	return s.spares.take()
+}
+
 // Shutdown stops accepting, lets open connections finish until ctx ends,
 // then closes them and waits for their handlers. Safe to call twice.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
+	s.startAhead.Do(func() {}) // none start after this
+	if s.stopAhead != nil {
+		s.stopAhead()
+		<-s.aheadDone // it closes the spares it holds
+	}
 	if err := s.life.Shutdown(ctx); err != nil {
 		return fmt.Errorf("connect: shutdown: %w", err)
 	}

@@ -18,7 +18,7 @@ var DeliveryResults = []string{"woken", "coalesced", "replayed", "bad_signature"
 
 // ConnResults are what becomes of an authenticated client connection, each
 // reported (from 0) by wakegate_connections_total.
-var ConnResults = []string{"closed", "closed_with_error", "no_engine", "client_left", "engine_unreachable", "wake"}
+var ConnResults = []string{"closed", "closed_with_error", "no_engine", "client_left", "engine_unreachable", "wake", "ahead_unused"}
 
 // Byte directions of wakegate_connection_bytes_total: from clients to
 // engines, and back.
@@ -33,6 +33,7 @@ const (
 type serverMetrics struct {
 	active  prometheus.Gauge
 	held    prometheus.Gauge
+	ahead   prometheus.Gauge
 	conns   *prometheus.CounterVec // by result
 	refused *prometheus.CounterVec // by reason
 	bytes   *prometheus.CounterVec // by direction
@@ -44,6 +45,8 @@ func newServerMetrics(reg prometheus.Registerer) *serverMetrics {
 			Help: "Authenticated client connections open at the gateway (held or proxied)."}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wakegate_connections_held",
 			Help: "Client connections held while the gateway finds them an engine (a wake, a stop to wait out)."}),
+		ahead: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wakegate_connections_ahead",
+			Help: "Client connections made ahead of need (connect's spares) waiting for their first byte; no engine is theirs yet."}),
 		conns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wakegate_connections_total",
 			Help: "Authenticated client connections closed, by what became of them."}, []string{"result"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wakegate_connections_refused_total",
@@ -60,7 +63,7 @@ func newServerMetrics(reg prometheus.Registerer) *serverMetrics {
 	}
 	m.bytes.WithLabelValues(dirToEngine)
 	m.bytes.WithLabelValues(dirToClient)
-	reg.MustRegister(m.active, m.held, m.conns, m.refused, m.bytes)
+	reg.MustRegister(m.active, m.held, m.ahead, m.conns, m.refused, m.bytes)
 	return m
 }
 

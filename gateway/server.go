@@ -50,7 +50,11 @@ type Config struct {
 	// one client cannot take every descriptor of the gateway, its engines
 	// and BuildKit. DefaultMaxConnsPerIdentity when <= 0.
 	MaxConnsPerIdentity int
-	Log                 *slog.Logger
+	// AheadIdleTimeout closes a connection made ahead of need
+	// (wire.ProtoAhead) that carried no byte for this long;
+	// DefaultAheadIdleTimeout when <= 0.
+	AheadIdleTimeout time.Duration
+	Log              *slog.Logger
 	// Clock paces the summaries of refused connections; RealClock when
 	// nil.
 	Clock Clock
@@ -76,6 +80,9 @@ func (c *Config) setDefaults() {
 	if c.MaxConnsPerIdentity <= 0 {
 		c.MaxConnsPerIdentity = DefaultMaxConnsPerIdentity
 	}
+	if c.AheadIdleTimeout <= 0 {
+		c.AheadIdleTimeout = DefaultAheadIdleTimeout
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -86,11 +93,15 @@ func (c *Config) setDefaults() {
 
 // Server accepts client connections and proxies them to their engines.
 type Server struct {
-	cfg      Config
-	tls      *tls.Config
-	life     *proxy.Server   // accept loops, handlers, drain and force
-	ctx      context.Context // life's: cancelled when Shutdown gives up draining
-	refusals *refusalLog
+	cfg  Config
+	tls  *tls.Config
+	life *proxy.Server   // accept loops, handlers, drain and force
+	ctx  context.Context // life's: cancelled when Shutdown gives up draining
+	// draining is cancelled when Shutdown begins: connections made ahead
+	// of need that are still unused end then.
+	draining     context.Context
+	stopDraining context.CancelFunc
+	refusals     *refusalLog
 
 	mu         sync.Mutex           // guards open and identities
 	open       map[*tls.Conn]string // authenticated connections by certificate serial
@@ -110,12 +121,13 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("gateway: no engine dialer (engine.Client's Dial)")
 	}
 	t := cfg.TLS.Clone()
-	t.NextProtos = []string{wire.ProtoProxy, wire.ProtoWake}
+	t.NextProtos = []string{wire.ProtoProxy, wire.ProtoWake, wire.ProtoAhead}
 	s := &Server{cfg: cfg, tls: t,
 		refusals: newRefusalLog(cfg.Log, cfg.Clock, refusalLogInterval),
 		open:     map[*tls.Conn]string{}, identities: map[string]int{}}
 	s.life = proxy.NewServer(s.handle, cfg.Log)
 	s.ctx = s.life.Context()
+	s.draining, s.stopDraining = context.WithCancel(s.ctx)
 	return s, nil
 }
 
@@ -133,6 +145,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // that is the pool's Close. Safe to call twice.
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.refusals.close()
+	s.stopDraining()
 	if err := s.life.Shutdown(ctx); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -218,7 +231,12 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		s.cfg.Pool.metrics.conns.WithLabelValues("wake").Inc()
 		return
 	}
-	s.serveProxy(setup, tc, key, log, began)
+	if cs.NegotiatedProtocol == wire.ProtoAhead {
+		cancel() // the hold's bound starts at the first byte
+		s.serveAhead(ctx, tc, peer, key, log, remote)
+		return
+	}
+	s.serveProxy(setup, tc, key, log, began, nil)
 }
 
 // Identities is the authenticated connections open per identity.
@@ -247,11 +265,16 @@ func (s *Server) CloseSerial(serial string) int {
 	return n
 }
 
-func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log *slog.Logger, began time.Time) {
+// serveProxy proxies tc to an engine for key; first is what was read from
+// the client already (a connection made ahead of need's first byte).
+func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log *slog.Logger, began time.Time, first []byte) {
 	m := s.cfg.Pool.metrics
 	m.held.Inc()
 	eng, lease, early, err := s.acquireHeld(setup, tc, key, log)
 	m.held.Dec()
+	if err == nil && len(first) > 0 {
+		early = append(first, early...)
+	}
 	if errors.Is(err, errClientLeft) {
 		m.conns.WithLabelValues("client_left").Inc()
 		logClose(log, slog.LevelInfo, began, connEnd{held: time.Since(began), reason: "client_left_while_held"})

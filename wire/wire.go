@@ -14,6 +14,23 @@ import (
 const (
 	ProtoProxy = "wakegate-proxy/1"
 	ProtoWake  = "wakegate-wake/1"
+	// ProtoAhead is a stream made ahead of need (connect's spare
+	// connections): the gateway proxies it as ProtoProxy, but chooses and
+	// wakes its engine only at the client's first byte. Until then it is
+	// no engine's client: it wakes none and keeps none awake. The client
+	// must speak first, as BuildKit's gRPC and Dagger's HTTP do. Before
+	// anything else the gateway sends one status byte: AheadServed once it
+	// took the client's first byte and serves the stream, AheadNotServed
+	// when it will not (closed unused, shutting down, or refused): then
+	// none of the client's bytes reached an engine, and they may be sent
+	// again on a new connection.
+	ProtoAhead = "wakegate-ahead/1"
+)
+
+// A connection made ahead of need's status byte (ProtoAhead).
+const (
+	AheadNotServed byte = 0
+	AheadServed    byte = 1
 )
 
 // maxLine bounds one protocol line: a gateway that sends more is broken.

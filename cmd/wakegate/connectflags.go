@@ -25,6 +25,7 @@ type connectGatewayFlags struct {
 	raw        gatewayValues // --gateway as given, each repeat
 	addrs      []string      // every address, parsed by validate
 	serverName string
+	ahead      int // --ahead: connections kept open ahead of need
 }
 
 // gatewayValues collects --gateway, which may be repeated and may hold
@@ -68,6 +69,7 @@ type connectModeFlags struct {
 func (f *connectFlags) define(fs *flag.FlagSet) {
 	fs.Var(&f.gateway.raw, "gateway", "gateway address HOST:PORT (required); several, joined by commas or with --gateway again, are tried in turn from the last that worked")
 	fs.StringVar(&f.gateway.serverName, "server-name", "", "name to verify in the gateway's certificate (default: each --gateway address's host)")
+	fs.IntVar(&f.gateway.ahead, "ahead", 2, "connections to the gateway kept open ahead of need, so a new connection skips the TLS handshake; unused, they wake no engine (0: open each on demand)")
 
 	fs.StringVar(&f.cred.oidc, "oidc", "", `enrol with the CI job's OIDC token: "github" (GitHub Actions)`)
 	fs.StringVar(&f.cred.oidcAudience, "oidc-audience", certs.DefaultOIDCAudience, "audience of the OIDC token (the gateway's --oidc-audience)")
@@ -90,6 +92,10 @@ func (f *connectFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	logFormatVar(fs, &f.logFormat)
 }
+
+// maxAhead bounds --ahead: each spare is a connection the gateway counts
+// against the identity's limit (--max-conns-per-identity).
+const maxAhead = 16
 
 // validate judges every flag, and reads what they name (the token, the
 // credentials directory), before connect opens a listener or spends a
@@ -133,6 +139,8 @@ func (f *connectFlags) validate(cmdArgs []string) error {
 		return usageError("connect", "--pid-file and --log-file go with --background")
 	case f.mode.waitTimeout <= 0:
 		return usageError("connect", "--wait-timeout must be positive")
+	case f.gateway.ahead < 0 || f.gateway.ahead > maxAhead:
+		return usageError("connect", "--ahead must be between 0 and %d", maxAhead)
 	}
 	gws, err := connect.ParseGateways(f.gateway.raw)
 	if err != nil {

@@ -131,6 +131,7 @@ func newSidecar(ctx context.Context, f *connectFlags, progress io.Writer, log *s
 	sc, err = connect.New(connect.Config{
 		Gateways: f.gateway.addrs,
 		TLS:      certs.ClientTLS(renewer.Current, roots, f.gateway.serverName),
+		Ahead:    f.gateway.ahead,
 		Log:      log,
 	})
 	if err != nil {

@@ -19,6 +19,10 @@ func gatewayEndpoints() string {
                   ALPN %s: wake the client's engine, report progress, and
                   keep it awake while the connection stays open (connect does
                   this before its command runs)
+                  ALPN %s: a stream made ahead of need (connect's
+                  spares): proxied like the first, but its engine is chosen
+                  and woken only at the client's first byte; unused for %s,
+                  it is closed
   --ca-listen   HTTPS (a client certificate only to renew); "" serves none
                   smallstep's CA API at / and /1.0: POST /sign, /renew, /rekey,
                   /revoke; GET /roots, /root/SHA256, /provisioners, /crl,
@@ -31,6 +35,6 @@ func gatewayEndpoints() string {
                   --github-webhook-secret-file)
   --admin       plain HTTP, read-only; keep it on loopback or a private network
                   GET %s
-                  (docs/operations.md)`, wire.ProtoProxy, wire.ProtoWake, webhook.Path, strings.Join(gateway.AdminPaths, " "))
+                  (docs/operations.md)`, wire.ProtoProxy, wire.ProtoWake, wire.ProtoAhead, gateway.DefaultAheadIdleTimeout, webhook.Path, strings.Join(gateway.AdminPaths, " "))
 	return b.String()
 }

@@ -95,7 +95,7 @@ func (f *gatewayFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.front.listen, "listen", "127.0.0.1:8443", "address for client mTLS connections")
 	fs.StringVar(&f.front.admin, "admin", "127.0.0.1:8444", `address of the admin HTTP endpoint ("" disables it)`)
 	fs.StringVar(&f.front.sans, "san", "", "extra comma-separated DNS names or IPs for the gateway's certificate")
-	fs.IntVar(&f.front.maxConnsPerIdentity, "max-conns-per-identity", gateway.DefaultMaxConnsPerIdentity, "most connections one client identity may have open (held, proxied and wake requests together); beyond, connections are refused")
+	fs.IntVar(&f.front.maxConnsPerIdentity, "max-conns-per-identity", gateway.DefaultMaxConnsPerIdentity, "most connections one client identity may have open (held, proxied, wake requests and connect's spares together); beyond, connections are refused")
 
 	fs.StringVar(&f.ca.dir, "ca-dir", "", "CA directory made by 'certs init' (required)")
 	fs.BoolVar(&f.ca.create, "ca-init", false, "create the CA in --ca-dir if it has none, as 'certs init' does (keys encrypted with the CA password), and log its root fingerprint: a first start on a fresh volume (docs/fly.md). Not with --ca-db")

@@ -1,0 +1,256 @@
+package connect
+
+import (
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wakegate/wakegate/internal/testserve"
+	"github.com/wakegate/wakegate/wire"
+)
+
+// aheadGateway stands in for a gateway that takes connections made ahead of
+// need: it counts handshakes by protocol, holds each ahead connection until
+// its first byte, and answers every connection "got:" and what it read
+// until the client half-closes.
+type aheadGateway struct {
+	addr   string
+	client *tls.Config
+
+	mu     sync.Mutex // guards protos and idle
+	protos []string   // negotiated, one per handshake
+	idle   map[net.Conn]bool
+	unused int // ahead connections that ended without a byte
+	change chan struct{}
+
+	// refuseUsed makes the gateway answer a spare's first byte "not
+	// served" and close it, as one that closed the spare unused just as
+	// the client began to use it.
+	refuseUsed atomic.Bool
+}
+
+func startAheadGateway(t *testing.T, protos ...string) *aheadGateway {
+	t.Helper()
+	ca := newTestCA(t)
+	cfg := ca.server.Clone()
+	cfg.NextProtos = protos
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &aheadGateway{addr: ln.Addr().String(), client: ca.client, idle: map[net.Conn]bool{}, change: make(chan struct{}, 64)}
+	testserve.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(15 * time.Second)) // a bound for a test's connection
+		tc := tls.Server(c, cfg)
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		proto := tc.ConnectionState().NegotiatedProtocol
+		g.note(func() { g.protos = append(g.protos, proto) })
+		if proto == wire.ProtoAhead {
+			g.note(func() { g.idle[c] = true })
+			var b [1]byte
+			n, _ := tc.Read(b[:])
+			refuse := g.refuseUsed.Load()
+			if n == 0 || refuse {
+				// Closed unused, as a gateway does at its bound or its
+				// shutdown, before it is counted: the client sees it.
+				tc.Write([]byte{wire.AheadNotServed})
+				c.Close()
+			}
+			g.note(func() {
+				delete(g.idle, c)
+				if n == 0 || refuse {
+					g.unused++
+				}
+			})
+			if n == 0 || refuse {
+				return
+			}
+			tc.Write([]byte{wire.AheadServed})
+			tc.Write([]byte("got:" + string(b[:])))
+		} else {
+			tc.Write([]byte("got:"))
+		}
+		io.Copy(tc, tc)
+		tc.CloseWrite()
+	})
+	return g
+}
+
+func (g *aheadGateway) note(f func()) {
+	g.mu.Lock()
+	f()
+	g.mu.Unlock()
+	select {
+	case g.change <- struct{}{}:
+	default:
+	}
+}
+
+// waitFor polls cond, under the gateway's lock, until it holds.
+func (g *aheadGateway) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		g.mu.Lock()
+		ok := cond()
+		g.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			t.Fatalf("not within 15s: %s (handshakes %v, idle %d, unused %d)", what, g.protos, len(g.idle), g.unused)
+		}
+		select {
+		case <-g.change:
+		case <-time.After(10 * time.Millisecond): // polling with a deadline
+		}
+	}
+}
+
+func (g *aheadGateway) count(proto string) int {
+	n := 0
+	for _, p := range g.protos {
+		if p == proto {
+			n++
+		}
+	}
+	return n
+}
+
+// closeIdle closes, from the gateway's side, every ahead connection still
+// unused, as a gateway that shuts down does: each handler's read ends and it
+// closes the connection before counting it unused.
+func (g *aheadGateway) closeIdle() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c := range g.idle {
+		c.SetReadDeadline(time.Unix(1, 0))
+	}
+	return len(g.idle)
+}
+
+func TestNewConnectionsStartOnConnectionsMadeAhead(t *testing.T) {
+	noLeaks(t, func(t *testing.T) {
+		g := startAheadGateway(t, wire.ProtoProxy, wire.ProtoWake, wire.ProtoAhead)
+		_, addr, _ := startSidecar(t, Config{Gateways: []string{g.addr}, TLS: g.client, Ahead: 2})
+		g.waitFor(t, "two connections made ahead", func() bool { return len(g.idle) == 2 })
+		for i, msg := range []string{"one", "two", "three"} {
+			roundTrip(t, addr, msg)
+			// Each is carried on a spare, whose place is filled again.
+			g.waitFor(t, "the spare made again", func() bool { return len(g.idle) == 2 && g.count(wire.ProtoAhead) == 3+i })
+		}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if n := g.count(wire.ProtoProxy); n != 0 {
+			t.Fatalf("%d connections were dialled on demand with spares ready", n)
+		}
+	})
+}
+
+func TestASpareTheGatewayClosedIsNotHandedOut(t *testing.T) {
+	g := startAheadGateway(t, wire.ProtoProxy, wire.ProtoAhead)
+	_, addr, _ := startSidecar(t, Config{Gateways: []string{g.addr}, TLS: g.client, Ahead: 2})
+	g.waitFor(t, "two connections made ahead", func() bool { return len(g.idle) == 2 })
+	if n := g.closeIdle(); n != 2 {
+		t.Fatalf("closed %d spares, want 2", n)
+	}
+	g.waitFor(t, "the closes seen", func() bool { return g.unused == 2 })
+	// The client's connection goes through: not on a closed spare.
+	roundTrip(t, addr, "after the gateway closed its spares")
+}
+
+func TestAGatewayWithoutConnectionsMadeAheadIsServedOnDemand(t *testing.T) {
+	g := startAheadGateway(t, wire.ProtoProxy, wire.ProtoWake)
+	log := &recorder{}
+	_, addr, _ := startSidecar(t, Config{Gateways: []string{g.addr}, TLS: g.client, Ahead: 2, Log: slog.New(log)})
+	roundTrip(t, addr, "on demand")
+	roundTrip(t, addr, "again")
+	g.mu.Lock()
+	proxied := g.count(wire.ProtoProxy)
+	g.mu.Unlock()
+	if proxied != 2 {
+		t.Fatalf("%d connections dialled on demand, want 2", proxied)
+	}
+	g.waitFor(t, "a log line that says spares are off", func() bool {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		return slices.ContainsFunc(log.msgs, func(m string) bool { return strings.Contains(m, "does not take connections made ahead") })
+	})
+}
+
+func TestSparesAreMadeAnewAtTheirAge(t *testing.T) {
+	g := startAheadGateway(t, wire.ProtoProxy, wire.ProtoAhead)
+	sc, err := New(Config{Gateways: []string{g.addr}, TLS: g.client, Ahead: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.spares.maxAge = 50 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- sc.Serve(ln) }()
+	g.waitFor(t, "spares retired unused and made again", func() bool { return g.unused >= 2 && len(g.idle) == 1 })
+	if err := sc.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	<-served
+	// Shutdown closes the spare it held.
+	g.waitFor(t, "no spare left open", func() bool { return len(g.idle) == 0 })
+	if n := sc.spares.count(); n != 0 {
+		t.Fatalf("%d spares held after Shutdown", n)
+	}
+}
+
+func TestAStreamOnASpareTheGatewayDidNotServeMovesToANewConnection(t *testing.T) {
+	g := startAheadGateway(t, wire.ProtoProxy, wire.ProtoAhead)
+	_, addr, _ := startSidecar(t, Config{Gateways: []string{g.addr}, TLS: g.client, Ahead: 1})
+	g.waitFor(t, "a connection made ahead", func() bool { return len(g.idle) == 1 })
+	g.refuseUsed.Store(true)
+	// Every byte arrives, once, through a connection dialled on demand.
+	roundTrip(t, addr, "sent on the spare, then again")
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if n := g.count(wire.ProtoProxy); n != 1 {
+		t.Fatalf("%d connections dialled on demand, want 1 (the stream moved there)", n)
+	}
+}
+
+func TestASpareMadeWithARenewedCertificateIsNotHandedOut(t *testing.T) {
+	g := startAheadGateway(t, wire.ProtoProxy, wire.ProtoAhead)
+	var renewed atomic.Bool
+	tc := g.client.Clone()
+	first, err := g.client.GetClientCertificate(&tls.CertificateRequestInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same key pair in a new *tls.Certificate: what a renewal hands out.
+	second := *first
+	tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if renewed.Load() {
+			return &second, nil
+		}
+		return first, nil
+	}
+	_, addr, _ := startSidecar(t, Config{Gateways: []string{g.addr}, TLS: tc, Ahead: 1})
+	g.waitFor(t, "a connection made ahead", func() bool { return len(g.idle) == 1 })
+	renewed.Store(true)
+	roundTrip(t, addr, "after the renewal")
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if n := g.count(wire.ProtoProxy); n != 1 {
+		t.Fatalf("%d connections dialled on demand, want 1: the spare of the old certificate is not used", n)
+	}
+}

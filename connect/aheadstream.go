@@ -1,0 +1,173 @@
+package connect
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wakegate/wakegate/wire"
+)
+
+// replayLimit bounds what a stream on a spare keeps of the client's bytes
+// until the gateway says it serves the stream: a BuildKit client's opening
+// (HTTP/2 preface, settings, first requests) is a few hundred bytes and can
+// be no more than HTTP/2's first 64 KiB window before an answer.
+const replayLimit = 64 << 10
+
+// errNotServed says the gateway closed a spare unused as the client began
+// to use it, and the client's bytes could not all be kept to send again.
+var errNotServed = errors.New("the gateway closed the connection made ahead unused, and the client's first bytes were too many to send again")
+
+// aheadStream is the gateway's side of a local connection carried on a
+// spare, as proxy.Join sees it. The gateway's first byte on a spare is its
+// status (wire.AheadServed or wire.AheadNotServed). Until it comes, what
+// the client sends is kept as well as sent; if the gateway did not serve
+// the stream — it closed the spare unused (its shutdown, its bound) just as
+// the client began, or refused it — none of those bytes reached an engine,
+// and the stream moves to a connection dialled on demand, kept bytes
+// first. Join never sees the spare's failure.
+type aheadStream struct {
+	redial func() (net.Conn, error)
+	status func() // called once the status came (or the spare failed)
+	served atomic.Bool // status read and cur final: reads and writes go straight through
+
+	mu          sync.Mutex // guards the fields below, until served
+	cur         net.Conn
+	sent        []byte
+	overflow    bool // sent outgrew replayLimit
+	closedWrite bool // the client's input ended: the replacement is half-closed too
+}
+
+func newAheadStream(spare net.Conn, redial func() (net.Conn, error), status func()) *aheadStream {
+	return &aheadStream{cur: spare, redial: redial, status: status}
+}
+
+func (a *aheadStream) conn() net.Conn {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cur
+}
+
+// Read returns the stream's bytes, the status byte taken off first.
+func (a *aheadStream) Read(p []byte) (int, error) {
+	if a.served.Load() {
+		return a.cur.Read(p)
+	}
+	var st [1]byte
+	n, err := a.conn().Read(st[:])
+	a.status()
+	if n == 1 && st[0] == wire.AheadServed {
+		a.mu.Lock()
+		a.sent = nil
+		a.served.Store(true)
+		a.mu.Unlock()
+		return a.cur.Read(p)
+	}
+	if n == 1 && st[0] != wire.AheadNotServed {
+		return 0, fmt.Errorf("connection made ahead: status byte %d from the gateway, want %d or %d", st[0], wire.AheadServed, wire.AheadNotServed)
+	}
+	// Not served, or closed before the status: the gateway sends "served"
+	// before it dials any engine, so nothing reached one.
+	if rerr := a.replay(); rerr != nil {
+		if err != nil {
+			return 0, fmt.Errorf("%w (the spare: %v)", rerr, err)
+		}
+		return 0, rerr
+	}
+	return a.cur.Read(p)
+}
+
+// replay moves the stream to a connection dialled on demand and sends it
+// what the client sent so far.
+func (a *aheadStream) replay() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.cur
+	defer old.Close()
+	if a.overflow {
+		return errNotServed
+	}
+	nc, err := a.redial()
+	if err != nil {
+		return fmt.Errorf("the gateway closed the connection made ahead unused; on demand: %w", err)
+	}
+	if len(a.sent) > 0 {
+		nc.SetWriteDeadline(time.Now().Add(aheadReplayTimeout))
+		_, err = nc.Write(a.sent)
+		nc.SetWriteDeadline(time.Time{})
+	}
+	if err == nil && a.closedWrite {
+		err = closeWrite(nc)
+	}
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("send the client's first bytes again: %w", err)
+	}
+	a.cur, a.sent = nc, nil
+	a.served.Store(true)
+	return nil
+}
+
+// aheadReplayTimeout bounds the write of the kept bytes to the new
+// connection: at most replayLimit, into a fresh socket.
+const aheadReplayTimeout = 15 * time.Second
+
+// Write sends p; until the status came, p is kept too, and a failed write
+// is not the client's failure (Read moves the stream and sends it again).
+func (a *aheadStream) Write(p []byte) (int, error) {
+	if a.served.Load() {
+		return a.cur.Write(p)
+	}
+	a.mu.Lock()
+	if a.served.Load() {
+		a.mu.Unlock()
+		return a.cur.Write(p)
+	}
+	keep := !a.overflow
+	if keep && len(a.sent)+len(p) > replayLimit {
+		a.overflow, a.sent, keep = true, nil, false
+	}
+	if keep {
+		a.sent = append(a.sent, p...)
+	}
+	c := a.cur
+	a.mu.Unlock()
+	n, err := c.Write(p)
+	if err != nil && keep {
+		return len(p), nil
+	}
+	return n, err
+}
+
+// CloseWrite passes the end of the client's input on, to the replacement
+// too if the stream moves.
+func (a *aheadStream) CloseWrite() error {
+	a.mu.Lock()
+	a.closedWrite = true
+	c := a.cur
+	a.mu.Unlock()
+	err := closeWrite(c)
+	if !a.served.Load() {
+		return nil // Read tells
+	}
+	return err
+}
+
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
+func (a *aheadStream) Close() error                       { return a.conn().Close() }
+func (a *aheadStream) LocalAddr() net.Addr                { return a.conn().LocalAddr() }
+func (a *aheadStream) RemoteAddr() net.Addr               { return a.conn().RemoteAddr() }
+func (a *aheadStream) SetDeadline(t time.Time) error      { return a.conn().SetDeadline(t) }
+func (a *aheadStream) SetReadDeadline(t time.Time) error  { return a.conn().SetReadDeadline(t) }
+func (a *aheadStream) SetWriteDeadline(t time.Time) error { return a.conn().SetWriteDeadline(t) }
+
+var _ net.Conn = (*aheadStream)(nil)
