@@ -85,7 +85,22 @@ func (c *Client) dial(ctx context.Context, addr, proto string) (net.Conn, error)
 }
 
 // Dial opens a stream to the engine's BuildKit.
+//
+// An engine on its unix front hands the stream over (ProtoHandoff): the
+// connection returned is the engine process's own socket.
 func (c *Client) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	if path, ok := strings.CutPrefix(addr, UnixScheme); ok {
+		lease, err := dialUnix(ctx, path, ProtoHandoff)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := receiveConn(ctx, lease)
+		if err != nil {
+			lease.Close()
+			return nil, fmt.Errorf("dial engine %s: %w", path, err)
+		}
+		return conn, nil
+	}
 	return c.dial(ctx, addr, wire.ProtoProxy)
 }
 

@@ -535,6 +535,10 @@ func (e *Engine) handle(ctx context.Context, c net.Conn, proto string, status *s
 		e.markBusy()
 		e.conns.Add(-1)
 	}()
+	if proto == ProtoHandoff {
+		e.handOff(ctx, c)
+		return
+	}
 	var d net.Dialer
 	bc, err := d.DialContext(ctx, "unix", e.cfg.Backend.Socket())
 	if err != nil {
