@@ -49,6 +49,8 @@ func main() {
 type options struct {
 	bin, echo, out   string
 	conns, conns16   int
+	paced            int           // paced new connections per path
+	gap              time.Duration // between paced new connections
 	bulk             time.Duration
 	idle             []int
 	cold             int
@@ -64,6 +66,8 @@ func run() error {
 	flag.StringVar(&o.out, "out", "bench/latest.txt", "where the report goes")
 	flag.IntVar(&o.conns, "conns", 400, "new connections measured one at a time, per path")
 	flag.IntVar(&o.conns16, "conns16", 1600, "new connections measured 16 at a time, per path")
+	flag.IntVar(&o.paced, "paced", 200, "new connections measured one at a time with -gap between them, per path (latency as a CI job sees it)")
+	flag.DurationVar(&o.gap, "gap", 10*time.Millisecond, "pause between paced new connections")
 	flag.DurationVar(&o.bulk, "bulk", 3*time.Second, "bulk echo time per path")
 	flag.StringVar(&idle, "idle", idle, "idle tunnelled connections held, comma-separated counts")
 	flag.IntVar(&o.cold, "cold", 8, "cold connects (engine stopped) measured")
@@ -216,10 +220,14 @@ type deployment struct {
 	connect         string
 	gwCmd, connCmd  *exec.Cmd
 	engineDir       string
+	gwLog           string // the gateway's log (JSON)
 	echoSock, echoT string // the echo backend's socket and TCP address
 }
 
-func (b *bench) deploy(name, caDir, creds, idle string) (*deployment, error) {
+// deploy runs a gateway with the exec provider and its connect sidecar;
+// gwLog is the gateway's --log-level (debug for the cold connects, whose
+// measurement reads its log).
+func (b *bench) deploy(name, caDir, creds, idle, gwLog string) (*deployment, error) {
 	d := &deployment{root: filepath.Join(b.work, name)}
 	d.engineDir = filepath.Join(d.root, "engine-0")
 	if err := os.MkdirAll(d.root, 0o755); err != nil {
@@ -239,7 +247,7 @@ mkdir -p "$dir"
 date +%s%N >"$dir/start.ns"
 rm -f "$dir/engine.addr"
 "$WAKEGATE_BIN" engine --state "$dir" --listen 127.0.0.1:0 --addr-file "$dir/engine.addr" \
-  --name "wakegate-$WAKEGATE_ENGINE" --engine-cmd "` + b.opt.echo + ` {socket} ` + d.echoT + `" >>"$dir/engine.log" 2>&1 &
+  --name "wakegate-$WAKEGATE_ENGINE" --log-format json --engine-cmd "` + b.opt.echo + ` {socket} ` + d.echoT + `" >>"$dir/engine.log" 2>&1 &
 echo $! >"$dir/pid"
 while [ ! -s "$dir/engine.addr" ]; do sleep 0.005; done
 cat "$dir/engine.addr"
@@ -271,9 +279,10 @@ rm -f "$dir/pid"
 	if d.gwCmd, err = b.start(name+"-gateway", env, b.opt.bin, "gateway", "--ca-dir", caDir,
 		"--provider", "exec", "--exec-start", "sh "+start, "--exec-stop", "sh "+stop,
 		"--listen", d.gateway, "--admin", d.admin, "--ca-listen", "127.0.0.1:0",
-		"--idle", idle, "--max-conns-per-identity", "50000", "--log-level", "warn"); err != nil {
+		"--idle", idle, "--max-conns-per-identity", "50000", "--log-level", gwLog, "--log-format", "json"); err != nil {
 		return nil, err
 	}
+	d.gwLog = filepath.Join(b.work, name+"-gateway.log")
 	if err := waitListening(d.gateway, 30*time.Second); err != nil {
 		return nil, err
 	}
@@ -349,12 +358,12 @@ func (b *bench) measure() (*report, error) {
 		return nil, err
 	}
 
-	d, err := b.deploy("warm", caDir, creds, "10m")
+	d, err := b.deploy("warm", caDir, creds, "10m", "warn")
 	if err != nil {
 		return nil, err
 	}
 	// The first connection wakes the engine, which starts the echo backend.
-	if _, err := newConns(d.connect, 1, 1); err != nil {
+	if _, err := newConns(d.connect, 1, 1, 0); err != nil {
 		return nil, fmt.Errorf("first connection through wakegate: %w", err)
 	}
 	paths := map[string]*pathInfo{
@@ -379,7 +388,7 @@ func (b *bench) measure() (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := newConns(local.connect, 1, 1); err != nil {
+	if _, err := newConns(local.connect, 1, 1, 0); err != nil {
 		return nil, fmt.Errorf("first connection through wakegate with a local engine: %w", err)
 	}
 	localEngine, localEcho, err := local.localPids()
@@ -403,10 +412,13 @@ func (b *bench) measure() (*report, error) {
 	}
 	for _, name := range pathOrder {
 		p := paths[name]
-		if p.c1, err = newConns(p.addr, o.conns, 1); err != nil {
+		if p.paced, err = newConns(p.addr, o.paced, 1, o.gap); err != nil {
+			return nil, fmt.Errorf("%s: paced new connections: %w", name, err)
+		}
+		if p.c1, err = newConns(p.addr, o.conns, 1, 0); err != nil {
 			return nil, fmt.Errorf("%s: new connections: %w", name, err)
 		}
-		if p.c16, err = newConns(p.addr, o.conns16, 16); err != nil {
+		if p.c16, err = newConns(p.addr, o.conns16, 16, 0); err != nil {
 			return nil, fmt.Errorf("%s: new connections, 16 at a time: %w", name, err)
 		}
 		if p.bulk, err = bulk(p.addr, o.bulk, p.procs); err != nil {
@@ -414,7 +426,7 @@ func (b *bench) measure() (*report, error) {
 		}
 	}
 	if o.cold > 0 {
-		cold, err := b.deploy("cold", coldCA, creds, "1s")
+		cold, err := b.deploy("cold", coldCA, creds, "1s", "debug")
 		if err != nil {
 			return nil, err
 		}
@@ -439,6 +451,7 @@ type proc struct {
 type pathInfo struct {
 	addr  string
 	procs []proc
+	paced connStats // one at a time with a gap: latency, not throughput
 	c1    connStats
 	c16   connStats
 	bulk  bulkStats
@@ -518,7 +531,7 @@ sslVersionMin = TLSv1.3
 		return nil, err
 	}
 	p := &pathInfo{addr: stAddr, procs: []proc{{"stunnel", stCmd.Process.Pid}, {"haproxy", haCmd.Process.Pid}}}
-	if _, err := newConns(stAddr, 1, 1); err != nil {
+	if _, err := newConns(stAddr, 1, 1, 0); err != nil {
 		return nil, fmt.Errorf("first connection through stunnel and haproxy: %w (see %s)", err, b.work)
 	}
 	return p, nil
@@ -535,7 +548,9 @@ type connStats struct {
 
 // newConns opens n connections, conc at a time; each sends 32 bytes,
 // reads their echo and closes. Its latency runs from the dial to the echo.
-func newConns(addr string, n, conc int) (connStats, error) {
+// newConns opens n connections through addr, conc at a time, each worker
+// pausing gap between its connections (0: back to back), and times each.
+func newConns(addr string, n, conc int, gap time.Duration) (connStats, error) {
 	s := connStats{n: n, concurrent: conc, lat: make([]time.Duration, n)}
 	var next int
 	var mu sync.Mutex // guards next and firstErr
@@ -556,6 +571,10 @@ func newConns(addr string, n, conc int) (connStats, error) {
 				mu.Unlock()
 				if stop {
 					return
+				}
+				if gap > 0 && i > 0 {
+					// The workload's pacing, not a synchronisation.
+					time.Sleep(gap)
 				}
 				t0 := time.Now()
 				err := func() error {
@@ -758,44 +777,55 @@ func (b *bench) idle(procs []proc, addr string) ([]idleStats, error) {
 }
 
 type coldStats struct {
-	total, engine, gateway []time.Duration
+	total []time.Duration
+	// before: the client's dial to the gateway's start command spawned
+	// (connect, the handshake, the wake's decision, the spawn); host: the
+	// spawn to the engine's "engine ready" (the start command's own
+	// start-up — a VM's boot elsewhere — and the engine's); after: ready
+	// to the echo's first byte at the client (the probe's answer, the
+	// dial, the first byte). The gateway's part is before + after.
+	before, host, after, gateway []time.Duration
 }
 
-// coldConnects measures connections that find the engine stopped: the
-// whole wait to the echo, the engine's own start-to-ready (from the start
-// command's first line to the engine's "engine ready"), and the rest, which
-// is the gateway's (and connect's) part.
+// coldConnects measures connections that find the engine stopped, cut at
+// two moments from the logs (JSON, to the nanosecond): the gateway's
+// "exec provider command started" for the start, and the engine's "engine
+// ready".
 func (b *bench) coldConnects(d *deployment, n int) (coldStats, error) {
 	var s coldStats
 	for i := range n {
 		if err := waitStopped(d, 60*time.Second); err != nil {
 			return s, err
 		}
-		st, err := newConns(d.connect, 1, 1)
+		began := time.Now()
+		st, err := newConns(d.connect, 1, 1, 0)
 		if err != nil {
 			return s, err
 		}
 		total := st.lat[0]
-		startNs, err := os.ReadFile(filepath.Join(d.engineDir, "start.ns"))
+		gwLog, err := os.ReadFile(d.gwLog)
 		if err != nil {
 			return s, err
 		}
-		ns, err := strconv.ParseInt(strings.TrimSpace(string(startNs)), 10, 64)
+		spawned, ok := lastLogTime(gwLog, "exec provider command started", "kind=start")
+		if !ok || spawned.Before(began) {
+			return s, fmt.Errorf("cold connect %d: no start command in the gateway's log since the dial", i)
+		}
+		engLog, err := os.ReadFile(filepath.Join(d.engineDir, "engine.log"))
 		if err != nil {
 			return s, err
 		}
-		log, err := os.ReadFile(filepath.Join(d.engineDir, "engine.log"))
-		if err != nil {
-			return s, err
+		ready, ok := lastLogTime(engLog, "engine ready", "")
+		if !ok || ready.Before(spawned) {
+			return s, fmt.Errorf("cold connect %d: no 'engine ready' in the engine's log since the start", i)
 		}
-		ready, ok := lastLogTime(log, "engine ready")
-		if !ok {
-			return s, fmt.Errorf("cold connect %d: no 'engine ready' in the engine's log", i)
-		}
-		eng := ready.Sub(time.Unix(0, ns))
+		before, host := spawned.Sub(began), ready.Sub(spawned)
+		after := total - before - host
 		s.total = append(s.total, total)
-		s.engine = append(s.engine, eng)
-		s.gateway = append(s.gateway, total-eng)
+		s.before = append(s.before, before)
+		s.host = append(s.host, host)
+		s.after = append(s.after, after)
+		s.gateway = append(s.gateway, before+after)
 	}
 	return s, nil
 }

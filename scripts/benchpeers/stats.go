@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -71,25 +72,23 @@ func procRSS(status []byte) (int64, error) {
 	return 0, errors.New("/proc status: no VmRSS (a kernel thread, or the process has exited)")
 }
 
-// lastLogTime finds the last line of a log/slog text log whose message is
-// msg and returns its time.
-func lastLogTime(log []byte, msg string) (time.Time, bool) {
-	want := "msg=" + strconv.Quote(msg)
-	if !strings.ContainsAny(msg, " =\"") {
-		want = "msg=" + msg
-	}
+// lastLogTime finds the last line of a log/slog JSON log (--log-format
+// json: times to the nanosecond) whose message is msg and, when attr is
+// "key=value", has that string attribute, and returns its time.
+func lastLogTime(log []byte, msg, attr string) (time.Time, bool) {
+	key, val, _ := strings.Cut(attr, "=")
 	var found time.Time
 	ok := false
 	for line := range strings.Lines(string(log)) {
-		if !strings.Contains(line, " "+want+" ") && !strings.HasSuffix(strings.TrimSpace(line), " "+want) {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != msg {
 			continue
 		}
-		ts, _, cut := strings.Cut(line, " ")
-		v, isTime := strings.CutPrefix(ts, "time=")
-		if !cut || !isTime {
+		if key != "" && rec[key] != val {
 			continue
 		}
-		t, err := time.Parse(time.RFC3339Nano, v)
+		ts, _ := rec["time"].(string)
+		t, err := time.Parse(time.RFC3339Nano, ts)
 		if err != nil {
 			continue
 		}

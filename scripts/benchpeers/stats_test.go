@@ -63,21 +63,26 @@ func TestProcRSSReadsVmRSSInBytes(t *testing.T) {
 }
 
 func TestLastLogTimeFindsTheLastMatchingLine(t *testing.T) {
-	log := []byte(`time=2026-01-02T03:04:05.100Z level=INFO msg="engine ready" addr=127.0.0.1:1
-time=2026-01-02T03:04:06.000Z level=INFO msg="engine stopping" reason=signal
-time=2026-01-02T03:04:07.250+01:00 level=INFO msg="engine ready" addr=127.0.0.1:2
-time=2026-01-02T03:04:08.000Z level=INFO msg="engine ready now" addr=127.0.0.1:3
+	log := []byte(`{"time":"2026-01-02T03:04:05.100000001Z","level":"INFO","msg":"engine ready","addr":"127.0.0.1:1"}
+{"time":"2026-01-02T03:04:06Z","level":"INFO","msg":"engine stopping","reason":"signal"}
+{"time":"2026-01-02T03:04:07.250000003+01:00","level":"INFO","msg":"engine ready","addr":"127.0.0.1:2"}
+{"time":"2026-01-02T03:04:08Z","level":"INFO","msg":"engine ready now","addr":"127.0.0.1:3"}
+{"time":"2026-01-02T03:04:09Z","level":"DEBUG","msg":"exec provider command started","kind":"start"}
+{"time":"2026-01-02T03:04:10Z","level":"DEBUG","msg":"exec provider command started","kind":"stop"}
 garbage
 `)
-	got, ok := lastLogTime(log, "engine ready")
+	got, ok := lastLogTime(log, "engine ready", "")
 	if !ok {
 		t.Fatal("not found")
 	}
-	want := time.Date(2026, 1, 2, 2, 4, 7, 250e6, time.UTC)
+	want := time.Date(2026, 1, 2, 2, 4, 7, 250000003, time.UTC)
 	if !got.Equal(want) {
 		t.Fatalf("time = %v, want %v", got, want)
 	}
-	if _, ok := lastLogTime(log, "gateway listening"); ok {
+	if got, ok := lastLogTime(log, "exec provider command started", "kind=start"); !ok || got.Second() != 9 {
+		t.Fatalf("with an attribute: %v, %v; want the start line's time", got, ok)
+	}
+	if _, ok := lastLogTime(log, "gateway listening", ""); ok {
 		t.Fatal("found a message that is not there")
 	}
 }
