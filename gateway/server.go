@@ -153,44 +153,87 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // handle serves one client connection; ctx is the lifecycle's (s.ctx).
+//
+// Its frame is kept small, and the handshake and the judging run in admit's:
+// this goroutine blocks in the copy for the connection's whole life, and
+// the runtime shrinks its stack (grown in the handshake) only while less
+// than a quarter of it is in use, so every byte of the frames below the
+// copy is paid, per idle connection, several times over.
 func (s *Server) handle(ctx context.Context, c net.Conn) {
 	defer c.Close()
+	a := s.admit(ctx, c)
+	if a == nil {
+		return
+	}
+	defer s.release(a)
+	switch a.proto {
+	case wire.ProtoWake:
+		s.serveWake(a.setup, a.tc, a.key, a.log, a.began)
+		s.cfg.Pool.metrics.conns.WithLabelValues("wake").Inc()
+	case wire.ProtoAhead:
+		a.cancel() // the hold's bound starts at the first byte
+		s.serveAhead(ctx, a.tc, a.peer, a.key, a.log, a.remote)
+	default:
+		s.serveProxy(a.setup, a.tc, a.key, a.log, a.began, nil)
+	}
+}
+
+// admitted is a client connection past its handshake, judged and counted.
+type admitted struct {
+	tc     *tls.Conn
+	peer   identity.Peer
+	key    string // where its sessions are placed
+	log    *slog.Logger
+	remote string
+	began  time.Time
+	proto  string // the ALPN protocol it negotiated
+	// setup bounds the handshake, the wait for the engine and the dial.
+	setup  context.Context
+	cancel context.CancelFunc
+}
+
+// admit makes the handshake of c, judges its client (revocation in the
+// handshake, the policy, the identity's connection limit) and counts it.
+// It returns nil when the connection is refused (said in the log).
+func (s *Server) admit(ctx context.Context, c net.Conn) *admitted {
 	began := time.Now()
 	remote := c.RemoteAddr().String()
 
 	// One deadline covers the handshake, the wait for the engine and the
 	// dial; the handshake alone has a shorter one.
 	setup, cancel := context.WithTimeout(ctx, s.cfg.HoldTimeout)
-	defer cancel()
 	tc := tls.Server(c, s.tls)
 	hctx, hcancel := context.WithTimeout(setup, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	hcancel()
 	if err != nil {
+		cancel()
 		// A certificate that chained to the CA yet was refused (revoked) is
 		// a client of ours, told apart from the noise of the internet.
 		if p, ok := identity.FromConn(tc.ConnectionState()); ok {
 			s.cfg.Pool.metrics.refused.WithLabelValues(string(refusedRevoked)).Inc()
 			s.refusals.note(refusedRevoked, p.Name, slog.LevelWarn, "connection refused: handshake failed",
 				"identity", p.Name, "remote", remote, "err", err)
-			return
+			return nil
 		}
 		s.cfg.Pool.metrics.refused.WithLabelValues(string(refusedHandshake)).Inc()
 		s.refusals.note(refusedHandshake, "", slog.LevelInfo, "connection refused: handshake failed", "remote", remote, "err", err)
-		return
+		return nil
 	}
 	cs := tc.ConnectionState()
 	peer, ok := identity.FromConn(cs)
 	if !ok || peer.Name == "" {
+		cancel()
 		// Unreachable with RequireAndVerifyClientCert; deny by default anyway.
 		s.cfg.Log.Warn("connection refused: no verified identity", "remote", remote)
-		return
+		return nil
 	}
 	id := peer.Name
 	if s.cfg.Authorize != nil {
 		if err := s.cfg.Authorize(peer); err != nil {
+			cancel()
 			s.refuse(tc, refusedPolicy, "connection refused by policy", peer, remote, err)
-			return
+			return nil
 		}
 	}
 	serial := cs.PeerCertificates[0].SerialNumber.String()
@@ -201,24 +244,16 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	s.mu.Lock()
 	if s.identities[id] >= s.cfg.MaxConnsPerIdentity {
 		s.mu.Unlock()
+		cancel()
 		s.refuse(tc, refusedOverLimit, "connection refused: too many connections for the identity", peer, remote,
 			fmt.Errorf("identity %s already has %d connections open at the gateway, its limit (--max-conns-per-identity); close some and retry",
 				id, s.cfg.MaxConnsPerIdentity))
-		return
+		return nil
 	}
 	s.identities[id]++
 	s.open[tc] = serial
 	s.mu.Unlock()
 	s.cfg.Pool.metrics.active.Inc()
-	defer func() {
-		s.cfg.Pool.metrics.active.Dec()
-		s.mu.Lock()
-		delete(s.open, tc)
-		if s.identities[id]--; s.identities[id] <= 0 {
-			delete(s.identities, id)
-		}
-		s.mu.Unlock()
-	}()
 	// Sessions are placed by repository when the certificate names one,
 	// else by identity.
 	key := peer.AffinityKey()
@@ -226,17 +261,20 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	if key != id {
 		log = log.With("key", key)
 	}
-	if cs.NegotiatedProtocol == wire.ProtoWake {
-		s.serveWake(setup, tc, key, log, began)
-		s.cfg.Pool.metrics.conns.WithLabelValues("wake").Inc()
-		return
+	return &admitted{tc: tc, peer: peer, key: key, log: log, remote: remote, began: began,
+		proto: cs.NegotiatedProtocol, setup: setup, cancel: cancel}
+}
+
+// release uncounts an admitted connection.
+func (s *Server) release(a *admitted) {
+	a.cancel()
+	s.cfg.Pool.metrics.active.Dec()
+	s.mu.Lock()
+	delete(s.open, a.tc)
+	if s.identities[a.peer.Name]--; s.identities[a.peer.Name] <= 0 {
+		delete(s.identities, a.peer.Name)
 	}
-	if cs.NegotiatedProtocol == wire.ProtoAhead {
-		cancel() // the hold's bound starts at the first byte
-		s.serveAhead(ctx, tc, peer, key, log, remote)
-		return
-	}
-	s.serveProxy(setup, tc, key, log, began, nil)
+	s.mu.Unlock()
 }
 
 // Identities is the authenticated connections open per identity.

@@ -84,15 +84,17 @@ func run() error {
 	if o.echo == "" {
 		return errors.New("-echo is required")
 	}
-	// The gateway, connect and the engine hold two descriptors per
-	// tunnelled connection: ask for no more than the limit allows.
+	// A process on the path holds up to three descriptors per tunnelled
+	// connection (a local engine's gateway: the client's, the engine
+	// socket handed over and the front connection that leases it): ask
+	// for no more than the limit allows.
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return err
 	}
 	o.fdLimit = lim.Cur
 	for i, n := range o.idle {
-		if most := int(lim.Cur/2) - 500; n > most {
+		if most := (int(lim.Cur) - 500) / 3; n > most {
 			fmt.Fprintf(os.Stderr, "bench-peers: %d idle connections asked, %d held: the open-files limit is %d (raise it with ulimit -n as root)\n", n, most, lim.Cur)
 			o.idle[i] = most
 		}
