@@ -179,6 +179,9 @@ func (c *heldConn) Read(p []byte) (int, error) {
 	if len(c.early) > 0 {
 		n := copy(p, c.early)
 		c.early = c.early[n:]
+		if len(c.early) == 0 {
+			c.early = nil // the watcher's buffer is not kept for the connection's life
+		}
 		return n, nil
 	}
 	return c.Conn.Read(p)
