@@ -36,7 +36,7 @@ type aheadGateway struct {
 	refuseUsed atomic.Bool
 }
 
-func startAheadGateway(t *testing.T, protos ...string) *aheadGateway {
+func startAheadGateway(t testing.TB, protos ...string) *aheadGateway {
 	t.Helper()
 	ca := newTestCA(t)
 	cfg := ca.server.Clone()
@@ -96,7 +96,7 @@ func (g *aheadGateway) note(f func()) {
 }
 
 // waitFor polls cond, under the gateway's lock, until it holds.
-func (g *aheadGateway) waitFor(t *testing.T, what string, cond func() bool) {
+func (g *aheadGateway) waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {

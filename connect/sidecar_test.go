@@ -42,7 +42,7 @@ type testCA struct {
 	client *tls.Config // the client's, verifying the name localhost
 }
 
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t testing.TB) *testCA {
 	t.Helper()
 	ca, err := certs.Init(t.TempDir(), "Test", nil)
 	if err != nil {
@@ -137,7 +137,7 @@ func (g *testGateway) serve(c *tls.Conn) {
 
 // startSidecar serves a sidecar on a loopback TCP port and returns its
 // address and a function that waits for Serve's result.
-func startSidecar(t *testing.T, cfg Config) (sc *Sidecar, addr string, served func() error) {
+func startSidecar(t testing.TB, cfg Config) (sc *Sidecar, addr string, served func() error) {
 	t.Helper()
 	sc, err := New(cfg)
 	if err != nil {

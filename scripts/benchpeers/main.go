@@ -685,6 +685,11 @@ func rssOf(pid int) (int64, error) {
 	return procRSS(data)
 }
 
+// idleReadings is how many RSS readings, a second apart, each idle point
+// takes the lowest of: enough for a trim that waits out memtrim's 5 s
+// interval from the previous point's.
+const idleReadings = 8
+
 type idleStats struct {
 	conns int
 	per   map[string]int64 // RSS growth per connection, by process
@@ -754,11 +759,13 @@ func (b *bench) idle(procs []proc, addr string) ([]idleStats, error) {
 		if firstErr != nil {
 			return nil, fmt.Errorf("at %d connections: %w", len(held), firstErr)
 		}
-		// Let the processes settle (their GC and the scavenger), then take
-		// the lowest of a few readings.
+		// Let the processes settle (their GC, the scavenger, and the
+		// trim after a burst, which waits for the burst to end and for 5 s
+		// since the last one: internal/memtrim), then take the lowest of
+		// idleReadings readings.
 		s := idleStats{conns: len(held), per: map[string]int64{}}
 		low := map[string]int64{}
-		for range 4 {
+		for range idleReadings {
 			time.Sleep(time.Second) // settling the measured processes
 			for _, p := range procs {
 				v, err := rssOf(p.pid)

@@ -78,7 +78,7 @@ func (r *report) String() string {
 	}
 	p("\n")
 
-	p("## Idle tunnelled connections through wakegate (RSS growth per connection, lowest of 4 readings 1 s apart)\n")
+	p("## Idle tunnelled connections through wakegate (RSS growth per connection, lowest of %d readings 1 s apart)\n", idleReadings)
 	for _, set := range r.idle {
 		for _, s := range set.stats {
 			p("%-15s %6d conns:", set.path, s.conns)
