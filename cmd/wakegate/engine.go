@@ -72,7 +72,8 @@ func runEngine(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	// The port opens before the token is spent: an address in use costs
-	// nothing. Connections wait in the backlog until Run serves them.
+	// nothing. Connections wait in the backlog until Run serves them (from
+	// the engine process's start; streams then wait for readiness).
 	ln, err := net.Listen("tcp", f.front.listen)
 	if err != nil {
 		return fmt.Errorf("engine: listen on %s: %w", f.front.listen, err)
