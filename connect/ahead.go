@@ -50,7 +50,7 @@ type spares struct {
 	// an older one (renewed since) is not handed out: that one may expire,
 	// or be revoked, before the spare is used. Nil: not known.
 	current func() *tls.Certificate
-	log    *slog.Logger
+	log     *slog.Logger
 
 	mu    sync.Mutex // guards ready and off
 	ready []spare    // oldest first

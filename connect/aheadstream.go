@@ -31,7 +31,7 @@ var errNotServed = errors.New("the gateway closed the connection made ahead unus
 // first. Join never sees the spare's failure.
 type aheadStream struct {
 	redial func() (net.Conn, error)
-	status func() // called once the status came (or the spare failed)
+	status func()      // called once the status came (or the spare failed)
 	served atomic.Bool // status read and cur final: reads and writes go straight through
 
 	mu          sync.Mutex // guards the fields below, until served
