@@ -128,7 +128,8 @@ func TestEndToEndBuildCachedAcrossIdleStop(t *testing.T) {
 	t.Log("build 3: a plain sidecar; the held connection wakes the engine")
 	sc := background(t, "connect", "--gateway", gwAddr, "--creds", creds, "--listen", "127.0.0.1:0")
 	m, _ = sc.waitFor(t, sidecarRE, 0, 10*time.Second)
-	cmd := exec.CommandContext(t.Context(), buildctl, append([]string{"--addr", "tcp://" + m[1]}, buildctlArgs(bctx)...)...)
+	m3 := m[1]
+	cmd := exec.CommandContext(t.Context(), buildctl, append([]string{"--addr", "tcp://" + m3}, buildctlArgs(bctx)...)...)
 	b3, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("build 3: %v\n%s\ngateway log:\n%s", err, b3, gw)
@@ -139,6 +140,15 @@ func TestEndToEndBuildCachedAcrossIdleStop(t *testing.T) {
 	m, _ = gw.waitFor(t, engineReadyRE, stopAt, time.Second)
 	ms, _ := strconv.Atoi(m[1])
 	t.Logf("wake after idle stop took %d ms", ms)
+
+	t.Log("the sidecar's spares (connections made ahead) keep no engine awake, and wake it at their first byte")
+	afterBuild3 := gw.len()
+	_, stopAt = gw.waitFor(t, engineStoppedRE, afterBuild3, 60*time.Second)
+	cmd = exec.CommandContext(t.Context(), buildctl, append([]string{"--addr", "tcp://" + m3}, buildctlArgs(bctx)...)...)
+	if b4, err := cmd.CombinedOutput(); err != nil || !runStepCached(t, string(b4)) {
+		t.Fatalf("build 4 through the same sidecar: %v (want CACHED)\n%s\ngateway log:\n%s", err, b4, gw)
+	}
+	gw.waitFor(t, engineReadyRE, stopAt, time.Second)
 }
 
 func countBuildkitd(_ *testing.T, dir string) int { return bktest.CountBuildkitd(dir) }
