@@ -3,7 +3,6 @@ package engine
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -16,8 +15,6 @@ import (
 	types "github.com/moby/buildkit/api/types"
 	"google.golang.org/grpc"
 
-	"github.com/wakegate/wakegate/certs"
-	"github.com/wakegate/wakegate/identity"
 	"github.com/wakegate/wakegate/wire"
 )
 
@@ -64,33 +61,13 @@ func TestFrontServesWhileTheEngineStartsAndAnswersReadyTheMomentItIs(t *testing.
 	h := newHarness(t, filepath.Join(dir, "e"))
 	// The engine process is a placeholder; the test plays its BuildKit
 	// API on the engine's socket when it chooses to become ready.
-	cfg := Config{Backend: Buildkitd{Dir: h.dir, Cmd: []string{"sleep", "600"}},
-		DrainTimeout: time.Minute, StopTimeout: 10 * time.Second, ReadyTimeout: time.Minute}
-	cfg.TLS = certs.ServerTLS(func() *tls.Certificate { return h.srvCert }, h.ca.Pool())
-	cfg.Allow = []string{identity.GatewayName}
-	e, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.addr = ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx, ln) }()
+	// The engine stops before its stand-in BuildKit, which its drain asks:
+	// cleanups run last first.
 	stopControl := func() {}
-	// The engine stops before its stand-in BuildKit, which its drain asks.
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-			t.Error("engine did not stop")
-		}
-		stopControl()
-	})
+	t.Cleanup(func() { stopControl() })
+	h.launch(Config{Backend: Buildkitd{Dir: h.dir, Cmd: []string{"sleep", "600"}},
+		DrainTimeout: time.Minute, StopTimeout: 10 * time.Second, ReadyTimeout: time.Minute})
+	e := h.engine
 
 	dctx, dcancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer dcancel()

@@ -77,6 +77,14 @@ func (h *engineHarness) start(idle time.Duration) {
 // run starts an engine of cfg, with the harness's certificates, and waits
 // until it is ready.
 func (h *engineHarness) run(cfg Config) {
+	h.t.Helper()
+	h.launch(cfg)
+	h.waitReady()
+}
+
+// launch starts an engine of cfg, with the harness's certificates, and
+// does not wait for it; it is stopped when the test ends.
+func (h *engineHarness) launch(cfg Config) {
 	t := h.t
 	t.Helper()
 	cfg.TLS = certs.ServerTLS(func() *tls.Certificate { return h.srvCert }, h.ca.Pool())
@@ -103,7 +111,6 @@ func (h *engineHarness) run(cfg Config) {
 			t.Error("engine did not stop")
 		}
 	})
-	h.waitReady()
 }
 
 // client dials the engine's front as the gateway would.
