@@ -19,6 +19,13 @@ not answer within 15s is passed over for the next, and the log says so once
 per change. A certificate refused either way is reported, not passed over.
 The name verified is --server-name, or else each address's host.
 
+Connections made ahead: --ahead (2) connections to the gateway are kept
+open, their TLS handshake done, and a new local connection starts on one.
+The gateway chooses and wakes an engine for one only at its first byte, so
+unused they wake no engine and keep none awake; they are made again every
+30s and after a certificate renewal. The client must speak first, as
+BuildKit and Dagger clients do; for anything else use --ahead 0.
+
 Credentials come from one of:
   --oidc github   in a GitHub Actions job with 'permissions: id-token: write':
                   the job's own OIDC token (audience --oidc-audience) is
