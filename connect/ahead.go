@@ -19,6 +19,13 @@ import (
 // spare the sidecar could still hand to a client.
 const aheadMaxAge = 30 * time.Second
 
+// aheadLinger is how long spares are kept after the last local connection:
+// a sidecar left idle holds no connection to the gateway, so that a gateway
+// that stops when nothing is connected (Fly's auto-stop) can, and spares
+// made again every aheadMaxAge do not start it again. The next local
+// connection dials on demand and spares are made again.
+const aheadLinger = time.Minute
+
 // Backoff between failed attempts to make a spare: a gateway that is down
 // or refuses us is not asked more than this often on the spares' account
 // (clients' own connections still dial on demand meanwhile).
@@ -52,14 +59,18 @@ type spares struct {
 	current func() *tls.Certificate
 	log     *slog.Logger
 
-	mu    sync.Mutex // guards ready and off
-	ready []spare    // oldest first
-	off   bool       // the gateway takes none: no more are made
-	taken chan struct{}
+	linger time.Duration
+
+	mu      sync.Mutex // guards ready, off and lastUse
+	ready   []spare    // oldest first
+	off     bool       // the gateway takes none: no more are made
+	lastUse time.Time  // the last local connection (or the start)
+	taken   chan struct{}
 }
 
 func newSpares(n int, cache tls.ClientSessionCache, dial func(context.Context, tls.ClientSessionCache) (*tls.Conn, endpoint, error), log *slog.Logger) *spares {
-	return &spares{n: n, maxAge: aheadMaxAge, dial: dial, cache: cache, log: log, taken: make(chan struct{}, 1)}
+	return &spares{n: n, maxAge: aheadMaxAge, linger: aheadLinger, dial: dial, cache: cache, log: log,
+		taken: make(chan struct{}, 1), lastUse: time.Now()}
 }
 
 // take hands out the newest spare that is still open, or says there is
@@ -67,6 +78,13 @@ func newSpares(n int, cache tls.ClientSessionCache, dial func(context.Context, t
 // calls refill once its connection is under way: a handshake made at once
 // would take the CPU from the very connection it replaces.
 func (p *spares) take() (*tls.Conn, endpoint, bool) {
+	p.mu.Lock()
+	idle := time.Since(p.lastUse) >= p.linger
+	p.lastUse = time.Now()
+	p.mu.Unlock()
+	if idle {
+		p.refill() // spares again, for the connections that follow this one
+	}
 	for {
 		p.mu.Lock()
 		if len(p.ready) == 0 {
@@ -206,11 +224,12 @@ func (p *spares) cert() *tls.Certificate {
 	return p.current()
 }
 
-// want says whether fewer than n spares are ready.
+// want says whether fewer than n spares are ready while local connections
+// come.
 func (p *spares) want() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return !p.off && len(p.ready) < p.n
+	return !p.off && len(p.ready) < p.n && time.Since(p.lastUse) < p.linger
 }
 
 func (p *spares) add(s spare) {
@@ -219,22 +238,31 @@ func (p *spares) add(s spare) {
 	p.ready = append(p.ready, s)
 }
 
-// retire closes the spares older than maxAge and says when the oldest
-// left will be (an hour ahead when there is none).
+// retire closes the spares older than maxAge, and all of them once no
+// local connection came for linger, and says when to look again: the
+// oldest spare's age or the linger's end, whichever comes first (an hour
+// ahead when idle: the next local connection wakes run).
 func (p *spares) retire() time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
+	idleAt := p.lastUse.Add(p.linger)
 	i := 0
-	for i < len(p.ready) && now.Sub(p.ready[i].made) >= p.maxAge {
+	for i < len(p.ready) && (now.Sub(p.ready[i].made) >= p.maxAge || !now.Before(idleAt)) {
 		p.ready[i].c.Close()
 		i++
 	}
 	p.ready = p.ready[i:]
-	if len(p.ready) == 0 {
+	if !now.Before(idleAt) {
 		return now.Add(time.Hour)
 	}
-	return p.ready[0].made.Add(p.maxAge)
+	if len(p.ready) == 0 {
+		return idleAt
+	}
+	if old := p.ready[0].made.Add(p.maxAge); old.Before(idleAt) {
+		return old
+	}
+	return idleAt
 }
 
 func (p *spares) closeAll() {

@@ -1,6 +1,7 @@
 package connect
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -252,5 +253,39 @@ func TestASpareMadeWithARenewedCertificateIsNotHandedOut(t *testing.T) {
 	defer g.mu.Unlock()
 	if n := g.count(wire.ProtoProxy); n != 1 {
 		t.Fatalf("%d connections dialled on demand, want 1: the spare of the old certificate is not used", n)
+	}
+}
+
+func TestAnIdleSidecarHoldsNoSpares(t *testing.T) {
+	g := startAheadGateway(t, wire.ProtoProxy, wire.ProtoAhead)
+	sc, err := New(Config{Gateways: []string{g.addr}, TLS: g.client, Ahead: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.spares.linger = 300 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- sc.Serve(ln) }()
+	t.Cleanup(func() {
+		sc.Shutdown(context.Background())
+		<-served
+	})
+	g.waitFor(t, "a connection made ahead at the start", func() bool { return g.count(wire.ProtoAhead) == 1 })
+	// No local connection within the linger: the spare is closed and none
+	// is made again (a gateway that stops when nothing is connected can).
+	g.waitFor(t, "the spare closed", func() bool { return g.unused == 1 && len(g.idle) == 0 })
+	if n, want := sc.spares.count(), sc.spares.want(); n != 0 || want {
+		t.Fatalf("idle sidecar: %d spares held, wants more: %v; want none", n, want)
+	}
+	// The next connection dials on demand, and spares come back.
+	roundTrip(t, ln.Addr().String(), "after a quiet while")
+	g.waitFor(t, "spares made again", func() bool { return g.count(wire.ProtoAhead) == 2 && len(g.idle) == 1 })
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if n := g.count(wire.ProtoProxy); n != 1 {
+		t.Fatalf("%d connections dialled on demand, want 1", n)
 	}
 }

@@ -23,8 +23,10 @@ Connections made ahead: --ahead (2) connections to the gateway are kept
 open, their TLS handshake done, and a new local connection starts on one.
 The gateway chooses and wakes an engine for one only at its first byte, so
 unused they wake no engine and keep none awake; they are made again every
-30s and after a certificate renewal. The client must speak first, as
-BuildKit and Dagger clients do; for anything else use --ahead 0.
+30s and after a certificate renewal, and closed a minute after the last
+local connection (an idle sidecar holds no connection to the gateway). The
+client must speak first, as BuildKit and Dagger clients do; for anything
+else use --ahead 0.
 
 Credentials come from one of:
   --oidc github   in a GitHub Actions job with 'permissions: id-token: write':
