@@ -3,9 +3,11 @@ package connect
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -287,5 +289,28 @@ func TestAnIdleSidecarHoldsNoSpares(t *testing.T) {
 	defer g.mu.Unlock()
 	if n := g.count(wire.ProtoProxy); n != 1 {
 		t.Fatalf("%d connections dialled on demand, want 1", n)
+	}
+}
+
+func TestAStreamOnASpareEndedByItsDeadlineIsNotMoved(t *testing.T) {
+	g := startAheadGateway(t, wire.ProtoProxy, wire.ProtoAhead)
+	redials := 0
+	spare, err := tls.Dial("tcp", g.addr, func() *tls.Config {
+		c := g.client.Clone()
+		c.NextProtos = []string{wire.ProtoAhead}
+		return c
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spare.Close()
+	a := newAheadStream(spare, func() (net.Conn, error) { redials++; return nil, errors.New("no redial expected") }, func() {})
+	// A Join ending (its context done) expires the pending status read.
+	a.SetReadDeadline(time.Unix(1, 0))
+	if _, err := a.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline = %v, want the deadline's error", err)
+	}
+	if redials != 0 {
+		t.Fatalf("%d redials for a stream the proxy ended", redials)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,11 @@ func (a *aheadStream) Read(p []byte) (int, error) {
 	}
 	if n == 1 && st[0] != wire.AheadNotServed {
 		return 0, fmt.Errorf("connection made ahead: status byte %d from the gateway, want %d or %d", st[0], wire.AheadServed, wire.AheadNotServed)
+	}
+	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The proxy ending (a deadline set to end it), not the gateway's
+		// answer: nothing to move.
+		return 0, err
 	}
 	// Not served, or closed before the status: the gateway sends "served"
 	// before it dials any engine, so nothing reached one.
