@@ -1,7 +1,6 @@
 package connect
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -131,6 +130,13 @@ func (g *aheadGateway) count(proto string) int {
 	return n
 }
 
+// dialledOnDemand is how many connections were dialled on demand.
+func (g *aheadGateway) dialledOnDemand() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.count(wire.ProtoProxy)
+}
+
 // closeIdle closes, from the gateway's side, every ahead connection still
 // unused, as a gateway that shuts down does: each handler's read ends and it
 // closes the connection before counting it unused.
@@ -153,9 +159,7 @@ func TestNewConnectionsStartOnConnectionsMadeAhead(t *testing.T) {
 			// Each is carried on a spare, whose place is filled again.
 			g.waitFor(t, "the spare made again", func() bool { return len(g.idle) == 2 && g.count(wire.ProtoAhead) == 3+i })
 		}
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		if n := g.count(wire.ProtoProxy); n != 0 {
+		if n := g.dialledOnDemand(); n != 0 {
 			t.Fatalf("%d connections were dialled on demand with spares ready", n)
 		}
 	})
@@ -179,10 +183,7 @@ func TestAGatewayWithoutConnectionsMadeAheadIsServedOnDemand(t *testing.T) {
 	_, addr, _ := startSidecar(t, Config{Gateways: []string{g.addr}, TLS: g.client, Ahead: 2, Log: slog.New(log)})
 	roundTrip(t, addr, "on demand")
 	roundTrip(t, addr, "again")
-	g.mu.Lock()
-	proxied := g.count(wire.ProtoProxy)
-	g.mu.Unlock()
-	if proxied != 2 {
+	if proxied := g.dialledOnDemand(); proxied != 2 {
 		t.Fatalf("%d connections dialled on demand, want 2", proxied)
 	}
 	g.waitFor(t, "a log line that says spares are off", func() bool {
@@ -194,22 +195,13 @@ func TestAGatewayWithoutConnectionsMadeAheadIsServedOnDemand(t *testing.T) {
 
 func TestSparesAreMadeAnewAtTheirAge(t *testing.T) {
 	g := startAheadGateway(t, wire.ProtoProxy, wire.ProtoAhead)
-	sc, err := New(Config{Gateways: []string{g.addr}, TLS: g.client, Ahead: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc.spares.maxAge = 50 * time.Millisecond
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- sc.Serve(ln) }()
+	sc, _, served := startSidecarEdited(t, Config{Gateways: []string{g.addr}, TLS: g.client, Ahead: 1},
+		func(sc *Sidecar) { sc.spares.maxAge = 50 * time.Millisecond })
 	g.waitFor(t, "spares retired unused and made again", func() bool { return g.unused >= 2 && len(g.idle) == 1 })
 	if err := sc.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	<-served
+	served()
 	// Shutdown closes the spare it held.
 	g.waitFor(t, "no spare left open", func() bool { return len(g.idle) == 0 })
 	if n := sc.spares.count(); n != 0 {
@@ -224,9 +216,7 @@ func TestAStreamOnASpareTheGatewayDidNotServeMovesToANewConnection(t *testing.T)
 	g.refuseUsed.Store(true)
 	// Every byte arrives, once, through a connection dialled on demand.
 	roundTrip(t, addr, "sent on the spare, then again")
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if n := g.count(wire.ProtoProxy); n != 1 {
+	if n := g.dialledOnDemand(); n != 1 {
 		t.Fatalf("%d connections dialled on demand, want 1 (the stream moved there)", n)
 	}
 }
@@ -251,30 +241,15 @@ func TestASpareMadeWithARenewedCertificateIsNotHandedOut(t *testing.T) {
 	g.waitFor(t, "a connection made ahead", func() bool { return len(g.idle) == 1 })
 	renewed.Store(true)
 	roundTrip(t, addr, "after the renewal")
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if n := g.count(wire.ProtoProxy); n != 1 {
+	if n := g.dialledOnDemand(); n != 1 {
 		t.Fatalf("%d connections dialled on demand, want 1: the spare of the old certificate is not used", n)
 	}
 }
 
 func TestAnIdleSidecarHoldsNoSpares(t *testing.T) {
 	g := startAheadGateway(t, wire.ProtoProxy, wire.ProtoAhead)
-	sc, err := New(Config{Gateways: []string{g.addr}, TLS: g.client, Ahead: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc.spares.linger = 300 * time.Millisecond
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- sc.Serve(ln) }()
-	t.Cleanup(func() {
-		sc.Shutdown(context.Background())
-		<-served
-	})
+	sc, addr, _ := startSidecarEdited(t, Config{Gateways: []string{g.addr}, TLS: g.client, Ahead: 1},
+		func(sc *Sidecar) { sc.spares.linger = 300 * time.Millisecond })
 	g.waitFor(t, "a connection made ahead at the start", func() bool { return g.count(wire.ProtoAhead) == 1 })
 	// No local connection within the linger: the spare is closed and none
 	// is made again (a gateway that stops when nothing is connected can).
@@ -283,11 +258,9 @@ func TestAnIdleSidecarHoldsNoSpares(t *testing.T) {
 		t.Fatalf("idle sidecar: %d spares held, wants more: %v; want none", n, want)
 	}
 	// The next connection dials on demand, and spares come back.
-	roundTrip(t, ln.Addr().String(), "after a quiet while")
+	roundTrip(t, addr, "after a quiet while")
 	g.waitFor(t, "spares made again", func() bool { return g.count(wire.ProtoAhead) == 2 && len(g.idle) == 1 })
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if n := g.count(wire.ProtoProxy); n != 1 {
+	if n := g.dialledOnDemand(); n != 1 {
 		t.Fatalf("%d connections dialled on demand, want 1", n)
 	}
 }

@@ -139,9 +139,19 @@ func (g *testGateway) serve(c *tls.Conn) {
 // address and a function that waits for Serve's result.
 func startSidecar(t testing.TB, cfg Config) (sc *Sidecar, addr string, served func() error) {
 	t.Helper()
+	return startSidecarEdited(t, cfg, nil)
+}
+
+// startSidecarEdited is startSidecar with edit applied to the sidecar
+// before it serves (a test's shorter bounds).
+func startSidecarEdited(t testing.TB, cfg Config, edit func(*Sidecar)) (sc *Sidecar, addr string, served func() error) {
+	t.Helper()
 	sc, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(sc)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
