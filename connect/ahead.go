@@ -274,15 +274,8 @@ func (p *spares) closeAll() {
 	p.ready = nil
 }
 
-// count is how many spares are ready.
-func (p *spares) count() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.ready)
-}
-
 // noAhead says whether err is a gateway's refusal of the protocol itself:
 // one that predates connections made ahead offers no common ALPN protocol.
 func noAhead(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "no application protocol") && !errors.Is(err, context.Canceled)
+	return err != nil && strings.Contains(err.Error(), "no application protocol")
 }

@@ -287,3 +287,40 @@ func TestAStreamOnASpareEndedByItsDeadlineIsNotMoved(t *testing.T) {
 		t.Fatalf("%d redials for a stream the proxy ended", redials)
 	}
 }
+
+// count is how many spares are ready.
+func (p *spares) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.ready)
+}
+
+func TestAStreamOnASpareTooLongToKeepIsNotMoved(t *testing.T) {
+	// A stand-in gateway that reads everything, then answers "not served".
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testserve.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(15 * time.Second))
+		io.CopyN(io.Discard, c, replayLimit+1)
+		c.Write([]byte{wire.AheadNotServed})
+	})
+	spare, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	redials := 0
+	a := newAheadStream(spare, func() (net.Conn, error) { redials++; return nil, errors.New("no redial expected") }, func() {})
+	defer a.Close()
+	if n, err := a.Write(make([]byte, replayLimit+1)); err != nil || n != replayLimit+1 {
+		t.Fatalf("write = %d, %v", n, err)
+	}
+	a.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := a.Read(make([]byte, 1)); !errors.Is(err, errNotServed) {
+		t.Fatalf("read after more than replayLimit was sent = %v, want errNotServed", err)
+	}
+	if redials != 0 {
+		t.Fatalf("%d redials with bytes that were not all kept", redials)
+	}
+}

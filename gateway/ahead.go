@@ -92,11 +92,16 @@ func (s *Server) serveAhead(ctx context.Context, tc *tls.Conn, peer identity.Pee
 	s.serveProxy(setup, tc, key, log, time.Now(), first)
 }
 
+// msgRefusedByPolicy is the log's words for a connection the policy
+// refuses, at its handshake or, made ahead, at its first byte: operators'
+// alerts look for them.
+const msgRefusedByPolicy = "connection refused by policy"
+
 // refusedAgainMessage is what the log says of a connection made ahead and
 // refused at its first byte: what it says of a new connection refused for
-// the same reason (operators and their alerts look for these words).
+// the same reason.
 var refusedAgainMessage = map[refusal]string{
-	refusedPolicy:    "connection refused by policy",
+	refusedPolicy:    msgRefusedByPolicy,
 	refusedRevoked:   "connection refused: certificate revoked",
 	refusedHandshake: "connection refused: certificate expired",
 }

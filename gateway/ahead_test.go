@@ -138,3 +138,16 @@ func TestAConnectionMadeAheadIsJudgedAgainAtItsFirstByte(t *testing.T) {
 		})
 	}
 }
+
+func TestAHeldClientsEarlyBytesAreNotKeptOnceReplayed(t *testing.T) {
+	h := &heldConn{early: make([]byte, 3, 512)}
+	buf := make([]byte, 2)
+	for range 2 {
+		if _, err := h.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h.early != nil {
+		t.Fatalf("after the early bytes were read, %d bytes of the watcher's buffer are still held", cap(h.early))
+	}
+}

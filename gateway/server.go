@@ -232,7 +232,7 @@ func (s *Server) admit(ctx context.Context, c net.Conn) *admitted {
 	if s.cfg.Authorize != nil {
 		if err := s.cfg.Authorize(peer); err != nil {
 			cancel()
-			s.refuse(tc, refusedPolicy, "connection refused by policy", peer, remote, err)
+			s.refuse(tc, refusedPolicy, msgRefusedByPolicy, peer, remote, err)
 			return nil
 		}
 	}

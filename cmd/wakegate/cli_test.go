@@ -54,6 +54,8 @@ func TestBadFlagsFailBeforeAnythingStarts(t *testing.T) {
 		{[]string{"connect", "--gateway", "h:1", "--creds", "c", "--background"}, "--background needs --pid-file"},
 		{[]string{"connect", "--gateway", "h:1", "--creds", "c", "--background", "--pid-file", "p", "--wait"}, "--background is exclusive"},
 		{[]string{"connect", "--gateway", "h:1", "--creds", "c", "--pid-file", "p"}, "--pid-file and --log-file go with --background"},
+		{[]string{"connect", "--gateway", "h:1", "--creds", "c", "--ahead", "-1"}, "--ahead must be between 0 and 16"},
+		{[]string{"connect", "--gateway", "h:1", "--creds", "c", "--ahead", "17"}, "--ahead must be between 0 and 16"},
 		{[]string{"gateway", "--ca-dir", "ca", "--state", "s", "--oidc-issuer", "http://x"}, "must be an https URL"},
 		{[]string{"connect", "--gateway", "h:1", "--token", "x"}, "needs --ca-url and --ca-fingerprint"},
 		{[]string{"connect", "--gateway", "h:1", "--token", "x", "--ca-url", "https://127.0.0.1:1", "--ca-fingerprint", "ab"}, "not a JWT"},
