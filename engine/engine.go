@@ -154,6 +154,10 @@ type Engine struct {
 	readyCh chan struct{}
 
 	lastBusy atomic.Int64 // unix nanos of the last moment with connections or builds
+	// unused ends when the engine begins to stop: streams made ahead of
+	// need and still unused close then (ahead.go). Set before the fronts
+	// serve.
+	unused context.Context
 }
 
 // New validates cfg.
@@ -161,9 +165,9 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, readyCh: make(chan struct{})}
+	e := &Engine{cfg: cfg, readyCh: make(chan struct{}), unused: context.Background()}
 	t := cfg.TLS.Clone()
-	t.NextProtos = []string{wire.ProtoProxy, ProtoStatus}
+	t.NextProtos = []string{wire.ProtoProxy, ProtoStatus, ProtoProxyAhead}
 	prev := t.VerifyConnection
 	t.VerifyConnection = func(cs tls.ConnectionState) error {
 		if prev != nil {
@@ -262,6 +266,9 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 	// came after it. Proxied streams that arrive early wait for readiness.
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
+	unused, stopSpares := context.WithCancel(serveCtx)
+	defer stopSpares()
+	e.unused = unused
 	status := newStatusServer(e)
 	var wg sync.WaitGroup
 	for _, f := range fronts {
@@ -310,6 +317,7 @@ func (e *Engine) Run(ctx context.Context, ln net.Listener) error {
 
 	reason := e.waitForStop(ctx, p)
 	log.Info("engine stopping", "reason", reason)
+	stopSpares()
 	// A BuildKit client holds one connection for its build: stop accepting
 	// new ones. A Dagger client opens new connections in the middle of a
 	// call (its queries, after its session), so refusing them would fail
@@ -529,12 +537,18 @@ func (e *Engine) handle(ctx context.Context, c net.Conn, proto string, status *s
 		c.Close()
 		return
 	}
-	e.conns.Add(1)
-	e.markBusy()
-	defer func() {
-		e.markBusy()
-		e.conns.Add(-1)
-	}()
+	switch proto {
+	case ProtoHandoffAhead:
+		e.handOffAhead(ctx, c)
+		return
+	case ProtoProxyAhead:
+		// Uncounted until used; then a proxied stream like any other.
+		if err := awaitUse(e.unused, c); err != nil {
+			c.Close()
+			return
+		}
+	}
+	defer e.counted()()
 	if proto == ProtoHandoff {
 		e.handOff(ctx, c)
 		return

@@ -27,23 +27,37 @@ const ProtoHandoff = "wakegate-handoff/1"
 // counts the stream while this runs.
 func (e *Engine) handOff(ctx context.Context, c net.Conn) {
 	defer c.Close()
+	if e.sendBackend(ctx, c) {
+		e.holdLease(ctx, c)
+	}
+}
+
+// sendBackend dials the engine process and sends that connection to c's
+// peer; false, logged, if it could not.
+func (e *Engine) sendBackend(ctx context.Context, c net.Conn) bool {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		e.cfg.Log.Error("connection closed: a handoff needs the unix front")
-		return
+		return false
 	}
 	var d net.Dialer
 	bc, err := d.DialContext(ctx, "unix", e.cfg.Backend.Socket())
 	if err != nil {
 		e.cfg.Log.Error("connection closed: engine socket unreachable", "err", err)
-		return
+		return false
 	}
 	err = sendConn(uc, bc.(*net.UnixConn))
 	bc.Close() // the peer holds its own copy now
 	if err != nil {
 		e.cfg.Log.Warn("connection closed: handoff failed", "err", err)
-		return
+		return false
 	}
+	return true
+}
+
+// holdLease holds a handed-over stream's lease c until the peer closes it
+// or ctx ends.
+func (e *Engine) holdLease(ctx context.Context, c net.Conn) {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	// Nothing more comes on c: its end is the stream's.

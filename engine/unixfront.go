@@ -135,7 +135,7 @@ func readProto(c net.Conn) (string, error) {
 		return "", err
 	}
 	switch p := string(name); p {
-	case wire.ProtoProxy, ProtoStatus, ProtoHandoff:
+	case wire.ProtoProxy, ProtoStatus, ProtoHandoff, ProtoProxyAhead, ProtoHandoffAhead:
 		return p, nil
 	default:
 		return "", fmt.Errorf("unknown protocol %q", p)

@@ -48,6 +48,8 @@ type unixFront struct {
 	addr string // "unix://…/front.sock"
 	path string
 	logs *syncBuffer
+	// stopSpares ends the engine's unused spares, as its stop does.
+	stopSpares context.CancelFunc
 }
 
 type syncBuffer struct {
@@ -81,6 +83,8 @@ func startUnixFront(t *testing.T) *unixFront {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	unused, stopSpares := context.WithCancel(ctx)
+	e.unused = unused
 	status := newStatusServer(e)
 	done := make(chan struct{})
 	go func() {
@@ -93,7 +97,7 @@ func startUnixFront(t *testing.T) *unixFront {
 		status.close()
 		<-done
 	})
-	return &unixFront{e: e, addr: UnixScheme + path, path: path, logs: logs}
+	return &unixFront{e: e, addr: UnixScheme + path, path: path, logs: logs, stopSpares: stopSpares}
 }
 
 // waitConns waits, bounded, until the engine counts n proxied connections.

@@ -117,6 +117,9 @@ type Engine struct {
 	// onWake, if set (by the pool, before any wake), records each wake's
 	// phases, or the phase it failed in, in the pool's metrics.
 	onWake func(wakeTiming)
+	// onStarted, if set (by the pool, before any wake), hears the address
+	// of an engine its host started, before it is ready.
+	onStarted func(addr string)
 }
 
 const wakeBucketCount = 9
@@ -439,6 +442,9 @@ func (e *Engine) start(ctx context.Context, deadline time.Time) (string, wakeTim
 	}
 	started := clk.Now()
 	timing := wakeTiming{from: from, hostStart: started.Sub(began)}
+	if e.onStarted != nil {
+		e.onStarted(addr)
+	}
 	w, _ := e.cfg.Provider.(Watcher)
 	var last error
 	for {

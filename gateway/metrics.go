@@ -31,12 +31,14 @@ const (
 // and go; the pool's state is read at scrape time (poolCollector), never
 // counted twice.
 type serverMetrics struct {
-	active  prometheus.Gauge
-	held    prometheus.Gauge
-	ahead   prometheus.Gauge
-	conns   *prometheus.CounterVec // by result
-	refused *prometheus.CounterVec // by reason
-	bytes   *prometheus.CounterVec // by direction
+	active prometheus.Gauge
+	held   prometheus.Gauge
+	ahead  prometheus.Gauge
+	// engineAhead is streams to engines made ahead of need, unused.
+	engineAhead prometheus.Gauge
+	conns       *prometheus.CounterVec // by result
+	refused     *prometheus.CounterVec // by reason
+	bytes       *prometheus.CounterVec // by direction
 }
 
 func newServerMetrics(reg prometheus.Registerer) *serverMetrics {
@@ -47,6 +49,8 @@ func newServerMetrics(reg prometheus.Registerer) *serverMetrics {
 			Help: "Client connections held while the gateway finds them an engine (a wake, a stop to wait out)."}),
 		ahead: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wakegate_connections_ahead",
 			Help: "Client connections made ahead of need (connect's spares) waiting for their first byte; no engine is theirs yet."}),
+		engineAhead: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wakegate_engine_connections_ahead",
+			Help: "Streams to running engines made ahead of need and not yet used; neither the gateway nor the engine counts them."}),
 		conns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wakegate_connections_total",
 			Help: "Authenticated client connections closed, by what became of them."}, []string{"result"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wakegate_connections_refused_total",
@@ -63,7 +67,7 @@ func newServerMetrics(reg prometheus.Registerer) *serverMetrics {
 	}
 	m.bytes.WithLabelValues(dirToEngine)
 	m.bytes.WithLabelValues(dirToClient)
-	reg.MustRegister(m.active, m.held, m.ahead, m.conns, m.refused, m.bytes)
+	reg.MustRegister(m.active, m.held, m.ahead, m.engineAhead, m.conns, m.refused, m.bytes)
 	return m
 }
 

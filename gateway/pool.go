@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,9 @@ type Pool struct {
 	reg     *prometheus.Registry // served at the admin /metrics
 	metrics *serverMetrics       // counted by the server
 	wakes   *wakeMetrics         // successful wakes by phase and previous state
+	// onStarted, set by the server that uses the pool, hears of every
+	// engine started, with its address, before it is ready.
+	onStarted atomic.Pointer[func(addr string)]
 }
 
 // sizer is a Provider that knows its machines' sizes (fly: each machine's
@@ -75,6 +79,7 @@ func NewPoolWithPolicy(ctx context.Context, p Provider, tmpl EngineConfig, polic
 		}
 		e := NewEngine(cfg)
 		e.onWake = pool.wakes.observe
+		e.onStarted = pool.started
 		if s, ok := p.(sizer); ok {
 			e.setCPUs(s.CPUs(id))
 		}
@@ -290,4 +295,25 @@ func (p *Pool) Close() {
 		}
 		wg.Wait()
 	})
+}
+
+// started tells the server's streams made ahead (onStarted) that an
+// engine was started at addr.
+func (p *Pool) started(addr string) {
+	if f := p.onStarted.Load(); f != nil {
+		(*f)(addr)
+	}
+}
+
+// runningAt says whether an engine of the pool serves at addr now.
+func (p *Pool) runningAt(addr string) bool {
+	for _, e := range p.engines {
+		e.mu.Lock()
+		ok := e.state == Running && e.addr == addr
+		e.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
 }

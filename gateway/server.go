@@ -50,6 +50,11 @@ type Config struct {
 	// one client cannot take every descriptor of the gateway, its engines
 	// and BuildKit. DefaultMaxConnsPerIdentity when <= 0.
 	MaxConnsPerIdentity int
+	// DialAhead opens a stream to an engine ahead of need
+	// (engine.Client.DialAhead); with EngineAhead > 0, that many are kept
+	// open per engine that streams went to lately (enginespares.go).
+	DialAhead   AheadDialer
+	EngineAhead int
 	// AheadIdleTimeout closes a connection made ahead of need
 	// (wire.ProtoAhead) that carried no byte for this long;
 	// DefaultAheadIdleTimeout when <= 0.
@@ -102,6 +107,9 @@ type Server struct {
 	draining     context.Context
 	stopDraining context.CancelFunc
 	refusals     *refusalLog
+	spares       *engineSpares // nil without Config.EngineAhead
+	sparesOnce   sync.Once
+	sparesDone   chan struct{} // closed when spares.run returned; nil if it never ran
 
 	mu         sync.Mutex           // guards open and identities
 	open       map[*tls.Conn]string // authenticated connections by certificate serial
@@ -128,12 +136,18 @@ func NewServer(cfg Config) (*Server, error) {
 	s.life = proxy.NewServer(s.handle, cfg.Log)
 	s.ctx = s.life.Context()
 	s.draining, s.stopDraining = context.WithCancel(s.ctx)
+	if cfg.EngineAhead > 0 && cfg.DialAhead != nil {
+		s.spares = newEngineSpares(cfg.EngineAhead, cfg.DialAhead, cfg.Pool.runningAt, cfg.Pool.metrics.engineAhead, cfg.Log)
+		prime := s.spares.prime
+		cfg.Pool.onStarted.Store(&prime)
+	}
 	return s, nil
 }
 
 // Serve accepts connections on ln until Shutdown, then returns
 // ErrServerClosed.
 func (s *Server) Serve(ln net.Listener) error {
+	s.runSpares()
 	if err := s.life.Serve(ln); !errors.Is(err, ErrServerClosed) {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -146,6 +160,10 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.refusals.close()
 	s.stopDraining()
+	s.sparesOnce.Do(func() {}) // none made from now on
+	if s.sparesDone != nil {
+		<-s.sparesDone // it closes the spares it holds
+	}
 	if err := s.life.Shutdown(ctx); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -364,15 +382,52 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log
 	}
 }
 
-// proxyTo proxies tc, its held bytes early first, to the engine at addr.
+// runSpares starts making streams to engines ahead of need, once, unless
+// Shutdown began.
+func (s *Server) runSpares() {
+	if s.spares == nil {
+		return
+	}
+	s.sparesOnce.Do(func() {
+		s.sparesDone = make(chan struct{})
+		go func() {
+			defer close(s.sparesDone)
+			s.spares.run(s.draining)
+		}()
+	})
+}
+
+// proxyTo proxies tc, its held bytes early first, to the engine at addr:
+// on a stream made ahead of need if one is open, else dialled now.
 // failed says the engine could not be dialled or failed before it answered;
 // then replay is what the client sent (to resend to another engine), and
 // replayable whether all of it was kept.
+//
+// A spare that fails before the engine's first byte is not the engine's
+// failure: it may have been closed by an engine process since restarted
+// at the same address, or have died idle. The stream is sent again, once,
+// on a stream dialled now, and only that one's failure counts.
 func (s *Server) proxyTo(ctx context.Context, tc *tls.Conn, addr string, early []byte) (res proxy.Result, failed error, replay []byte, replayable bool) {
+	if s.spares != nil {
+		if ec := s.spares.take(addr); ec != nil {
+			res, failed, replay, replayable = s.proxyOn(tc, ec, early)
+			if failed == nil || !replayable {
+				return res, failed, replay, replayable
+			}
+			s.cfg.Log.Debug("engine connection made ahead failed before the engine answered; dialling it", "addr", addr, "err", failed)
+			early = replay
+		}
+	}
 	ec, err := s.cfg.Dial(ctx, addr)
 	if err != nil {
 		return res, fmt.Errorf("engine dial failed: %w", err), early, true
 	}
+	return s.proxyOn(tc, ec, early)
+}
+
+// proxyOn proxies tc, its held bytes early first, on ec, a stream to an
+// engine.
+func (s *Server) proxyOn(tc *tls.Conn, ec net.Conn, early []byte) (res proxy.Result, failed error, replay []byte, replayable bool) {
 	fc := &firstContact{tc: tc}
 	client, engine := fc.pair(&heldConn{Conn: tc, early: early}, ec)
 	res = proxy.Join(s.ctx, client, engine, "client", "engine", s.cfg.HalfOpenTimeout)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wakegate/wakegate/engine"
 	"github.com/wakegate/wakegate/gateway"
 	"github.com/wakegate/wakegate/identity"
 	"github.com/wakegate/wakegate/internal/memtrim"
@@ -29,9 +30,9 @@ type routing struct {
 // newRouting builds the pool and the server around the one engine client:
 // it probes every wake (Probe), asks an idle engine whether anyone still
 // uses it before stopping it (BeforeStop) and dials every proxied stream
-// (Dial). The pool's engines are warmed up (--min-running) before it
+// (Dial), and ahead of need (DialAhead, --engine-ahead). The pool's engines are warmed up (--min-running) before it
 // returns.
-func (f *gatewayFlags) newRouting(ctx context.Context, provider gateway.Provider, ec gateway.EngineClient, tlsCfg *tls.Config, authorize func(identity.Peer) error, log *slog.Logger) (*routing, error) {
+func (f *gatewayFlags) newRouting(ctx context.Context, provider gateway.Provider, ec *engine.Client, tlsCfg *tls.Config, authorize func(identity.Peer) error, log *slog.Logger) (*routing, error) {
 	pool, err := gateway.NewPoolWithPolicy(ctx, provider, gateway.EngineConfig{
 		Probe:       ec.Ready,
 		BeforeStop:  ec.Busy,
@@ -48,6 +49,14 @@ func (f *gatewayFlags) newRouting(ctx context.Context, provider gateway.Provider
 		TLS:  tlsCfg,
 		Pool: pool,
 		Dial: ec.Dial,
+		DialAhead: func(ctx context.Context, addr string) (gateway.EngineSpare, error) {
+			s, err := ec.DialAhead(ctx, addr)
+			if err != nil {
+				return nil, err
+			}
+			return s, nil
+		},
+		EngineAhead: f.front.engineAhead,
 		// A held connection may wait out a stop, then a whole wake.
 		HoldTimeout:         f.pool.wakeTimeout + time.Minute,
 		Authorize:           authorize,

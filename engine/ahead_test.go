@@ -1,0 +1,164 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/wakegate/wakegate/certs"
+)
+
+// waitPeerClosed waits, bounded, until the engine has closed spare s.
+func waitPeerClosed(t *testing.T, s *Spare) {
+	t.Helper()
+	ctl := s.lease
+	if ctl == nil {
+		ctl = s.conn
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for peerOpen(ctl) {
+		if time.Now().After(deadline) {
+			t.Fatal("the engine did not close its unused spare")
+		}
+		time.Sleep(5 * time.Millisecond) // polling the socket, bounded
+	}
+}
+
+// TestASpareOnTheUnixFrontIsHandedOverAndCountedOnlyOnceUsed: a stream
+// made ahead on the unix front is the engine process's socket at once, but
+// the engine counts it only from its use; one still unused when the engine
+// begins to stop is closed, and Use says so.
+func TestASpareOnTheUnixFrontIsHandedOverAndCountedOnlyOnceUsed(t *testing.T) {
+	f := startUnixFront(t)
+	var c Client
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	sp, err := c.DialAhead(ctx, f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	if _, ok := sp.conn.(*handedConn); !ok {
+		t.Fatalf("a spare on the unix front is a %T, want the engine socket handed over", sp.conn)
+	}
+	if n := f.e.conns.Load(); n != 0 {
+		t.Fatalf("the engine counts %d connections for an unused spare, want 0", n)
+	}
+	conn, err := sp.Use()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.waitConns(t, 1)
+	msg := []byte("on a stream made ahead")
+	conn.Write(msg)
+	got := make([]byte, len(msg))
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo = %q, %v; want %q", got, err, msg)
+	}
+	conn.Close()
+	f.waitConns(t, 0)
+
+	unused, err := c.DialAhead(ctx, f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unused.Close()
+	f.stopSpares()
+	waitPeerClosed(t, unused)
+	if _, err := unused.Use(); !errors.Is(err, errSpareClosed) {
+		t.Fatalf("Use of a spare the stopping engine closed: %v, want %v", err, errSpareClosed)
+	}
+	if n := f.e.conns.Load(); n != 0 {
+		t.Fatalf("the engine counts %d connections, want 0", n)
+	}
+}
+
+// TestASpareOnTheTLSFrontKeepsNoEngineAwake: on a real engine, a stream
+// made ahead on the mTLS front is proxied to BuildKit once used and counted
+// while open; an unused one is not counted, so the engine still stops when
+// idle, and closes it as it does.
+func TestASpareOnTheTLSFrontKeepsNoEngineAwake(t *testing.T) {
+	h := newHarness(t, shortDir(t))
+	h.start(time.Second)
+	c := &Client{TLS: certs.ClientTLS(func() *tls.Certificate { return h.gwCert }, h.ca.Pool(), "")}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	used, err := c.DialAhead(ctx, "tls://"+h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer used.Close()
+	unused, err := c.DialAhead(ctx, "tls://"+h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unused.Close()
+	conn, err := used.Use()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// BuildKit speaks first: HTTP/2's settings frame.
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var hdr [9]byte
+	if _, err := io.ReadFull(conn, hdr[:]); err != nil || hdr[3] != 4 {
+		t.Fatalf("first frame from BuildKit through a used spare: % x, %v; want a settings frame (type 4)", hdr, err)
+	}
+	if n := h.engine.conns.Load(); n != 1 {
+		t.Fatalf("the engine counts %d connections with one spare used and one not, want 1", n)
+	}
+	conn.Close()
+	select {
+	case <-h.done:
+	case <-ctx.Done():
+		t.Fatalf("the engine did not stop idle with an unused spare open (it counts %d connections)", h.engine.conns.Load())
+	}
+	if h.err != nil {
+		t.Fatal(h.err)
+	}
+	waitPeerClosed(t, unused)
+	if _, err := unused.Use(); !errors.Is(err, errSpareClosed) {
+		t.Fatalf("Use of a spare the stopped engine closed: %v, want %v", err, errSpareClosed)
+	}
+}
+
+// TestAProxiedSpareStartsAtItsUseByteOnly: a spare proxied by the engine
+// (ProtoProxyAhead, here on the unix front) carries the stream after its
+// use byte, counted; any other first byte closes it, uncounted.
+func TestAProxiedSpareStartsAtItsUseByteOnly(t *testing.T) {
+	f := startUnixFront(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	conn, err := dialUnix(ctx, f.path, ProtoProxyAhead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write(append([]byte{use}, "echoed"...))
+	got := make([]byte, len("echoed"))
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(conn, got); err != nil || string(got) != "echoed" {
+		t.Fatalf("echo after the use byte = %q, %v; want %q", got, err, "echoed")
+	}
+	f.waitConns(t, 1)
+	conn.Close()
+	f.waitConns(t, 0)
+
+	wrong, err := dialUnix(ctx, f.path, ProtoProxyAhead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+	wrong.Write([]byte("GET / HTTP/1.1\r\n"))
+	wrong.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := wrong.Read(make([]byte, 64)); err == nil {
+		t.Fatalf("a spare whose first byte is not 'use' answered %d bytes", n)
+	}
+	if n := f.e.conns.Load(); n != 0 {
+		t.Fatalf("the engine counts %d connections, want 0", n)
+	}
+}
