@@ -25,3 +25,14 @@ func TestHelpDescribesMaxConnsPerIdentity(t *testing.T) {
 		t.Fatalf("gateway help does not describe --max-conns-per-identity and its default:\n%s", s)
 	}
 }
+
+func TestBadFlagsEngineAheadIsBounded(t *testing.T) {
+	t.Setenv("WAKEGATE_CA_PASSWORD", "")
+	for _, v := range []string{"-1", "17"} {
+		out := newLogWatch()
+		err := run(t.Context(), []string{"gateway", "--ca-dir", "ca", "--state", "s", "--engine-ahead", v}, out, out)
+		if err == nil || !strings.Contains(err.Error(), "--engine-ahead must be between 0 and 16") {
+			t.Errorf("--engine-ahead %s = %v, want a usage error", v, err)
+		}
+	}
+}
