@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wakegate/wakegate/internal/ctxwait"
 )
 
 // Streams made ahead of need: a gateway keeps a few connections to a
@@ -47,28 +48,16 @@ var errSpareUnused = errors.New("connection made ahead closed unused")
 // byte within aheadUnusedTimeout, before the engine begins to stop
 // (unused ends then).
 func awaitUse(unused context.Context, c net.Conn) error {
-	wctx, cancel := context.WithTimeout(unused, aheadUnusedTimeout)
+	wctx, cancel := context.WithTimeoutCause(unused, aheadUnusedTimeout, fmt.Errorf("unused for %s", aheadUnusedTimeout))
 	defer cancel()
-	expired := make(chan struct{})
-	stop := context.AfterFunc(wctx, func() {
-		defer close(expired)
-		c.SetReadDeadline(time.Unix(1, 0))
-	})
-	var b [1]byte
-	_, err := io.ReadFull(c, b[:])
-	if !stop() {
-		<-expired
-		c.SetReadDeadline(time.Time{})
-	}
+	b, err := ctxwait.ReadByte(wctx, c)
 	switch {
-	case err == nil && b[0] == use:
-		return nil
-	case err == nil:
-		return fmt.Errorf("%w: first byte %d, want %d", errSpareUnused, b[0], use)
-	case wctx.Err() != nil:
-		return fmt.Errorf("%w: %w", errSpareUnused, context.Cause(wctx))
+	case err != nil:
+		return fmt.Errorf("%w: %w", errSpareUnused, err)
+	case b != use:
+		return fmt.Errorf("%w: first byte %d, want %d", errSpareUnused, b, use)
 	}
-	return fmt.Errorf("%w: %w", errSpareUnused, err)
+	return nil
 }
 
 // counted counts a stream while it is open: busy, /status, idle.
@@ -108,16 +97,11 @@ type Spare struct {
 // whose socket is handed over at once).
 func (c *Client) DialAhead(ctx context.Context, addr string) (*Spare, error) {
 	if path, ok := strings.CutPrefix(addr, UnixScheme); ok {
-		lease, err := dialUnix(ctx, path, ProtoHandoffAhead)
+		h, err := dialHandoff(ctx, path, ProtoHandoffAhead)
 		if err != nil {
 			return nil, err
 		}
-		conn, err := receiveConn(ctx, lease)
-		if err != nil {
-			lease.Close()
-			return nil, fmt.Errorf("dial engine %s ahead: %w", path, err)
-		}
-		return &Spare{conn: conn, lease: lease}, nil
+		return &Spare{conn: h, lease: h.lease}, nil
 	}
 	conn, err := c.dial(ctx, addr, ProtoProxyAhead)
 	if err != nil {

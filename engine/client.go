@@ -90,16 +90,11 @@ func (c *Client) dial(ctx context.Context, addr, proto string) (net.Conn, error)
 // connection returned is the engine process's own socket.
 func (c *Client) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if path, ok := strings.CutPrefix(addr, UnixScheme); ok {
-		lease, err := dialUnix(ctx, path, ProtoHandoff)
+		h, err := dialHandoff(ctx, path, ProtoHandoff)
 		if err != nil {
-			return nil, err
+			return nil, err // not a nil *handedConn in an interface
 		}
-		conn, err := receiveConn(ctx, lease)
-		if err != nil {
-			lease.Close()
-			return nil, fmt.Errorf("dial engine %s: %w", path, err)
-		}
-		return conn, nil
+		return h, nil
 	}
 	return c.dial(ctx, addr, wire.ProtoProxy)
 }

@@ -93,9 +93,24 @@ func (h *handedConn) Close() error {
 	return err
 }
 
+// dialHandoff opens a unix front connection at path carrying proto (a
+// handoff) and returns the stream the engine hands over on it.
+func dialHandoff(ctx context.Context, path, proto string) (*handedConn, error) {
+	lease, err := dialUnix(ctx, path, proto)
+	if err != nil {
+		return nil, err
+	}
+	h, err := receiveConn(ctx, lease)
+	if err != nil {
+		lease.Close()
+		return nil, fmt.Errorf("dial engine %s: %w", path, err)
+	}
+	return h, nil
+}
+
 // receiveConn reads the descriptor an engine sends on lease (its unix
 // front, after ProtoHandoff) within ctx, and returns the stream.
-func receiveConn(ctx context.Context, lease net.Conn) (net.Conn, error) {
+func receiveConn(ctx context.Context, lease net.Conn) (*handedConn, error) {
 	uc, ok := lease.(*net.UnixConn)
 	if !ok {
 		return nil, errors.New("a handoff needs a unix socket")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wakegate/wakegate/identity"
+	"github.com/wakegate/wakegate/internal/ctxwait"
 	"github.com/wakegate/wakegate/wire"
 )
 
@@ -30,29 +31,14 @@ var errDraining = errors.New("gateway shutting down")
 func (s *Server) awaitFirstByte(tc *tls.Conn) ([]byte, error) {
 	wctx, cancel := context.WithTimeout(s.draining, s.cfg.AheadIdleTimeout)
 	defer cancel()
-	expired := make(chan struct{})
-	stop := context.AfterFunc(wctx, func() {
-		defer close(expired)
-		// A deadline in the past ends the read without closing the
-		// connection (a timeout is not sticky in crypto/tls).
-		tc.SetReadDeadline(time.Unix(1, 0))
-	})
-	var b [1]byte
-	n, err := tc.Read(b[:])
-	if !stop() {
-		<-expired
-		tc.SetReadDeadline(time.Time{})
-	}
-	if n == 1 {
-		return b[:], nil
-	}
+	b, err := ctxwait.ReadByte(wctx, tc)
 	switch {
+	case err == nil:
+		return []byte{b}, nil
 	case errors.Is(wctx.Err(), context.DeadlineExceeded):
 		return nil, fmt.Errorf("unused for %s", s.cfg.AheadIdleTimeout)
 	case wctx.Err() != nil:
 		return nil, errDraining
-	case err == nil:
-		return nil, errors.New("empty read") // crypto/tls returns a byte or an error
 	}
 	return nil, fmt.Errorf("closed unused: %w", err)
 }

@@ -3,6 +3,8 @@ package ctxwait
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"testing"
 	"time"
 )
@@ -20,5 +22,33 @@ func TestSleepWaitsOrEndsWithItsContext(t *testing.T) {
 	}
 	if took := time.Since(began); took > time.Minute {
 		t.Fatalf("a sleep whose context had ended took %s", took)
+	}
+}
+
+// TestReadByteReadsOrEndsWithItsContextLeavingTheConnectionOpen: a byte
+// that comes is read; a wait that its context ends returns the cause, and
+// the connection still reads what comes next, with no deadline left.
+func TestReadByteReadsOrEndsWithItsContextLeavingTheConnectionOpen(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go b.Write([]byte{7})
+	if got, err := ReadByte(context.Background(), a); err != nil || got != 7 {
+		t.Fatalf("ReadByte = %d, %v; want 7", got, err)
+	}
+	cause := errors.New("draining")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	go cancel(cause)
+	if _, err := ReadByte(ctx, a); !errors.Is(err, cause) {
+		t.Fatalf("ReadByte whose context ended = %v, want its cause", err)
+	}
+	go b.Write([]byte("next"))
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(a, got); err != nil || string(got) != "next" {
+		t.Fatalf("after an ended wait, read %q, %v; want the connection open and no deadline", got, err)
+	}
+	b.Close()
+	if _, err := ReadByte(context.Background(), a); !errors.Is(err, io.EOF) {
+		t.Fatalf("ReadByte of a closed connection = %v, want EOF", err)
 	}
 }
