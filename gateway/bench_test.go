@@ -109,13 +109,14 @@ func BenchmarkIdleConnection(b *testing.B) {
 	g.echoConn(b).Close() // the engine is awake
 	const conns = 500
 	for range b.N {
-		before := memInUse()
+		before, stackBefore := memInUse()
 		held := make([]*tls.Conn, 0, conns)
 		for range conns {
 			held = append(held, g.echoConn(b))
 		}
-		after := memInUse()
+		after, stackAfter := memInUse()
 		b.ReportMetric(float64(after-before)/conns, "B/idle-conn")
+		b.ReportMetric(float64(stackAfter-stackBefore)/conns, "stack-B/idle-conn")
 		// WAKEGATE_BENCH_HEAP=FILE: a heap profile while the connections
 		// are held (with -memprofilerate=1 for every allocation).
 		if path := os.Getenv("WAKEGATE_BENCH_HEAP"); path != "" {
@@ -158,10 +159,13 @@ func BenchmarkColdConnect(b *testing.B) {
 	}
 }
 
-func memInUse() int64 {
+// memInUse is the heap and stacks in use, and the stacks alone, after two
+// collections (the second shrinks the stacks the first found mostly
+// unused).
+func memInUse() (total, stacks int64) {
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return int64(m.HeapInuse + m.StackInuse)
+	return int64(m.HeapInuse + m.StackInuse), int64(m.StackInuse)
 }
