@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -90,6 +91,10 @@ func (e *Engine) handOffAhead(ctx context.Context, c net.Conn) {
 type Spare struct {
 	conn  net.Conn // the stream: TLS to the front, or the handed-over socket
 	lease net.Conn // the unix front's connection of a handed-over one; nil for TLS
+	// judge judges the engine's certificate again at use, as a new
+	// handshake would (chain, expiry, role, revocation): a spare may be
+	// used well after its own. Nil on the unix front, which has none.
+	judge func() error
 }
 
 // DialAhead opens a stream to the engine at addr ahead of need
@@ -107,7 +112,8 @@ func (c *Client) DialAhead(ctx context.Context, addr string) (*Spare, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Spare{conn: conn}, nil
+	tc, roots := conn.(*tls.Conn), c.TLS.RootCAs
+	return &Spare{conn: conn, judge: func() error { return verifyEngine(tc.ConnectionState(), roots, c.IsRevoked) }}, nil
 }
 
 // errSpareClosed says a spare was found closed (the engine began to stop,
@@ -119,8 +125,9 @@ var errSpareClosed = errors.New("connection made ahead found closed")
 const useTimeout = 5 * time.Second
 
 // Use makes the spare a stream, which the engine counts from then, if it
-// is still open; otherwise it is closed and Use says so (the caller dials
-// on demand instead).
+// is still open and its engine's certificate still passes; otherwise it
+// is closed and Use says why (the caller dials on demand instead, whose
+// handshake refuses an engine that no longer passes).
 func (s *Spare) Use() (net.Conn, error) {
 	ctl := s.lease
 	if ctl == nil {
@@ -129,6 +136,12 @@ func (s *Spare) Use() (net.Conn, error) {
 	if !peerOpen(s.conn) || !peerOpen(ctl) {
 		s.Close()
 		return nil, errSpareClosed
+	}
+	if s.judge != nil {
+		if err := s.judge(); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("connection made ahead refused at use: %w", err)
+		}
 	}
 	ctl.SetWriteDeadline(time.Now().Add(useTimeout))
 	_, err := ctl.Write([]byte{use})

@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,7 +87,9 @@ func TestASpareOnTheUnixFrontIsHandedOverAndCountedOnlyOnceUsed(t *testing.T) {
 func TestASpareOnTheTLSFrontKeepsNoEngineAwake(t *testing.T) {
 	h := newHarness(t, shortDir(t))
 	h.start(time.Second)
-	c := &Client{TLS: certs.ClientTLS(func() *tls.Certificate { return h.gwCert }, h.ca.Pool(), "")}
+	var revoked atomic.Bool
+	c := &Client{TLS: certs.ClientTLS(func() *tls.Certificate { return h.gwCert }, h.ca.Pool(), ""),
+		IsRevoked: func(string) (bool, error) { return revoked.Load(), nil }}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	used, err := c.DialAhead(ctx, "tls://"+h.addr)
@@ -98,6 +102,18 @@ func TestASpareOnTheTLSFrontKeepsNoEngineAwake(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unused.Close()
+	judged, err := c.DialAhead(ctx, "tls://"+h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer judged.Close()
+	// An engine certificate revoked after the spare's handshake is
+	// refused at its use.
+	revoked.Store(true)
+	if _, err := judged.Use(); err == nil || !strings.Contains(err.Error(), "is revoked") {
+		t.Fatalf("Use of a spare whose engine's certificate was revoked since: %v, want a refusal", err)
+	}
+	revoked.Store(false)
 	conn, err := used.Use()
 	if err != nil {
 		t.Fatal(err)
