@@ -74,16 +74,37 @@ func (e *Engine) counted() (done func()) {
 // handOffAhead hands the engine process's socket over to the unix front's
 // peer c at once, uncounted, and counts c as the stream's lease from its
 // use byte until the peer closes it.
+//
+// Until then the engine keeps its own copy of that socket: if the spare
+// ends unused (the engine begins to stop, or its bound), it shuts the
+// socket down, which ends it for the peer's copy too. An engine process
+// stopping gracefully waits for the connections it accepted (BuildKit's
+// gRPC server waits up to two minutes for a client's first bytes), so a
+// spare the gateway still held would hold up the stop.
 func (e *Engine) handOffAhead(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	if !e.sendBackend(ctx, c) {
+	bc := e.sendBackend(ctx, c)
+	if bc == nil {
 		return
 	}
 	if err := awaitUse(e.unused, c); err != nil {
+		shutdownConn(bc)
+		bc.Close()
 		return
 	}
+	bc.Close()
 	defer e.counted()()
 	e.holdLease(ctx, c)
+}
+
+// shutdownConn shuts c's socket down both ways: every descriptor of it,
+// in any process, reads its end and cannot write.
+func shutdownConn(c *net.UnixConn) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
 }
 
 // Spare is a stream to an engine made ahead of need (DialAhead), not yet

@@ -72,6 +72,15 @@ func TestASpareOnTheUnixFrontIsHandedOverAndCountedOnlyOnceUsed(t *testing.T) {
 	defer unused.Close()
 	f.stopSpares()
 	waitPeerClosed(t, unused)
+	// The handed-over socket itself is shut down, not only its lease:
+	// the engine process sees its end too.
+	deadline := time.Now().Add(30 * time.Second)
+	for peerOpen(unused.conn) {
+		if time.Now().After(deadline) {
+			t.Fatal("the handed-over socket of an unused spare is still open after the engine began to stop")
+		}
+		time.Sleep(5 * time.Millisecond) // polling the socket, bounded
+	}
 	if _, err := unused.Use(); !errors.Is(err, errSpareClosed) {
 		t.Fatalf("Use of a spare the stopping engine closed: %v, want %v", err, errSpareClosed)
 	}
@@ -176,5 +185,41 @@ func TestAProxiedSpareStartsAtItsUseByteOnly(t *testing.T) {
 	}
 	if n := f.e.conns.Load(); n != 0 {
 		t.Fatalf("the engine counts %d connections, want 0", n)
+	}
+}
+
+// TestAnUnusedHandedOverSpareDoesNotHoldUpTheStop: a real BuildKit engine
+// on its unix front, with a spare handed over and held unused, still stops
+// promptly when idle: BuildKit's graceful stop would wait for the
+// connection it accepted, so the engine shuts it down as it stops.
+func TestAnUnusedHandedOverSpareDoesNotHoldUpTheStop(t *testing.T) {
+	dir := shortDir(t)
+	h := newHarness(t, dir)
+	ln, err := ListenUnix(FrontSocket(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.run(Config{
+		Backend:      Buildkitd{Bin: buildkitdBin(t), Dir: dir},
+		Unix:         ln,
+		Idle:         time.Second,
+		DrainTimeout: time.Minute,
+		StopTimeout:  time.Minute,
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var c Client
+	sp, err := c.DialAhead(ctx, UnixScheme+FrontSocket(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	select {
+	case <-h.done:
+	case <-ctx.Done():
+		t.Fatal("the engine did not stop within 30 s of going idle with an unused spare handed over")
+	}
+	if h.err != nil {
+		t.Fatal(h.err)
 	}
 }

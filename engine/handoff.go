@@ -27,32 +27,36 @@ const ProtoHandoff = "wakegate-handoff/1"
 // counts the stream while this runs.
 func (e *Engine) handOff(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	if e.sendBackend(ctx, c) {
-		e.holdLease(ctx, c)
+	bc := e.sendBackend(ctx, c)
+	if bc == nil {
+		return
 	}
+	bc.Close() // the peer holds its own copy now
+	e.holdLease(ctx, c)
 }
 
 // sendBackend dials the engine process and sends that connection to c's
-// peer; false, logged, if it could not.
-func (e *Engine) sendBackend(ctx context.Context, c net.Conn) bool {
+// peer, and returns the engine's own copy of it (to close); nil, logged,
+// if it could not.
+func (e *Engine) sendBackend(ctx context.Context, c net.Conn) *net.UnixConn {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		e.cfg.Log.Error("connection closed: a handoff needs the unix front")
-		return false
+		return nil
 	}
 	var d net.Dialer
-	bc, err := d.DialContext(ctx, "unix", e.cfg.Backend.Socket())
+	nc, err := d.DialContext(ctx, "unix", e.cfg.Backend.Socket())
 	if err != nil {
 		e.cfg.Log.Error("connection closed: engine socket unreachable", "err", err)
-		return false
+		return nil
 	}
-	err = sendConn(uc, bc.(*net.UnixConn))
-	bc.Close() // the peer holds its own copy now
-	if err != nil {
+	bc := nc.(*net.UnixConn)
+	if err := sendConn(uc, bc); err != nil {
+		bc.Close()
 		e.cfg.Log.Warn("connection closed: handoff failed", "err", err)
-		return false
+		return nil
 	}
-	return true
+	return bc
 }
 
 // holdLease holds a handed-over stream's lease c until the peer closes it
