@@ -9,12 +9,13 @@ import (
 )
 
 // Streams to engines made ahead of need (Config.EngineAhead): for each
-// engine address a stream went to lately, a few more are kept open, so
-// that the next stream skips the handshake (or the handoff) to the engine.
-// They are made only to running engines and, unused, are counted by
-// neither the gateway nor the engine (engine.ProtoProxyAhead): they wake
-// no engine and keep none awake, and an engine that begins to stop closes
-// them, so that they are found closed and passed over.
+// engine address a stream went to lately, or whose engine is waking
+// (prime), a few more are kept open, so that the next stream skips the
+// handshake (or the handoff) to the engine. They are made only to engines
+// the pool started and, unused, are counted by neither the gateway nor the
+// engine (engine.ProtoProxyAhead): they wake no engine and keep none
+// awake, and an engine that begins to stop closes them, so that they are
+// found closed and passed over.
 const (
 	// engineAheadMaxAge retires an unused spare: half the engine's own
 	// bound for one (its aheadUnusedTimeout), and well within BuildKit's
