@@ -242,3 +242,33 @@ func TestAWakeMakesSparesWhileTheEngineStarts(t *testing.T) {
 		t.Fatalf("the held client's stream: %d dials and %d spares used, want 0 and 1", d, u)
 	}
 }
+
+// TestEngineSparesKeepNoEngineAwake: with spares ready and no stream open,
+// the engine still stops when idle (spares hold no lease), and none is
+// made to it once it stopped.
+func TestEngineSparesKeepNoEngineAwake(t *testing.T) {
+	sh := &sparesHost{}
+	h := &fakeHost{addr: echoEngine(t)}
+	g := startGatewayOpts(t, h, gatewayOptions{config: sh.config, idle: 300 * time.Millisecond})
+	g.echoThrough(t, "one stream")
+	eventually(t, "two spares ready", func() bool { return g.srv.sparesReady() == 2 })
+	e := g.pool.Engines()[0]
+	eventually(t, "the engine stopped while idle with spares ready", func() bool { return e.Status().State == Stopped })
+	// Its address was used within the linger, but its engine is stopped:
+	// once its spares are gone (a stopping engine closes them), none is
+	// wanted for it, even with no backoff pending.
+	g.srv.spares.mu.Lock()
+	for _, a := range g.srv.spares.byAddr {
+		for _, sp := range a.ready {
+			sp.s.Close()
+		}
+		a.ready, a.retryAt = nil, time.Time{}
+	}
+	g.srv.spares.mu.Unlock()
+	if addr, ok := g.srv.spares.wanted(); ok {
+		t.Fatalf("a spare wanted for %s, whose engine is stopped", addr)
+	}
+	if n := h.starts.Load(); n != 1 {
+		t.Fatalf("%d wakes, want 1", n)
+	}
+}

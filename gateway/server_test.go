@@ -61,6 +61,7 @@ type gatewayOptions struct {
 	policy    Policy        // DefaultPolicy when zero
 	wake      time.Duration // the engines' wake timeout; 5 s when zero
 	probe     Prober        // readyProbe when nil
+	idle      time.Duration // the engines' idle stop; a minute when zero
 	config    func(*Config)
 }
 
@@ -98,7 +99,10 @@ func startGatewayOpts(t *testing.T, h *fakeHost, o gatewayOptions) *testGateway 
 	if o.probe == nil {
 		o.probe = readyProbe
 	}
-	pool, err := NewPoolWithPolicy(t.Context(), h, EngineConfig{Probe: o.probe, Idle: time.Minute, WakeTimeout: o.wake}, o.policy)
+	if o.idle == 0 {
+		o.idle = time.Minute
+	}
+	pool, err := NewPoolWithPolicy(t.Context(), h, EngineConfig{Probe: o.probe, Idle: o.idle, WakeTimeout: o.wake}, o.policy)
 	if err != nil {
 		t.Fatal(err)
 	}
