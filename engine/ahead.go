@@ -112,9 +112,9 @@ func shutdownConn(c *net.UnixConn) {
 type Spare struct {
 	conn  net.Conn // the stream: TLS to the front, or the handed-over socket
 	lease net.Conn // the unix front's connection of a handed-over one; nil for TLS
-	// judge judges the engine's certificate again at use, as a new
-	// handshake would (chain, expiry, role, revocation): a spare may be
-	// used well after its own. Nil on the unix front, which has none.
+	// judge judges the engine's certificate again at use (stillValid:
+	// expiry, revocation): a spare may be used well after its handshake.
+	// Nil on the unix front, which has none.
 	judge func() error
 }
 
@@ -133,8 +133,8 @@ func (c *Client) DialAhead(ctx context.Context, addr string) (*Spare, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc, roots := conn.(*tls.Conn), c.TLS.RootCAs
-	return &Spare{conn: conn, judge: func() error { return verifyEngine(tc.ConnectionState(), roots, c.IsRevoked) }}, nil
+	tc := conn.(*tls.Conn)
+	return &Spare{conn: conn, judge: func() error { return stillValid(tc.ConnectionState(), time.Now(), c.IsRevoked) }}, nil
 }
 
 // errSpareClosed says a spare was found closed (the engine began to stop,

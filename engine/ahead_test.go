@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
+	"math/big"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -221,5 +223,34 @@ func TestAnUnusedHandedOverSpareDoesNotHoldUpTheStop(t *testing.T) {
 	}
 	if h.err != nil {
 		t.Fatal(h.err)
+	}
+}
+
+// TestStillValidJudgesExpiryAndRevocation: what a spare's use judges again
+// of its engine's certificate.
+func TestStillValidJudgesExpiryAndRevocation(t *testing.T) {
+	now := time.Now()
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(7), NotAfter: now.Add(time.Hour)}
+	inter := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: now.Add(time.Hour)}
+	cs := tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf, inter}}
+	none := func(string) (bool, error) { return false, nil }
+	if err := stillValid(cs, now, none); err != nil {
+		t.Fatalf("a valid certificate: %v", err)
+	}
+	if err := stillValid(cs, now.Add(2*time.Hour), none); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("an expired certificate: %v, want refused", err)
+	}
+	inter.NotAfter = now.Add(-time.Minute)
+	if err := stillValid(cs, now, none); err == nil {
+		t.Fatal("an expired intermediate: accepted")
+	}
+	inter.NotAfter = now.Add(time.Hour)
+	revoked := func(serial string) (bool, error) { return serial == "7", nil }
+	if err := stillValid(cs, now, revoked); err == nil || !strings.Contains(err.Error(), "is revoked") {
+		t.Fatalf("a revoked certificate: %v, want refused", err)
+	}
+	failing := func(string) (bool, error) { return false, errors.New("database down") }
+	if err := stillValid(cs, now, failing); err == nil {
+		t.Fatal("a certificate whose revocation cannot be checked: accepted")
 	}
 }

@@ -203,15 +203,35 @@ func verifyEngine(cs tls.ConnectionState, roots *x509.CertPool, isRevoked func(s
 	if !strings.HasPrefix(leaf.Subject.CommonName, identity.EngineNamePrefix) {
 		return fmt.Errorf("peer %q is not an engine", leaf.Subject.CommonName)
 	}
-	if isRevoked != nil {
-		serial := leaf.SerialNumber.String()
-		revoked, err := isRevoked(serial)
-		if err != nil {
-			return fmt.Errorf("engine certificate %s: check revocation: %w", serial, err)
-		}
-		if revoked {
-			return fmt.Errorf("engine certificate %s (%s) is revoked", serial, leaf.Subject.CommonName)
-		}
+	return checkRevoked(leaf, isRevoked)
+}
+
+// checkRevoked refuses an engine certificate that isRevoked says is
+// revoked, or cannot tell about; nil isRevoked accepts it.
+func checkRevoked(leaf *x509.Certificate, isRevoked func(string) (bool, error)) error {
+	if isRevoked == nil {
+		return nil
+	}
+	serial := leaf.SerialNumber.String()
+	revoked, err := isRevoked(serial)
+	if err != nil {
+		return fmt.Errorf("engine certificate %s: check revocation: %w", serial, err)
+	}
+	if revoked {
+		return fmt.Errorf("engine certificate %s (%s) is revoked", serial, leaf.Subject.CommonName)
 	}
 	return nil
+}
+
+// stillValid judges again, at a later use, an engine certificate that
+// verifyEngine accepted at the handshake: what can have changed since,
+// expiry and revocation. Its chain's signatures cannot, and are not
+// checked twice on a stream's path.
+func stillValid(cs tls.ConnectionState, now time.Time, isRevoked func(string) (bool, error)) error {
+	for _, c := range cs.PeerCertificates {
+		if now.After(c.NotAfter) {
+			return fmt.Errorf("engine certificate %s (%s) expired at %s", c.SerialNumber, c.Subject.CommonName, c.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	return checkRevoked(cs.PeerCertificates[0], isRevoked)
 }
