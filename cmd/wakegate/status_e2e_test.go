@@ -102,6 +102,18 @@ func TestStatusAndMetricsOfARealGateway(t *testing.T) {
 			t.Errorf("metrics lack %s", re)
 		}
 	}
+	// The gateway keeps --engine-ahead (2) streams open to the engine its
+	// build used, handed over by the local engine.
+	spares := regexp.MustCompile(`(?m)^wakegate_engine_connections_ahead 2$`)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, metrics = get("/metrics"); spares.MatchString(metrics) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no two streams made ahead to the engine within 30 s:\n%s", regexp.MustCompile(`(?m)^wakegate_engine_connections_ahead.*$`).FindString(metrics))
+		}
+		time.Sleep(50 * time.Millisecond) // polling /metrics, bounded
+	}
 }
 
 // TestStatusSaysWhatToDoWhenTheAdminIsUnreachable: no gateway at --admin
