@@ -75,8 +75,9 @@ func newSpares(n int, cache tls.ClientSessionCache, dial func(context.Context, t
 
 // take hands out the newest spare that is still open, or says there is
 // none (then the caller dials on demand, as without spares). The caller
-// calls refill once its connection is under way: a handshake made at once
-// would take the CPU from the very connection it replaces.
+// calls refill once its connection is under way (aheadStream.underway):
+// a handshake made at once would take the CPU from the very connection it
+// replaces.
 func (p *spares) take() (*tls.Conn, endpoint, bool) {
 	p.mu.Lock()
 	idle := time.Since(p.lastUse) >= p.linger

@@ -324,3 +324,66 @@ func TestAStreamOnASpareTooLongToKeepIsNotMoved(t *testing.T) {
 		t.Fatalf("%d redials with bytes that were not all kept", redials)
 	}
 }
+
+func TestASpareIsReplacedOnlyOnceItsStreamIsUnderway(t *testing.T) {
+	noRedial := func() (net.Conn, error) { return nil, errors.New("no redial expected") }
+	t.Run("after the first reply went on", func(t *testing.T) {
+		gw, side := net.Pipe()
+		defer side.Close()
+		var underway atomic.Int32
+		a := newAheadStream(gw, noRedial, func() { underway.Add(1) })
+		defer a.Close()
+		wrote := make(chan error, 1)
+		go func() {
+			_, err := side.Write([]byte{wire.AheadServed})
+			if err == nil {
+				_, err = side.Write([]byte("reply"))
+			}
+			if err == nil {
+				_, err = side.Write([]byte("more"))
+			}
+			wrote <- err
+		}()
+		buf := make([]byte, 16)
+		n, err := a.Read(buf)
+		if err != nil || string(buf[:n]) != "reply" {
+			t.Fatalf("first read = %q, %v; want the reply without the status", buf[:n], err)
+		}
+		if got := underway.Load(); got != 0 {
+			t.Fatalf("underway called %d times before the first reply went on to the client", got)
+		}
+		// Join wrote the reply to the client and reads again: under way.
+		if n, err = a.Read(buf); err != nil || string(buf[:n]) != "more" {
+			t.Fatalf("second read = %q, %v", buf[:n], err)
+		}
+		if got := underway.Load(); got != 1 {
+			t.Fatalf("underway called %d times once the reply went on, want 1", got)
+		}
+		if err := <-wrote; err != nil {
+			t.Fatal(err)
+		}
+		a.Close()
+		if got := underway.Load(); got != 1 {
+			t.Fatalf("underway called %d times after the close, want still 1", got)
+		}
+	})
+	t.Run("a stream that ends first", func(t *testing.T) {
+		gw, side := net.Pipe()
+		var underway atomic.Int32
+		a := newAheadStream(gw, noRedial, func() { underway.Add(1) })
+		go func() {
+			side.Write([]byte{wire.AheadServed})
+			side.Close()
+		}()
+		if _, err := a.Read(make([]byte, 16)); !errors.Is(err, io.EOF) {
+			t.Fatalf("read of a stream closed after its status = %v, want EOF", err)
+		}
+		if got := underway.Load(); got != 1 {
+			t.Fatalf("underway called %d times for a stream that ended with no reply, want 1", got)
+		}
+		a.Close()
+		if got := underway.Load(); got != 1 {
+			t.Fatalf("underway called %d times after the close, want still 1", got)
+		}
+	})
+}

@@ -31,9 +31,17 @@ var errNotServed = errors.New("the gateway closed the connection made ahead unus
 // and the stream moves to a connection dialled on demand, kept bytes
 // first. Join never sees the spare's failure.
 type aheadStream struct {
-	redial func() (net.Conn, error)
-	status func()      // called once the status came (or the spare failed)
-	served atomic.Bool // status read and cur final: reads and writes go straight through
+	redial  func() (net.Conn, error)
+	served  atomic.Bool // status read and cur final: reads and writes go straight through
+	replied atomic.Bool // the gateway's first reply was read
+
+	// underway is called once the stream is under way: the gateway's first
+	// reply went on to the client (the next Read began), or the stream
+	// ended first. The sidecar makes a new spare then: one made while
+	// the first bytes cross would take the CPU from the very stream it
+	// replaces, here and at the gateway.
+	underway     func()
+	underwayOnce sync.Once
 
 	mu          sync.Mutex // guards the fields below, until served
 	cur         net.Conn
@@ -42,8 +50,8 @@ type aheadStream struct {
 	closedWrite bool // the client's input ended: the replacement is half-closed too
 }
 
-func newAheadStream(spare net.Conn, redial func() (net.Conn, error), status func()) *aheadStream {
-	return &aheadStream{cur: spare, redial: redial, status: status}
+func newAheadStream(spare net.Conn, redial func() (net.Conn, error), underway func()) *aheadStream {
+	return &aheadStream{cur: spare, redial: redial, underway: underway}
 }
 
 func (a *aheadStream) conn() net.Conn {
@@ -52,38 +60,58 @@ func (a *aheadStream) conn() net.Conn {
 	return a.cur
 }
 
+func (a *aheadStream) goneUnderway() { a.underwayOnce.Do(a.underway) }
+
 // Read returns the stream's bytes, the status byte taken off first.
 func (a *aheadStream) Read(p []byte) (int, error) {
-	if a.served.Load() {
-		return a.cur.Read(p)
+	if !a.served.Load() {
+		if err := a.awaitStatus(); err != nil {
+			a.goneUnderway()
+			return 0, err
+		}
+	} else if a.replied.Load() {
+		a.goneUnderway() // the first reply was written to the client
 	}
+	n, err := a.cur.Read(p)
+	if n > 0 && !a.replied.Load() {
+		a.replied.Store(true)
+	}
+	if err != nil {
+		a.goneUnderway()
+	}
+	return n, err
+}
+
+// awaitStatus reads the gateway's status byte. Served, the stream goes on
+// on the spare; not served (or the spare closed before its status), it
+// moves to a connection dialled on demand, kept bytes sent again.
+func (a *aheadStream) awaitStatus() error {
 	var st [1]byte
 	n, err := a.conn().Read(st[:])
-	a.status()
 	if n == 1 && st[0] == wire.AheadServed {
 		a.mu.Lock()
 		a.sent = nil
 		a.served.Store(true)
 		a.mu.Unlock()
-		return a.cur.Read(p)
+		return nil
 	}
 	if n == 1 && st[0] != wire.AheadNotServed {
-		return 0, fmt.Errorf("connection made ahead: status byte %d from the gateway, want %d or %d", st[0], wire.AheadServed, wire.AheadNotServed)
+		return fmt.Errorf("connection made ahead: status byte %d from the gateway, want %d or %d", st[0], wire.AheadServed, wire.AheadNotServed)
 	}
 	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 		// The proxy ending (a deadline set to end it), not the gateway's
 		// answer: nothing to move.
-		return 0, err
+		return err
 	}
 	// Not served, or closed before the status: the gateway sends "served"
 	// before it dials any engine, so nothing reached one.
 	if rerr := a.replay(); rerr != nil {
 		if err != nil {
-			return 0, fmt.Errorf("%w (the spare: %v)", rerr, err)
+			return fmt.Errorf("%w (the spare: %v)", rerr, err)
 		}
-		return 0, rerr
+		return rerr
 	}
-	return a.cur.Read(p)
+	return nil
 }
 
 // replay moves the stream to a connection dialled on demand and sends it
@@ -169,7 +197,11 @@ func closeWrite(c net.Conn) error {
 	return c.Close()
 }
 
-func (a *aheadStream) Close() error                       { return a.conn().Close() }
+func (a *aheadStream) Close() error {
+	a.goneUnderway()
+	return a.conn().Close()
+}
+
 func (a *aheadStream) LocalAddr() net.Addr                { return a.conn().LocalAddr() }
 func (a *aheadStream) RemoteAddr() net.Addr               { return a.conn().RemoteAddr() }
 func (a *aheadStream) SetDeadline(t time.Time) error      { return a.conn().SetDeadline(t) }

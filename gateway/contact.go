@@ -24,6 +24,13 @@ import (
 type firstContact struct {
 	tc *tls.Conn // the client
 
+	// underway, if set, is called once the engine's first answer went on
+	// to the client (the engine's next read began): streams to engines
+	// made ahead of need are made again then, not while the first bytes
+	// cross. (proxyTo calls it too when the stream ends.)
+	underway     func()
+	underwayOnce sync.Once
+
 	// committed is answered, readable without mu: once the engine spoke,
 	// the copy loop's reads skip the bookkeeping below.
 	committed atomic.Bool
@@ -48,6 +55,12 @@ func (f *firstContact) failure() (err error, replay []byte, ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.failed, f.sent, f.failed != nil && !f.overflow
+}
+
+func (f *firstContact) goneUnderway() {
+	if f.underway != nil {
+		f.underwayOnce.Do(f.underway)
+	}
 }
 
 func (f *firstContact) isFailed() bool {
@@ -117,11 +130,12 @@ type contactEngine struct {
 }
 
 func (c *contactEngine) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
 	f := c.f
 	if f.committed.Load() {
-		return n, err
+		f.goneUnderway() // the engine's first answer was written to the client
+		return c.Conn.Read(p)
 	}
+	n, err := c.Conn.Read(p)
 	f.mu.Lock()
 	if !f.answered {
 		switch {

@@ -83,9 +83,11 @@ func newEngineSpares(n int, dial AheadDialer, running func(string) bool, gauge i
 
 // take hands out the newest spare to addr that is still open, or nil: the
 // caller dials on demand. Either way a stream went to addr, and spares for
-// it are made (again).
+// it are made (again) once the caller calls wake: when its stream is under
+// way (the engine's first answer went on to the client, or the stream
+// ended first). One made at once would take the CPU, here and at the
+// engine, from the very stream it replaces.
 func (p *engineSpares) take(addr string) net.Conn {
-	defer p.wake()
 	for {
 		p.mu.Lock()
 		a := p.byAddr[addr]

@@ -272,3 +272,56 @@ func TestEngineSparesKeepNoEngineAwake(t *testing.T) {
 		t.Fatalf("%d wakes, want 1", n)
 	}
 }
+
+// TestEngineSparesAreMadeAgainOnceAStreamIsUnderway: taking a spare asks
+// for no new one at once (its handshake would take the CPU from the very
+// stream it replaces); the stream's reads from the engine call underway
+// once the engine's first answer went on to the client, and only once.
+func TestEngineSparesAreMadeAgainOnceAStreamIsUnderway(t *testing.T) {
+	p := newEngineSpares(2, nil, func(string) bool { return true }, prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}), quiet)
+	if c := p.take("e"); c != nil {
+		t.Fatal("a spare from an empty pool")
+	}
+	gw, engine := net.Pipe()
+	defer engine.Close()
+	p.made("e", &fakeSpare{c: gw, used: new(atomic.Int32)}, nil)
+	c := p.take("e")
+	if c == nil {
+		t.Fatal("the spare just made was not taken")
+	}
+	if len(p.kick) != 0 {
+		t.Fatal("spares asked for as one was taken, before its stream was under way")
+	}
+	var underway atomic.Int32
+	fc := &firstContact{underway: func() { underway.Add(1) }}
+	ce := &contactEngine{Conn: c, f: fc}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := engine.Write([]byte("answer"))
+		if err == nil {
+			_, err = engine.Write([]byte("more"))
+		}
+		wrote <- err
+	}()
+	buf := make([]byte, 16)
+	if n, err := ce.Read(buf); err != nil || string(buf[:n]) != "answer" {
+		t.Fatalf("first read = %q, %v", buf[:n], err)
+	}
+	if n := underway.Load(); n != 0 {
+		t.Fatalf("underway called %d times before the engine's answer went on to the client", n)
+	}
+	if n, err := ce.Read(buf); err != nil || string(buf[:n]) != "more" {
+		t.Fatalf("second read = %q, %v", buf[:n], err)
+	}
+	if n := underway.Load(); n != 1 {
+		t.Fatalf("underway called %d times once the answer went on, want 1", n)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	engine.Close()
+	ce.Read(buf)
+	if n := underway.Load(); n != 1 {
+		t.Fatalf("underway called %d times after the engine closed, want still 1", n)
+	}
+}

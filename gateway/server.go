@@ -408,9 +408,12 @@ func (s *Server) runSpares() {
 // at the same address, or have died idle. The stream is sent again, once,
 // on a stream dialled now, and only that one's failure counts.
 func (s *Server) proxyTo(ctx context.Context, tc *tls.Conn, addr string, early []byte) (res proxy.Result, failed error, replay []byte, replayable bool) {
+	underway := func() {}
 	if s.spares != nil {
+		underway = s.spares.wake // spares for addr, made again once this stream is under way
+		defer underway()
 		if ec := s.spares.take(addr); ec != nil {
-			res, failed, replay, replayable = s.proxyOn(tc, ec, early)
+			res, failed, replay, replayable = s.proxyOn(tc, ec, early, underway)
 			if failed == nil || !replayable {
 				return res, failed, replay, replayable
 			}
@@ -422,13 +425,14 @@ func (s *Server) proxyTo(ctx context.Context, tc *tls.Conn, addr string, early [
 	if err != nil {
 		return res, fmt.Errorf("engine dial failed: %w", err), early, true
 	}
-	return s.proxyOn(tc, ec, early)
+	return s.proxyOn(tc, ec, early, underway)
 }
 
 // proxyOn proxies tc, its held bytes early first, on ec, a stream to an
-// engine.
-func (s *Server) proxyOn(tc *tls.Conn, ec net.Conn, early []byte) (res proxy.Result, failed error, replay []byte, replayable bool) {
-	fc := &firstContact{tc: tc}
+// engine. underway is called once the engine's first answer went on to
+// the client, or the stream ended first.
+func (s *Server) proxyOn(tc *tls.Conn, ec net.Conn, early []byte, underway func()) (res proxy.Result, failed error, replay []byte, replayable bool) {
+	fc := &firstContact{tc: tc, underway: underway}
 	client, engine := fc.pair(&heldConn{Conn: tc, early: early}, ec)
 	res = proxy.Join(s.ctx, client, engine, "client", "engine", s.cfg.HalfOpenTimeout)
 	cause, replay, replayable := fc.failure()
