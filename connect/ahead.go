@@ -26,6 +26,12 @@ const aheadMaxAge = 30 * time.Second
 // connection dials on demand and spares are made again.
 const aheadLinger = time.Minute
 
+// aheadRefillDelay is how long after a local connection is under way
+// (aheadStream.underway) the spare it took is replaced: the gateway's first
+// reply is still on its way into the client then, and a handshake made at
+// once took the CPU from it, here and at the gateway (docs/performance.md).
+const aheadRefillDelay = 5 * time.Millisecond
+
 // Backoff between failed attempts to make a spare: a gateway that is down
 // or refuses us is not asked more than this often on the spares' account
 // (clients' own connections still dial on demand meanwhile).
@@ -75,7 +81,7 @@ func newSpares(n int, cache tls.ClientSessionCache, dial func(context.Context, t
 
 // take hands out the newest spare that is still open, or says there is
 // none (then the caller dials on demand, as without spares). The caller
-// calls refill once its connection is under way (aheadStream.underway):
+// calls refillSoon once its connection is under way (aheadStream.underway):
 // a handshake made at once would take the CPU from the very connection it
 // replaces.
 func (p *spares) take() (*tls.Conn, endpoint, bool) {
@@ -102,6 +108,9 @@ func (p *spares) take() (*tls.Conn, endpoint, bool) {
 		p.refill()
 	}
 }
+
+// refillSoon calls refill aheadRefillDelay from now.
+func (p *spares) refillSoon() { time.AfterFunc(aheadRefillDelay, p.refill) }
 
 // refill tells run that a spare was taken, or found closed.
 func (p *spares) refill() {

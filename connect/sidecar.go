@@ -158,7 +158,7 @@ func (s *Sidecar) handle(ctx context.Context, c net.Conn) {
 			nc, nep, err := s.dial(ctx, wire.ProtoProxy)
 			ep = nep
 			return nc, err
-		}, s.spares.refill) // replaced once under way (aheadStream.underway)
+		}, s.spares.refillSoon) // replaced once under way (aheadStream.underway)
 	}
 	res := proxy.Join(ctx, c, gw, "local", "gateway", s.cfg.HalfOpenTimeout)
 	attrs := []any{"gateway", ep.String(), "made_ahead", ahead, "bytes_out", res.BytesAToB, "bytes_in", res.BytesBToA, "duration_ms", time.Since(began).Milliseconds()}

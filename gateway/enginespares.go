@@ -24,6 +24,11 @@ const (
 	// engineAheadLinger is how long spares are kept for an address after
 	// its last stream.
 	engineAheadLinger = time.Minute
+	// engineAheadRefillDelay is how long after a stream is under way
+	// the spare it took is replaced: its first answer is still on its
+	// way to the client then (through connect, into the client), and a
+	// handshake made at once took the CPU from it (docs/performance.md).
+	engineAheadRefillDelay = 5 * time.Millisecond
 	// engineAheadDialTimeout bounds making one spare.
 	engineAheadDialTimeout = 10 * time.Second
 	// Backoff between failed attempts to make a spare for one address.
@@ -83,10 +88,10 @@ func newEngineSpares(n int, dial AheadDialer, running func(string) bool, gauge i
 
 // take hands out the newest spare to addr that is still open, or nil: the
 // caller dials on demand. Either way a stream went to addr, and spares for
-// it are made (again) once the caller calls wake: when its stream is under
-// way (the engine's first answer went on to the client, or the stream
-// ended first). One made at once would take the CPU, here and at the
-// engine, from the very stream it replaces.
+// it are made (again) once the caller calls wakeSoon: when its stream is
+// under way (the engine's first answer went on to the client, or the
+// stream ended first). One made at once would take the CPU, here and at
+// the engine, from the very stream it replaces.
 func (p *engineSpares) take(addr string) net.Conn {
 	for {
 		p.mu.Lock()
@@ -135,6 +140,9 @@ func (p *engineSpares) prime(addr string) {
 	p.mu.Unlock()
 	p.wake()
 }
+
+// wakeSoon asks for spares again engineAheadRefillDelay from now.
+func (p *engineSpares) wakeSoon() { time.AfterFunc(engineAheadRefillDelay, p.wake) }
 
 func (p *engineSpares) wake() {
 	select {

@@ -410,7 +410,7 @@ func (s *Server) runSpares() {
 func (s *Server) proxyTo(ctx context.Context, tc *tls.Conn, addr string, early []byte) (res proxy.Result, failed error, replay []byte, replayable bool) {
 	underway := func() {}
 	if s.spares != nil {
-		underway = s.spares.wake // spares for addr, made again once this stream is under way
+		underway = s.spares.wakeSoon // spares for addr, made again once this stream is under way
 		defer underway()
 		if ec := s.spares.take(addr); ec != nil {
 			res, failed, replay, replayable = s.proxyOn(tc, ec, early, underway)

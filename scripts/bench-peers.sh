@@ -8,13 +8,16 @@
 # docs/performance.md quotes. Loopback only; a few minutes at most.
 # Extra arguments go to the measuring tool (scripts/benchpeers), e.g.
 #   scripts/bench-peers.sh -idle 1000 -cold 4
+#   scripts/bench-peers.sh -sched 0     # without perf's section
 set -eu
 cd "$(dirname "$0")/.."
 
-# Debian's stunnel4 and haproxy, when missing (as root, with apt-get).
+# Debian's stunnel4 and haproxy, and linux-perf (perf sched record: what a
+# new connection waits on), when missing (as root, with apt-get).
 missing=""
 command -v stunnel4 >/dev/null 2>&1 || missing="$missing stunnel4"
 command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
+command -v perf >/dev/null 2>&1 || missing="$missing linux-perf"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "bench-peers: needs$missing; run as root or: sudo apt-get install -y$missing" >&2

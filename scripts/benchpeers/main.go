@@ -50,6 +50,7 @@ type options struct {
 	bin, echo, out   string
 	conns, conns16   int
 	paced            int           // paced new connections per path
+	sched            int           // paced new connections per path under perf sched record
 	gap              time.Duration // between paced new connections
 	bulk             time.Duration
 	idle             []int
@@ -67,6 +68,7 @@ func run() error {
 	flag.IntVar(&o.conns, "conns", 400, "new connections measured one at a time, per path")
 	flag.IntVar(&o.conns16, "conns16", 1600, "new connections measured 16 at a time, per path")
 	flag.IntVar(&o.paced, "paced", 200, "new connections measured one at a time with -gap between them, per path (latency as a CI job sees it)")
+	flag.IntVar(&o.sched, "sched", 50, "paced new connections per path measured again under 'perf sched record' (Debian's linux-perf), for what they wait on; 0: none")
 	flag.DurationVar(&o.gap, "gap", 10*time.Millisecond, "pause between paced new connections")
 	flag.DurationVar(&o.bulk, "bulk", 3*time.Second, "bulk echo time per path")
 	flag.StringVar(&idle, "idle", idle, "idle tunnelled connections held, comma-separated counts")
@@ -427,6 +429,14 @@ func (b *bench) measure() (*report, error) {
 			return nil, fmt.Errorf("%s: bulk: %w", name, err)
 		}
 	}
+	if o.sched > 0 {
+		for _, name := range pathOrder {
+			p := paths[name]
+			if p.sched, err = b.schedProfile(name, p, o.sched, o.gap); err != nil {
+				return nil, fmt.Errorf("%s: paced new connections under perf: %w", name, err)
+			}
+		}
+	}
 	if o.cold > 0 {
 		cold, err := b.deploy("cold", coldCA, creds, "1s", "debug")
 		if err != nil {
@@ -457,6 +467,7 @@ type pathInfo struct {
 	c1    connStats
 	c16   connStats
 	bulk  bulkStats
+	sched schedStats // -sched: what paced new connections wait on
 }
 
 // startPeers runs the classic pair: stunnel in client mode presenting the
@@ -552,6 +563,23 @@ type connStats struct {
 // reads their echo and closes. Its latency runs from the dial to the echo.
 // newConns opens n connections through addr, conc at a time, each worker
 // pausing gap between its connections (0: back to back), and times each.
+// echoOnce dials addr, has 32 bytes echoed, and closes.
+func echoOnce(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	var msg, got [32]byte
+	copy(msg[:], bytes.Repeat([]byte("x"), 32))
+	if _, err := c.Write(msg[:]); err != nil {
+		return err
+	}
+	_, err = io.ReadFull(c, got[:])
+	return err
+}
+
 func newConns(addr string, n, conc int, gap time.Duration) (connStats, error) {
 	s := connStats{n: n, concurrent: conc, lat: make([]time.Duration, n)}
 	var next int
@@ -563,8 +591,6 @@ func newConns(addr string, n, conc int, gap time.Duration) (connStats, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			msg := bytes.Repeat([]byte("x"), 32)
-			got := make([]byte, 32)
 			for {
 				mu.Lock()
 				i := next
@@ -579,19 +605,7 @@ func newConns(addr string, n, conc int, gap time.Duration) (connStats, error) {
 					time.Sleep(gap)
 				}
 				t0 := time.Now()
-				err := func() error {
-					c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					c.SetDeadline(time.Now().Add(30 * time.Second))
-					if _, err := c.Write(msg); err != nil {
-						return err
-					}
-					_, err = io.ReadFull(c, got)
-					return err
-				}()
+				err := echoOnce(addr)
 				s.lat[i] = time.Since(t0)
 				if err != nil {
 					mu.Lock()

@@ -78,6 +78,10 @@ func (r *report) String() string {
 	}
 	p("\n")
 
+	if r.opt.sched > 0 {
+		r.writeSched(p)
+	}
+
 	p("## Idle tunnelled connections through wakegate (RSS growth per connection, lowest of %d readings 1 s apart)\n", idleReadings)
 	for _, set := range r.idle {
 		for _, s := range set.stats {
@@ -123,3 +127,32 @@ func (r *report) String() string {
 	p("zero allocations per chunk in the copy loop: see 'make bench' (proxy, -benchmem)\n")
 	return b.String()
 }
+
+// writeSched is -sched's section: per path, means per connection.
+func (r *report) writeSched(p func(string, ...any)) {
+	p("## What a paced new connection waits on (perf sched record; %d more per path, %s apart; means per connection)\n", r.opt.sched, r.opt.gap)
+	p("# on CPU: the process's threads on a CPU within the connection; runs: times one was put on a CPU; waited: runnable, for a CPU.\n")
+	p("# none on CPU: no process of the path on a CPU (the kernel waking the next one, loopback delivery, idle CPUs waking up).\n")
+	for _, name := range pathOrder {
+		st := r.paths[name].sched
+		n := time.Duration(max(st.conns, 1))
+		p("%-15s %s from dial to echo; none on CPU %s (%.0f%%)\n", name, ms(st.total/n), ms(st.none/n), 100*float64(st.none)/float64(max(st.total, 1)))
+		for _, pr := range st.procs {
+			p("    %-8s on CPU %6s  runs %4.1f  waited %6s\n", pr.name, us(pr.onCPU/n), float64(pr.ins)/float64(n), us(pr.delay/n))
+		}
+		p("    the median connection (%s), each stretch on a CPU: ", ms(st.median.len()))
+		for i, s := range st.steps {
+			if i > 0 {
+				p(", ")
+			}
+			p("%s +%s %s", s.name, us(s.at), us(s.ran))
+			if s.waited > 0 {
+				p(" (waited %s)", us(s.waited))
+			}
+		}
+		p("\n")
+	}
+	p("\n")
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%dµs", d.Microseconds()) }
