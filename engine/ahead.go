@@ -25,7 +25,8 @@ import (
 // client.
 const (
 	// ProtoProxyAhead is ProtoProxy made ahead, on either front: the
-	// engine dials its engine process at use.
+	// engine dials its engine process at once too, and closes that
+	// connection if the spare ends unused.
 	ProtoProxyAhead = "wakegate-proxy-ahead/1"
 	// ProtoHandoffAhead is ProtoHandoff made ahead, on the unix front:
 	// the engine hands its engine process's socket over at once, and the

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"net"
 	"math/big"
 	"strings"
 	"sync/atomic"
@@ -187,6 +188,40 @@ func TestAProxiedSpareStartsAtItsUseByteOnly(t *testing.T) {
 	}
 	if n := f.e.conns.Load(); n != 0 {
 		t.Fatalf("the engine counts %d connections, want 0", n)
+	}
+}
+
+// TestAProxiedSparesEngineConnectionIsMadeAhead: a spare the engine
+// proxies has its engine process connection made with it, before its use
+// byte, so that its use costs no dial; unused, that connection is closed
+// as the spare ends (the engine begins to stop).
+func TestAProxiedSparesEngineConnectionIsMadeAhead(t *testing.T) {
+	accepted, ended := make(chan struct{}, 1), make(chan struct{}, 1)
+	f := startUnixFrontWith(t, func(c net.Conn) {
+		accepted <- struct{}{}
+		io.Copy(c, c)
+		ended <- struct{}{}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	conn, err := dialUnix(ctx, f.path, ProtoProxyAhead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	select {
+	case <-accepted:
+	case <-ctx.Done():
+		t.Fatal("no engine process connection made for a spare before its use")
+	}
+	if n := f.e.conns.Load(); n != 0 {
+		t.Fatalf("the engine counts %d connections with a spare unused, want 0", n)
+	}
+	f.stopSpares()
+	select {
+	case <-ended:
+	case <-ctx.Done():
+		t.Fatal("the engine process connection of a spare that ended unused was kept open")
 	}
 }
 

@@ -523,6 +523,19 @@ func (e *Engine) openTLS(ctx context.Context, c net.Conn) (net.Conn, string, err
 	return tc, tc.ConnectionState().NegotiatedProtocol, nil
 }
 
+// dialBackend connects to the engine process's socket for the stream c,
+// or closes c and says why in the log.
+func (e *Engine) dialBackend(ctx context.Context, c net.Conn) net.Conn {
+	var d net.Dialer
+	bc, err := d.DialContext(ctx, "unix", e.cfg.Backend.Socket())
+	if err != nil {
+		e.cfg.Log.Error("connection closed: engine socket unreachable", "err", err)
+		c.Close()
+		return nil
+	}
+	return bc
+}
+
 // handle serves an admitted connection, from either front: status
 // requests, or a stream proxied to the engine process and counted while
 // open.
@@ -537,13 +550,21 @@ func (e *Engine) handle(ctx context.Context, c net.Conn, proto string, status *s
 		c.Close()
 		return
 	}
+	var bc net.Conn
 	switch proto {
 	case ProtoHandoffAhead:
 		e.handOffAhead(ctx, c)
 		return
 	case ProtoProxyAhead:
-		// Uncounted until used; then a proxied stream like any other.
+		// Its engine process connection is made now too, so that use
+		// costs no dial; uncounted until used, then a proxied stream like
+		// any other. Unused, both are closed: an engine process stopping
+		// gracefully waits for the connections it accepted.
+		if bc = e.dialBackend(ctx, c); bc == nil {
+			return
+		}
 		if err := awaitUse(e.unused, c); err != nil {
+			bc.Close()
 			c.Close()
 			return
 		}
@@ -553,12 +574,10 @@ func (e *Engine) handle(ctx context.Context, c net.Conn, proto string, status *s
 		e.handOff(ctx, c)
 		return
 	}
-	var d net.Dialer
-	bc, err := d.DialContext(ctx, "unix", e.cfg.Backend.Socket())
-	if err != nil {
-		e.cfg.Log.Error("connection closed: engine socket unreachable", "err", err)
-		c.Close()
-		return
+	if bc == nil {
+		if bc = e.dialBackend(ctx, c); bc == nil {
+			return
+		}
 	}
 	res := proxy.Join(ctx, c, bc, "gateway", "engine", 0)
 	if res.Err != nil {

@@ -30,17 +30,6 @@ type idleActivity struct{}
 func (idleActivity) Builds(context.Context) (int, error)       { return 0, nil }
 func (idleActivity) CacheBytes(context.Context) (int64, error) { return 0, nil }
 
-// serveEcho stands in for the engine process: it echoes every connection
-// to sock until the test ends.
-func serveEcho(t *testing.T, sock string) {
-	t.Helper()
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testserve.Serve(t, ln, func(c net.Conn) { io.Copy(c, c) })
-}
-
 // unixFront is a ready engine serving only its unix front, in front of an
 // echo backend; logs gathers what the engine logs.
 type unixFront struct {
@@ -71,14 +60,26 @@ func (s *syncBuffer) String() string {
 
 func startUnixFront(t *testing.T) *unixFront {
 	t.Helper()
+	// The engine process stands in as an echo of every connection.
+	return startUnixFrontWith(t, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// startUnixFrontWith is startUnixFront with backend serving each of the
+// engine process's connections.
+func startUnixFrontWith(t *testing.T, backend func(net.Conn)) *unixFront {
+	t.Helper()
 	dir := shortDir(t)
 	e := readyEngine(t, KindBuildkit, idleActivity{}, time.Minute)
 	logs := &syncBuffer{}
 	e.cfg.Log = slog.New(slog.NewTextHandler(logs, nil))
 	e.cfg.Backend.Dir = dir
-	serveEcho(t, e.cfg.Backend.Socket())
+	ln, err := net.Listen("unix", e.cfg.Backend.Socket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testserve.Serve(t, ln, backend)
 	path := FrontSocket(dir)
-	ln, err := ListenUnix(path)
+	ln, err = ListenUnix(path)
 	if err != nil {
 		t.Fatal(err)
 	}
