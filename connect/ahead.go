@@ -72,11 +72,12 @@ type spares struct {
 	off     bool       // the gateway takes none: no more are made
 	lastUse time.Time  // the last local connection (or the start)
 	taken   chan struct{}
+	soon    chan struct{} // refillSoon's
 }
 
 func newSpares(n int, cache tls.ClientSessionCache, dial func(context.Context, tls.ClientSessionCache) (*tls.Conn, endpoint, error), log *slog.Logger) *spares {
 	return &spares{n: n, maxAge: aheadMaxAge, linger: aheadLinger, dial: dial, cache: cache, log: log,
-		taken: make(chan struct{}, 1), lastUse: time.Now()}
+		taken: make(chan struct{}, 1), soon: make(chan struct{}, 1), lastUse: time.Now()}
 }
 
 // take hands out the newest spare that is still open, or says there is
@@ -109,8 +110,16 @@ func (p *spares) take() (*tls.Conn, endpoint, bool) {
 	}
 }
 
-// refillSoon calls refill aheadRefillDelay from now.
-func (p *spares) refillSoon() { time.AfterFunc(aheadRefillDelay, p.refill) }
+// refillSoon tells run that a spare was taken and its stream is under
+// way: run makes its replacement aheadRefillDelay later. Only a channel
+// send here, on the stream's own copy goroutine: its stack stays as small
+// as its blocked reads need.
+func (p *spares) refillSoon() {
+	select {
+	case p.soon <- struct{}{}:
+	default:
+	}
+}
 
 // refill tells run that a spare was taken, or found closed.
 func (p *spares) refill() {
@@ -216,6 +225,8 @@ func (p *spares) run(ctx context.Context) {
 		case <-ctx.Done():
 		case <-p.taken:
 		case <-timer.C:
+		case <-p.soon:
+			pause(ctx, aheadRefillDelay, p.taken)
 		}
 		if !timer.Stop() {
 			select {
@@ -223,6 +234,17 @@ func (p *spares) run(ctx context.Context) {
 			default:
 			}
 		}
+	}
+}
+
+// pause waits d, or less if ctx ends or wake says so.
+func pause(ctx context.Context, d time.Duration, wake <-chan struct{}) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-wake:
+	case <-t.C:
 	}
 }
 

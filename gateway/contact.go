@@ -24,12 +24,12 @@ import (
 type firstContact struct {
 	tc *tls.Conn // the client
 
-	// underway, if set, is called once the engine's first answer went on
-	// to the client (the engine's next read began): streams to engines
-	// made ahead of need are made again then, not while the first bytes
-	// cross. (proxyTo calls it too when the stream ends.)
-	underway     func()
-	underwayOnce sync.Once
+	// spares, if set, are asked for again (wakeSoon) once the engine's
+	// first answer went on to the client (the engine's next read began),
+	// not while the first bytes cross; proxyOn asks when the stream ends
+	// too. underway, once set, says it was done.
+	spares   *engineSpares
+	underway atomic.Bool
 
 	// committed is answered, readable without mu: once the engine spoke,
 	// the copy loop's reads skip the bookkeeping below.
@@ -58,8 +58,8 @@ func (f *firstContact) failure() (err error, replay []byte, ok bool) {
 }
 
 func (f *firstContact) goneUnderway() {
-	if f.underway != nil {
-		f.underwayOnce.Do(f.underway)
+	if f.spares != nil && !f.underway.Load() && f.underway.CompareAndSwap(false, true) {
+		f.spares.wakeSoon()
 	}
 }
 

@@ -79,11 +79,12 @@ type engineSpares struct {
 	mu     sync.Mutex // guards byAddr
 	byAddr map[string]*addrSpares
 	kick   chan struct{}
+	soon   chan struct{} // wakeSoon's
 }
 
 func newEngineSpares(n int, dial AheadDialer, running func(string) bool, gauge interface{ Set(float64) }, log *slog.Logger) *engineSpares {
 	return &engineSpares{n: n, maxAge: engineAheadMaxAge, linger: engineAheadLinger, dial: dial, running: running,
-		gauge: gauge, log: log, byAddr: map[string]*addrSpares{}, kick: make(chan struct{}, 1)}
+		gauge: gauge, log: log, byAddr: map[string]*addrSpares{}, kick: make(chan struct{}, 1), soon: make(chan struct{}, 1)}
 }
 
 // take hands out the newest spare to addr that is still open, or nil: the
@@ -141,8 +142,15 @@ func (p *engineSpares) prime(addr string) {
 	p.wake()
 }
 
-// wakeSoon asks for spares again engineAheadRefillDelay from now.
-func (p *engineSpares) wakeSoon() { time.AfterFunc(engineAheadRefillDelay, p.wake) }
+// wakeSoon asks for spares again engineAheadRefillDelay from now. Only a
+// channel send here, on the stream's own copy goroutine: its stack stays
+// as small as its blocked reads need.
+func (p *engineSpares) wakeSoon() {
+	select {
+	case p.soon <- struct{}{}:
+	default:
+	}
+}
 
 func (p *engineSpares) wake() {
 	select {
@@ -170,6 +178,14 @@ func (p *engineSpares) run(ctx context.Context) {
 		case <-ctx.Done():
 		case <-p.kick:
 		case <-timer.C:
+		case <-p.soon:
+			delay := time.NewTimer(engineAheadRefillDelay)
+			select {
+			case <-ctx.Done():
+			case <-p.kick: // a wake (a prime) does not wait
+			case <-delay.C:
+			}
+			delay.Stop()
 		}
 		if !timer.Stop() {
 			select {

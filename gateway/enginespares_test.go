@@ -275,7 +275,7 @@ func TestEngineSparesKeepNoEngineAwake(t *testing.T) {
 
 // TestEngineSparesAreMadeAgainOnceAStreamIsUnderway: taking a spare asks
 // for no new one at once (its handshake would take the CPU from the very
-// stream it replaces); the stream's reads from the engine call underway
+// stream it replaces); the stream's reads from the engine ask for spares
 // once the engine's first answer went on to the client, and only once.
 func TestEngineSparesAreMadeAgainOnceAStreamIsUnderway(t *testing.T) {
 	p := newEngineSpares(2, nil, func(string) bool { return true }, prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}), quiet)
@@ -292,9 +292,9 @@ func TestEngineSparesAreMadeAgainOnceAStreamIsUnderway(t *testing.T) {
 	if len(p.kick) != 0 {
 		t.Fatal("spares asked for as one was taken, before its stream was under way")
 	}
-	var underway atomic.Int32
-	fc := &firstContact{underway: func() { underway.Add(1) }}
+	fc := &firstContact{spares: p}
 	ce := &contactEngine{Conn: c, f: fc}
+	asked := func() int { return len(p.soon) }
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := engine.Write([]byte("answer"))
@@ -307,21 +307,23 @@ func TestEngineSparesAreMadeAgainOnceAStreamIsUnderway(t *testing.T) {
 	if n, err := ce.Read(buf); err != nil || string(buf[:n]) != "answer" {
 		t.Fatalf("first read = %q, %v", buf[:n], err)
 	}
-	if n := underway.Load(); n != 0 {
-		t.Fatalf("underway called %d times before the engine's answer went on to the client", n)
+	if n := asked(); n != 0 {
+		t.Fatal("spares asked for before the engine's answer went on to the client")
 	}
 	if n, err := ce.Read(buf); err != nil || string(buf[:n]) != "more" {
 		t.Fatalf("second read = %q, %v", buf[:n], err)
 	}
-	if n := underway.Load(); n != 1 {
-		t.Fatalf("underway called %d times once the answer went on, want 1", n)
+	if n := asked(); n != 1 {
+		t.Fatal("spares not asked for once the answer went on")
 	}
+	<-p.soon
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
 	}
 	engine.Close()
 	ce.Read(buf)
-	if n := underway.Load(); n != 1 {
-		t.Fatalf("underway called %d times after the engine closed, want still 1", n)
+	fc.goneUnderway() // as proxyOn does at the stream's end
+	if n := asked(); n != 0 {
+		t.Fatal("spares asked for a second time for one stream")
 	}
 }

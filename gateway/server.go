@@ -408,12 +408,9 @@ func (s *Server) runSpares() {
 // at the same address, or have died idle. The stream is sent again, once,
 // on a stream dialled now, and only that one's failure counts.
 func (s *Server) proxyTo(ctx context.Context, tc *tls.Conn, addr string, early []byte) (res proxy.Result, failed error, replay []byte, replayable bool) {
-	underway := func() {}
 	if s.spares != nil {
-		underway = s.spares.wakeSoon // spares for addr, made again once this stream is under way
-		defer underway()
 		if ec := s.spares.take(addr); ec != nil {
-			res, failed, replay, replayable = s.proxyOn(tc, ec, early, underway)
+			res, failed, replay, replayable = s.proxyOn(tc, ec, early)
 			if failed == nil || !replayable {
 				return res, failed, replay, replayable
 			}
@@ -425,16 +422,18 @@ func (s *Server) proxyTo(ctx context.Context, tc *tls.Conn, addr string, early [
 	if err != nil {
 		return res, fmt.Errorf("engine dial failed: %w", err), early, true
 	}
-	return s.proxyOn(tc, ec, early, underway)
+	return s.proxyOn(tc, ec, early)
 }
 
 // proxyOn proxies tc, its held bytes early first, on ec, a stream to an
-// engine. underway is called once the engine's first answer went on to
-// the client, or the stream ended first.
-func (s *Server) proxyOn(tc *tls.Conn, ec net.Conn, early []byte, underway func()) (res proxy.Result, failed error, replay []byte, replayable bool) {
-	fc := &firstContact{tc: tc, underway: underway}
+// engine. Once the stream is under way (the engine's first answer went on
+// to the client, or the stream ended first), spares for the engine are
+// made again.
+func (s *Server) proxyOn(tc *tls.Conn, ec net.Conn, early []byte) (res proxy.Result, failed error, replay []byte, replayable bool) {
+	fc := &firstContact{tc: tc, spares: s.spares}
 	client, engine := fc.pair(&heldConn{Conn: tc, early: early}, ec)
 	res = proxy.Join(s.ctx, client, engine, "client", "engine", s.cfg.HalfOpenTimeout)
+	fc.goneUnderway()
 	cause, replay, replayable := fc.failure()
 	if cause == nil {
 		return res, nil, nil, false
