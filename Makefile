@@ -93,7 +93,7 @@ bench: build tools deps
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # wakegate's path beside stunnel → haproxy and raw TCP, in one run (installs
-# stunnel4 and haproxy when missing); writes bench/latest.txt, quoted by
+# stunnel4, haproxy and linux-perf when missing); writes bench/latest.txt, quoted by
 # docs/performance.md. Not part of 'make test'.
 bench-peers:
 	scripts/bench-peers.sh
