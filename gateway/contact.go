@@ -35,12 +35,14 @@ type firstContact struct {
 	// the copy loop's reads skip the bookkeeping below.
 	committed atomic.Bool
 
-	mu       sync.Mutex // guards the fields below
-	answered bool       // the engine sent a byte: the pair is committed
-	failed   error      // the engine failed before answering
-	sent     []byte     // client bytes forwarded while the engine had not answered
-	overflow bool       // sent outgrew holdBufferSize: no replay
-	ended    bool       // the client's input ended: the engine may close in answer
+	// The fields below are guarded by mu (the bools last: the struct
+	// stays in the 80-byte size class).
+	mu       sync.Mutex
+	failed   error  // the engine failed before answering
+	sent     []byte // client bytes forwarded while the engine had not answered
+	answered bool   // the engine sent a byte: the pair is committed
+	overflow bool   // sent outgrew holdBufferSize: no replay
+	ended    bool   // the client's input ended: the engine may close in answer
 }
 
 // pair wraps a client (with its held bytes) and an engine connection for
