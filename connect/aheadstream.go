@@ -30,10 +30,11 @@ var errNotServed = errors.New("the gateway closed the connection made ahead unus
 // the client began, or refused it — none of those bytes reached an engine,
 // and the stream moves to a connection dialled on demand, kept bytes
 // first. Join never sees the spare's failure.
+//
+// Each stream on a spare keeps one for its life: its fields are ordered to
+// keep it within 80 bytes (TestAheadStreamStaysInItsSizeClass).
 type aheadStream struct {
-	redial  func() (net.Conn, error)
-	served  atomic.Bool // status read and cur final: reads and writes go straight through
-	replied atomic.Bool // the gateway's first reply was read
+	redial func() (net.Conn, error)
 
 	// underway is called once the stream is under way: the gateway's first
 	// reply went on to the client (the next Read began), or the stream
@@ -41,13 +42,17 @@ type aheadStream struct {
 	// the first bytes cross would take the CPU from the very stream it
 	// replaces, here and at the gateway.
 	underway     func()
-	underwayOnce sync.Once
+	underwayDone atomic.Bool
 
-	mu          sync.Mutex // guards the fields below, until served
-	cur         net.Conn
-	sent        []byte
+	served  atomic.Bool // status read and cur final: reads and writes go straight through
+	replied atomic.Bool // the gateway's first reply was read
+
+	// Guarded by mu, until served.
 	overflow    bool // sent outgrew replayLimit
 	closedWrite bool // the client's input ended: the replacement is half-closed too
+	mu          sync.Mutex
+	cur         net.Conn
+	sent        []byte
 }
 
 func newAheadStream(spare net.Conn, redial func() (net.Conn, error), underway func()) *aheadStream {
@@ -60,7 +65,11 @@ func (a *aheadStream) conn() net.Conn {
 	return a.cur
 }
 
-func (a *aheadStream) goneUnderway() { a.underwayOnce.Do(a.underway) }
+func (a *aheadStream) goneUnderway() {
+	if !a.underwayDone.Load() && a.underwayDone.CompareAndSwap(false, true) {
+		a.underway()
+	}
+}
 
 // Read returns the stream's bytes, the status byte taken off first.
 func (a *aheadStream) Read(p []byte) (int, error) {
