@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wakegate/wakegate/internal/ctxwait"
 )
 
 // aheadMaxAge is how long a connection made ahead of need is kept unused
@@ -226,7 +228,7 @@ func (p *spares) run(ctx context.Context) {
 		case <-p.taken:
 		case <-timer.C:
 		case <-p.soon:
-			pause(ctx, aheadRefillDelay, p.taken)
+			ctxwait.SleepOr(ctx, aheadRefillDelay, p.taken) // a spare found closed does not wait
 		}
 		if !timer.Stop() {
 			select {
@@ -234,17 +236,6 @@ func (p *spares) run(ctx context.Context) {
 			default:
 			}
 		}
-	}
-}
-
-// pause waits d, or less if ctx ends or wake says so.
-func pause(ctx context.Context, d time.Duration, wake <-chan struct{}) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-wake:
-	case <-t.C:
 	}
 }
 

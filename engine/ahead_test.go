@@ -159,13 +159,7 @@ func TestASpareOnTheTLSFrontKeepsNoEngineAwake(t *testing.T) {
 // use byte, counted; any other first byte closes it, uncounted.
 func TestAProxiedSpareStartsAtItsUseByteOnly(t *testing.T) {
 	f := startUnixFront(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	conn, err := dialUnix(ctx, f.path, ProtoProxyAhead)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := f.dialProxiedSpare(t)
 	conn.Write(append([]byte{use}, "echoed"...))
 	got := make([]byte, len("echoed"))
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -176,11 +170,7 @@ func TestAProxiedSpareStartsAtItsUseByteOnly(t *testing.T) {
 	conn.Close()
 	f.waitConns(t, 0)
 
-	wrong, err := dialUnix(ctx, f.path, ProtoProxyAhead)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wrong.Close()
+	wrong := f.dialProxiedSpare(t)
 	wrong.Write([]byte("GET / HTTP/1.1\r\n"))
 	wrong.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := wrong.Read(make([]byte, 64)); err == nil {
@@ -202,13 +192,9 @@ func TestAProxiedSparesEngineConnectionIsMadeAhead(t *testing.T) {
 		io.Copy(c, c)
 		ended <- struct{}{}
 	})
+	f.dialProxiedSpare(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	conn, err := dialUnix(ctx, f.path, ProtoProxyAhead)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	select {
 	case <-accepted:
 	case <-ctx.Done():
@@ -223,6 +209,20 @@ func TestAProxiedSparesEngineConnectionIsMadeAhead(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the engine process connection of a spare that ended unused was kept open")
 	}
+}
+
+// dialProxiedSpare opens a spare the engine proxies (ProtoProxyAhead) on
+// f's unix front, closed when the test ends.
+func (f *unixFront) dialProxiedSpare(t *testing.T) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	conn, err := dialUnix(ctx, f.path, ProtoProxyAhead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // TestAnUnusedHandedOverSpareDoesNotHoldUpTheStop: a real BuildKit engine

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/wakegate/wakegate/internal/ctxwait"
 )
 
 // Streams to engines made ahead of need (Config.EngineAhead): for each
@@ -179,13 +181,7 @@ func (p *engineSpares) run(ctx context.Context) {
 		case <-p.kick:
 		case <-timer.C:
 		case <-p.soon:
-			delay := time.NewTimer(engineAheadRefillDelay)
-			select {
-			case <-ctx.Done():
-			case <-p.kick: // a wake (a prime) does not wait
-			case <-delay.C:
-			}
-			delay.Stop()
+			ctxwait.SleepOr(ctx, engineAheadRefillDelay, p.kick) // a wake (a prime) does not wait
 		}
 		if !timer.Stop() {
 			select {

@@ -13,10 +13,18 @@ import (
 
 // Sleep waits d, or until ctx ends; then it returns ctx's cause.
 func Sleep(ctx context.Context, d time.Duration) error {
+	return SleepOr(ctx, d, nil)
+}
+
+// SleepOr is Sleep that also ends, with nil, as soon as wake delivers
+// (a nil wake never does).
+func SleepOr(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+		return nil
+	case <-wake:
 		return nil
 	case <-ctx.Done():
 		return context.Cause(ctx)

@@ -25,6 +25,21 @@ func TestSleepWaitsOrEndsWithItsContext(t *testing.T) {
 	}
 }
 
+func TestSleepOrEndsWhenWoken(t *testing.T) {
+	wake := make(chan struct{}, 1)
+	wake <- struct{}{}
+	began := time.Now()
+	if err := SleepOr(context.Background(), 10*time.Second, wake); err != nil {
+		t.Fatalf("a sleep that was woken: %v", err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Fatalf("a woken sleep took %s: the wake-up did not end it", took)
+	}
+	if len(wake) != 0 {
+		t.Fatal("the wake-up was not taken")
+	}
+}
+
 // TestReadByteReadsOrEndsWithItsContextLeavingTheConnectionOpen: a byte
 // that comes is read; a wait that its context ends returns the cause, and
 // the connection still reads what comes next, with no deadline left.

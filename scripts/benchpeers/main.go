@@ -118,7 +118,9 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("%w (logs in %s)", err, work)
 	}
-	os.RemoveAll(work)
+	if !b.keepWork {
+		os.RemoveAll(work)
+	}
 	text := rep.String()
 	fmt.Print(text)
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
@@ -134,6 +136,9 @@ type bench struct {
 	mu    sync.Mutex // guards procs
 	procs []*exec.Cmd
 	roots []string // exec roots whose engines to stop
+	// keepWork keeps the work directory (its logs) after a run that
+	// succeeded in part.
+	keepWork bool
 }
 
 func (b *bench) start(name string, env []string, args ...string) (*exec.Cmd, error) {
@@ -433,7 +438,12 @@ func (b *bench) measure() (*report, error) {
 		for _, name := range pathOrder {
 			p := paths[name]
 			if p.sched, err = b.schedProfile(name, p, o.sched, o.gap); err != nil {
-				return nil, fmt.Errorf("%s: paced new connections under perf: %w", name, err)
+				// The rest of the run stands: the report says why this
+				// section is missing.
+				rep.schedErr = fmt.Errorf("%s: paced new connections under perf: %w", name, err)
+				fmt.Fprintln(os.Stderr, "bench-peers:", rep.schedErr)
+				b.keepWork = true
+				break
 			}
 		}
 	}

@@ -22,6 +22,8 @@ type report struct {
 	paths   map[string]*pathInfo
 	idle    []idleSet
 	cold    coldStats
+	// schedErr is why -sched's section was not measured.
+	schedErr error
 }
 
 func (r *report) String() string {
@@ -130,6 +132,10 @@ func (r *report) String() string {
 
 // writeSched is -sched's section: per path, means per connection.
 func (r *report) writeSched(p func(string, ...any)) {
+	if r.schedErr != nil {
+		p("## What a paced new connection waits on: not measured\n%v\n\n", r.schedErr)
+		return
+	}
 	p("## What a paced new connection waits on (perf sched record; %d more per path, %s apart; means per connection)\n", r.opt.sched, r.opt.gap)
 	p("# on CPU: the process's threads on a CPU within the connection; runs: times one was put on a CPU; waited: runnable, for a CPU.\n")
 	p("# none on CPU: no process of the path on a CPU (the kernel waking the next one, loopback delivery, idle CPUs waking up).\n")

@@ -201,20 +201,24 @@ func (b *bench) schedProfile(name string, p *pathInfo, n int, gap time.Duration)
 	if err := rec.Start(); err != nil {
 		return schedStats{}, fmt.Errorf("perf sched record: %w (Debian's linux-perf; -sched 0 measures without it)", err)
 	}
-	stopped := false
+	exited := make(chan struct{})
+	go func() { rec.Wait(); close(exited) }()
 	defer func() {
-		if !stopped {
-			rec.Process.Kill()
-			rec.Wait()
-		}
+		rec.Process.Kill() // gone already, unless an error ended us early
+		<-exited
 	}()
 	// perf writes its file's header once its events are set up.
 	for give := time.Now().Add(10 * time.Second); ; {
 		if fi, err := os.Stat(data); err == nil && fi.Size() > 0 {
 			break
 		}
+		select {
+		case <-exited:
+			return schedStats{}, fmt.Errorf("perf sched record ended at once (its log: %s): it records every CPU, which needs root or kernel.perf_event_paranoid -1; or measure without this section: -sched 0", log.Name())
+		default:
+		}
 		if time.Now().After(give) {
-			return schedStats{}, fmt.Errorf("perf sched record wrote nothing in 10s (log: %s)", log.Name())
+			return schedStats{}, fmt.Errorf("perf sched record wrote nothing in 10s (its log: %s); measure without this section: -sched 0", log.Name())
 		}
 		time.Sleep(10 * time.Millisecond) // polling a file, bounded above
 	}
@@ -234,8 +238,7 @@ func (b *bench) schedProfile(name string, p *pathInfo, n int, gap time.Duration)
 	// perf ends on SIGINT, its file written, and says so by its status:
 	// timehist tells whether the file is whole.
 	rec.Process.Signal(os.Interrupt)
-	rec.Wait()
-	stopped = true
+	<-exited
 	out, err := exec.Command("perf", "sched", "timehist", "-i", data).Output()
 	if err != nil {
 		return schedStats{}, fmt.Errorf("perf sched timehist: %w (perf's log: %s)", err, log.Name())

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -78,5 +81,14 @@ func TestUnionCountsOverlapsOnce(t *testing.T) {
 	}
 	if got := union(nil); got != 0 {
 		t.Errorf("union of nothing = %d", got)
+	}
+}
+
+func TestASectionPerfCouldNotMeasureSaysWhy(t *testing.T) {
+	r := &report{opt: options{sched: 50}, schedErr: errors.New("raw: perf sched record ended at once")}
+	var b strings.Builder
+	r.writeSched(func(format string, args ...any) { fmt.Fprintf(&b, format, args...) })
+	if got := b.String(); !strings.Contains(got, "not measured") || !strings.Contains(got, "perf sched record ended at once") {
+		t.Fatalf("section = %q, want it to say it was not measured, and why", got)
 	}
 }
