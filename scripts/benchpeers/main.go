@@ -49,7 +49,8 @@ func main() {
 type options struct {
 	bin, echo, out   string
 	conns, conns16   int
-	paced            int           // paced new connections per path
+	paced            int           // paced new connections per path and round
+	rounds           int           // paced and bulk measurements, the paths taking turns
 	sched            int           // paced new connections per path under perf sched record
 	gap              time.Duration // between paced new connections
 	bulk             time.Duration
@@ -67,10 +68,11 @@ func run() error {
 	flag.StringVar(&o.out, "out", "bench/latest.txt", "where the report goes")
 	flag.IntVar(&o.conns, "conns", 400, "new connections measured one at a time, per path")
 	flag.IntVar(&o.conns16, "conns16", 1600, "new connections measured 16 at a time, per path")
-	flag.IntVar(&o.paced, "paced", 200, "new connections measured one at a time with -gap between them, per path (latency as a CI job sees it)")
+	flag.IntVar(&o.paced, "paced", 200, "new connections measured one at a time with -gap between them, per path and round (latency as a CI job sees it)")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds of the paced and bulk measurements; in each, every path takes its turn, so that other work on the machine falls on all paths alike")
 	flag.IntVar(&o.sched, "sched", 50, "paced new connections per path measured again under 'perf sched record' (Debian's linux-perf), for what they wait on; 0: none")
 	flag.DurationVar(&o.gap, "gap", 10*time.Millisecond, "pause between paced new connections")
-	flag.DurationVar(&o.bulk, "bulk", 3*time.Second, "bulk echo time per path")
+	flag.DurationVar(&o.bulk, "bulk", 3*time.Second, "bulk echo time per path and round")
 	flag.StringVar(&idle, "idle", idle, "idle tunnelled connections held, comma-separated counts")
 	flag.IntVar(&o.cold, "cold", 8, "cold connects (engine stopped) measured")
 	flag.StringVar(&o.stunnel, "stunnel", "stunnel4", "stunnel binary")
@@ -85,6 +87,9 @@ func run() error {
 	}
 	if o.echo == "" {
 		return errors.New("-echo is required")
+	}
+	if o.rounds < 1 || o.paced < 1 || o.bulk <= 0 {
+		return fmt.Errorf("-rounds %d, -paced %d, -bulk %s: the targets' figures need at least one round, one paced connection and some bulk time", o.rounds, o.paced, o.bulk)
 	}
 	// A process on the path holds up to three descriptors per tunnelled
 	// connection (a local engine's gateway: the client's, the engine
@@ -419,19 +424,33 @@ func (b *bench) measure() (*report, error) {
 		}
 		rep.idle = append(rep.idle, set)
 	}
+	// The targets' figures (paced new connections, bulk) in rounds, the
+	// paths taking turns: a machine shared with other work drifts over a
+	// run, and measured one path after another that drift would fall on
+	// one path's figures only.
+	for round := range o.rounds {
+		for _, name := range pathOrder {
+			p := paths[name]
+			paced, err := newConns(p.addr, o.paced, 1, o.gap)
+			if err != nil {
+				return nil, fmt.Errorf("%s: paced new connections (round %d): %w", name, round+1, err)
+			}
+			p.pacedRounds = append(p.pacedRounds, paced)
+			bk, err := bulk(p.addr, o.bulk, p.procs)
+			if err != nil {
+				return nil, fmt.Errorf("%s: bulk (round %d): %w", name, round+1, err)
+			}
+			p.bulkRounds = append(p.bulkRounds, bk)
+		}
+	}
 	for _, name := range pathOrder {
 		p := paths[name]
-		if p.paced, err = newConns(p.addr, o.paced, 1, o.gap); err != nil {
-			return nil, fmt.Errorf("%s: paced new connections: %w", name, err)
-		}
+		p.paced, p.bulk = pooledConns(p.pacedRounds), pooledBulk(p.bulkRounds)
 		if p.c1, err = newConns(p.addr, o.conns, 1, 0); err != nil {
 			return nil, fmt.Errorf("%s: new connections: %w", name, err)
 		}
 		if p.c16, err = newConns(p.addr, o.conns16, 16, 0); err != nil {
 			return nil, fmt.Errorf("%s: new connections, 16 at a time: %w", name, err)
-		}
-		if p.bulk, err = bulk(p.addr, o.bulk, p.procs); err != nil {
-			return nil, fmt.Errorf("%s: bulk: %w", name, err)
 		}
 	}
 	if o.sched > 0 {
@@ -473,11 +492,14 @@ type proc struct {
 type pathInfo struct {
 	addr  string
 	procs []proc
-	paced connStats // one at a time with a gap: latency, not throughput
+	paced connStats // one at a time with a gap: latency, not throughput; all rounds pooled
 	c1    connStats
 	c16   connStats
-	bulk  bulkStats
-	sched schedStats // -sched: what paced new connections wait on
+	bulk  bulkStats // all rounds pooled
+	// pacedRounds and bulkRounds are each round's own figures.
+	pacedRounds []connStats
+	bulkRounds  []bulkStats
+	sched       schedStats // -sched: what paced new connections wait on
 }
 
 // startPeers runs the classic pair: stunnel in client mode presenting the

@@ -38,16 +38,22 @@ func (r *report) String() string {
 	p("#   wakegate-local client -tcp-> connect -mTLS-> gateway -unix-> echo2  (local provider: the engine hands its echo2 socket over on its unix front)\n")
 	p("# open-files limit %d\n\n", r.opt.fdLimit)
 
-	p("## New connections, one at a time, %s between them (dial, 32 bytes echoed, close; %d per path)\n", r.opt.gap, r.opt.paced)
-	p("%-15s %10s %10s\n", "path", "p50", "p99")
+	p("## New connections, one at a time, %s between them (dial, 32 bytes echoed, close; %d per path in each of %d rounds, the paths taking turns)\n", r.opt.gap, r.opt.paced, r.opt.rounds)
+	p("# p50 and p99 over all rounds' connections; each round's own p50 after them.\n")
+	p("%-15s %10s %10s   %s\n", "path", "p50", "p99", "p50 by round")
 	for _, name := range pathOrder {
 		x := r.paths[name]
-		p("%-15s %10s %10s\n", name, ms(x.paced.p50), ms(x.paced.p99))
+		p("%-15s %10s %10s  ", name, ms(x.paced.p50), ms(x.paced.p99))
+		for _, c := range x.pacedRounds {
+			p(" %.2f", float64(c.p50)/float64(time.Millisecond))
+		}
+		p("\n")
 	}
+	pacedP50 := func(c connStats) float64 { return float64(c.p50) }
 	for _, name := range wakegatePaths {
 		wg := r.paths[name]
-		p("%s/peers: p50 %s; %s/raw: p50 %s\n", name, ratio(float64(wg.paced.p50), float64(peers.paced.p50)),
-			name, ratio(float64(wg.paced.p50), float64(raw.paced.p50)))
+		p("%s/peers: p50 %s (by round %s); %s/raw: p50 %s\n", name, ratio(float64(wg.paced.p50), float64(peers.paced.p50)),
+			byRound(wg.pacedRounds, peers.pacedRounds, pacedP50), name, ratio(float64(wg.paced.p50), float64(raw.paced.p50)))
 	}
 	p("\n")
 
@@ -65,18 +71,27 @@ func (r *report) String() string {
 	}
 	p("\n")
 
-	p("## Bulk echo (one connection, 64 KiB writes for %s, every byte sent and echoed back; MB/s of one direction)\n", r.opt.bulk)
+	p("## Bulk echo (one connection, 64 KiB writes for %s in each of %d rounds, every byte sent and echoed back; MB/s of one direction, all rounds together, then each round's)\n", r.opt.bulk, r.opt.rounds)
 	for _, name := range pathOrder {
 		x := r.paths[name]
-		p("%-15s %8.0f MB/s   CPU s/GB:", name, x.bulk.mbps)
+		p("%-15s %8.0f MB/s (", name, x.bulk.mbps)
+		for i, bk := range x.bulkRounds {
+			if i > 0 {
+				p(" ")
+			}
+			p("%.0f", bk.mbps)
+		}
+		p(")   CPU s/GB:")
 		for _, pr := range x.procs {
 			p(" %s %.2f", pr.name, cpuPerGB(x.bulk.cpu[pr.name], x.bulk.bytes))
 		}
 		p("\n")
 	}
+	bulkMBps := func(b bulkStats) float64 { return b.mbps }
 	for _, name := range wakegatePaths {
 		wg := r.paths[name]
-		p("%s/peers: %s; %s/raw: %s\n", name, ratio(wg.bulk.mbps, peers.bulk.mbps), name, ratio(wg.bulk.mbps, raw.bulk.mbps))
+		p("%s/peers: %s (by round %s); %s/raw: %s\n", name, ratio(wg.bulk.mbps, peers.bulk.mbps),
+			byRound(wg.bulkRounds, peers.bulkRounds, bulkMBps), name, ratio(wg.bulk.mbps, raw.bulk.mbps))
 	}
 	p("\n")
 
@@ -116,11 +131,14 @@ func (r *report) String() string {
 	for _, name := range wakegatePaths {
 		wg := r.paths[name]
 		nc := float64(wg.paced.p50) / float64(peers.paced.p50)
-		p("%s: new-connection p50 (paced) %.2f× the peer pair <= %.2f×: %s\n", name, nc, targetNewConn, verdict(nc <= targetNewConn))
+		p("%s: new-connection p50 (paced) %.2f× the peer pair (by round %s) <= %.2f×: %s\n", name, nc,
+			byRound(wg.pacedRounds, peers.pacedRounds, pacedP50), targetNewConn, verdict(nc <= targetNewConn))
 	}
 	for _, name := range wakegatePaths {
-		bk := r.paths[name].bulk.mbps / peers.bulk.mbps
-		p("%s: bulk %.2f× the peer pair >= %.2f×: %s\n", name, bk, targetBulk, verdict(bk >= targetBulk))
+		wg := r.paths[name]
+		bk := wg.bulk.mbps / peers.bulk.mbps
+		p("%s: bulk %.2f× the peer pair (by round %s) >= %.2f×: %s\n", name, bk,
+			byRound(wg.bulkRounds, peers.bulkRounds, bulkMBps), targetBulk, verdict(bk >= targetBulk))
 	}
 	if len(r.cold.gateway) > 0 {
 		g := percentile(r.cold.gateway, 50)
@@ -162,3 +180,12 @@ func (r *report) writeSched(p func(string, ...any)) {
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%dµs", d.Microseconds()) }
+
+// byRound is f of a over f of b in each round, as "0.31× 0.28× 0.35×".
+func byRound[T any](a, b []T, f func(T) float64) string {
+	var parts []string
+	for i := range min(len(a), len(b)) {
+		parts = append(parts, ratio(f(a[i]), f(b[i])))
+	}
+	return strings.Join(parts, " ")
+}

@@ -131,3 +131,37 @@ func verdict(holds bool) string {
 	}
 	return "DOES NOT HOLD"
 }
+
+// pooledConns is the rounds' connections as one sample: their latencies
+// together, for percentiles over all of them.
+func pooledConns(rounds []connStats) connStats {
+	var s connStats
+	for _, r := range rounds {
+		s.n += r.n
+		s.lat = append(s.lat, r.lat...)
+		s.elapsed += r.elapsed
+		s.concurrent = r.concurrent
+	}
+	s.p50, s.p99 = percentile(s.lat, 50), percentile(s.lat, 99)
+	if s.elapsed > 0 {
+		s.perSecond = float64(s.n) / s.elapsed.Seconds()
+	}
+	return s
+}
+
+// pooledBulk is the rounds' transfers as one: bytes over time, and CPU per
+// process, summed.
+func pooledBulk(rounds []bulkStats) bulkStats {
+	s := bulkStats{cpu: map[string]time.Duration{}}
+	for _, r := range rounds {
+		s.bytes += r.bytes
+		s.elapsed += r.elapsed
+		for name, cpu := range r.cpu {
+			s.cpu[name] += cpu
+		}
+	}
+	if s.elapsed > 0 {
+		s.mbps = float64(s.bytes) / 1e6 / s.elapsed.Seconds()
+	}
+	return s
+}

@@ -104,3 +104,41 @@ func TestRatiosAndUnits(t *testing.T) {
 		t.Errorf("ms = %q", got)
 	}
 }
+
+func TestPooledRoundsAreOneSample(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var ds []time.Duration
+		for _, x := range v {
+			ds = append(ds, time.Duration(x)*time.Millisecond)
+		}
+		return ds
+	}
+	// Each round's own p50 is 2 ms; pooled, the slow round's latencies
+	// move it, as one sample of all six would.
+	c := pooledConns([]connStats{
+		{n: 3, lat: ms(1, 2, 3), elapsed: time.Second, concurrent: 1},
+		{n: 3, lat: ms(2, 9, 1), elapsed: time.Second, concurrent: 1},
+	})
+	if c.n != 6 || len(c.lat) != 6 || c.p50 != 2*time.Millisecond || c.p99 != 9*time.Millisecond || c.perSecond != 3 {
+		t.Fatalf("pooled = n %d, %d latencies, p50 %v, p99 %v, %.1f/s; want 6, 6, 2ms, 9ms, 3/s", c.n, len(c.lat), c.p50, c.p99, c.perSecond)
+	}
+	b := pooledBulk([]bulkStats{
+		{bytes: 300e6, elapsed: time.Second, cpu: map[string]time.Duration{"gateway": time.Second}},
+		{bytes: 100e6, elapsed: time.Second, cpu: map[string]time.Duration{"gateway": time.Second, "connect": time.Second}},
+	})
+	if b.mbps != 200 || b.bytes != 400e6 || b.cpu["gateway"] != 2*time.Second || b.cpu["connect"] != time.Second {
+		t.Fatalf("pooled bulk = %.0f MB/s, %d bytes, cpu %v; want 200, 4e8, gateway 2s connect 1s", b.mbps, b.bytes, b.cpu)
+	}
+	if z := pooledBulk(nil); z.mbps != 0 || z.cpu == nil {
+		t.Fatalf("pooled bulk of no rounds = %+v", z)
+	}
+}
+
+func TestByRoundPairsEachRoundWithItsOwn(t *testing.T) {
+	a := []float64{1, 3, 5}
+	b := []float64{2, 4} // a round short: only the rounds both have
+	id := func(x float64) float64 { return x }
+	if got, want := byRound(a, b, id), "0.50× 0.75×"; got != want {
+		t.Fatalf("byRound = %q, want %q", got, want)
+	}
+}
