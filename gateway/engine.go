@@ -206,10 +206,7 @@ func (e *Engine) Acquire(ctx context.Context) (*Lease, error) {
 		var a *attempt
 		switch e.state {
 		case Running:
-			e.conns++
-			e.cancelIdleLocked()
-			e.unused = false
-			l := &Lease{Addr: e.addr, Waited: waited, e: e}
+			l := e.leaseLocked(waited)
 			e.mu.Unlock()
 			return l, nil
 		case Stopped:
@@ -232,6 +229,26 @@ func (e *Engine) Acquire(ctx context.Context) (*Lease, error) {
 			return nil, a.err
 		}
 	}
+}
+
+// TryAcquire leases the engine only if it is running now: it never wakes
+// it nor waits.
+func (e *Engine) TryAcquire() (*Lease, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || e.state != Running {
+		return nil, false
+	}
+	e.settlePrewakeLocked()
+	return e.leaseLocked(false), true
+}
+
+// leaseLocked counts a connection on the running engine.
+func (e *Engine) leaseLocked(waited bool) *Lease {
+	e.conns++
+	e.cancelIdleLocked()
+	e.unused = false
+	return &Lease{Addr: e.addr, Waited: waited, e: e}
 }
 
 func (e *Engine) release() {

@@ -138,6 +138,12 @@ func (w *watcher) stop() ([]byte, error) {
 // errClientLeft. Otherwise it returns what the client sent while held, to
 // be forwarded before the rest of the stream.
 func (s *Server) acquireHeld(setup context.Context, tc *tls.Conn, key string, log *slog.Logger) (*Engine, *Lease, []byte, error) {
+	// The engine running (most connections): nothing to hold the client
+	// for, so neither a goroutine to acquire nor one to watch it, whose
+	// start and stop would cost a new connection wake-ups of its own.
+	if e, l, ok := s.cfg.Pool.TryAcquire(key); ok {
+		return e, l, nil, nil
+	}
 	actx, cancel := context.WithCancel(setup)
 	defer cancel()
 	result := make(chan acquired, 1)

@@ -176,6 +176,26 @@ func (p *Pool) Acquire(ctx context.Context, key string, log *slog.Logger) (*Engi
 	}
 }
 
+// TryAcquire leases the engine the policy picks for key only if it is
+// running now: no wake, no wait (Acquire does those).
+func (p *Pool) TryAcquire(key string) (*Engine, *Lease, bool) {
+	p.mu.Lock()
+	e, _ := p.placeLocked(key, nil)
+	if e == nil || !e.Running() {
+		p.mu.Unlock()
+		return nil, nil, false
+	}
+	p.sessions[e][key]++
+	p.mu.Unlock()
+	l, ok := e.TryAcquire() // fails only if it began to stop just now
+	if !ok {
+		p.unreserve(e, key)
+		return nil, nil, false
+	}
+	l.onRelease = func() { p.unreserve(e, key) }
+	return e, l, true
+}
+
 // reserve counts a connection of key on the engine the policy picks, or
 // returns a channel that is closed when a session ends. Both nil: every
 // engine is excluded.

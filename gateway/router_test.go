@@ -201,3 +201,33 @@ func TestMetricsReportSessionsStateAndWakes(t *testing.T) {
 		}
 	}
 }
+
+func TestTryAcquireTakesOnlyARunningEngineAndNeverWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newTestPool(t, 1, Policy{Soft: 1, Hard: 1})
+		sessions := func() int { return p.Status()[0].Sessions }
+		if _, _, ok := p.TryAcquire("a"); ok {
+			t.Fatal("TryAcquire leased a stopped engine")
+		}
+		synctest.Wait()
+		if st := p.Status()[0]; st.State != Stopped || st.Sessions != 0 {
+			t.Fatalf("after a TryAcquire of a stopped engine: %s with %d sessions, want stopped with none (no wake)", st.State, st.Sessions)
+		}
+		_, l, err := p.Acquire(t.Context(), "a", quiet) // wakes it
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release()
+		_, l, ok := p.TryAcquire("a")
+		if !ok || sessions() != 1 {
+			t.Fatalf("TryAcquire of a running engine: ok %v, %d sessions; want a lease and 1", ok, sessions())
+		}
+		if _, _, ok := p.TryAcquire("b"); ok {
+			t.Fatal("TryAcquire went past the hard limit")
+		}
+		l.Release()
+		if sessions() != 0 {
+			t.Fatalf("%d sessions after the lease was released, want 0", sessions())
+		}
+	})
+}
