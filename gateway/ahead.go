@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/wakegate/wakegate/identity"
@@ -43,16 +42,24 @@ func (s *Server) awaitFirstByte(tc *tls.Conn) ([]byte, error) {
 	return nil, fmt.Errorf("closed unused: %w", err)
 }
 
-// serveAhead serves a connection made ahead of need: nothing happens until
-// its first byte, and then it is a proxied stream like any other, whose
-// hold for an engine starts then. It is judged again then, as a new
-// connection would be: a certificate revoked, expired or refused by a
-// policy changed since the handshake gets no engine. The client hears
-// first whether the stream is served (wire.AheadServed), so that one closed
-// unused just as the client began to use it is told apart from a stream
-// that ended: its bytes reached no engine, and the client sends them again
-// on a new connection.
-func (s *Server) serveAhead(ctx context.Context, tc *tls.Conn, peer identity.Peer, key string, log *slog.Logger, remote string) {
+// startAhead takes a connection made ahead of need up to its stream:
+// nothing happens until its first byte, and then it is a proxied stream
+// like any other, whose hold for an engine starts then. It is judged again
+// then, as a new connection would be: a certificate revoked, expired or
+// refused by a policy changed since the handshake gets no engine. The
+// client hears first whether the stream is served (wire.AheadServed), so
+// that one closed unused just as the client began to use it is told apart
+// from a stream that ended: its bytes reached no engine, and the client
+// sends them again on a new connection. It returns the first byte, or
+// false when there is no stream to serve.
+//
+// The caller (handle) serves the stream: this frame is not left under the
+// stream's copy loop for the connection's life, which keeps the handler's
+// blocked stack small enough for the runtime to shrink it (see
+// TestHandlerStackStaysShrinkable).
+func (s *Server) startAhead(ctx context.Context, a *admitted) ([]byte, bool) {
+	a.cancel() // the hold's bound starts at the first byte
+	tc, peer, log, remote := a.tc, a.peer, a.log, a.remote
 	m := s.cfg.Pool.metrics
 	m.ahead.Inc()
 	first, err := s.awaitFirstByte(tc)
@@ -61,21 +68,21 @@ func (s *Server) serveAhead(ctx context.Context, tc *tls.Conn, peer identity.Pee
 		m.conns.WithLabelValues("ahead_unused").Inc()
 		log.Debug("connection made ahead closed unused", "reason", err.Error())
 		tellAhead(tc, wire.AheadNotServed)
-		return
+		return nil, false
 	}
 	if kind, err := s.judgeAgain(tc.ConnectionState(), peer); err != nil {
 		s.refuse(tc, kind, refusedAgainMessage[kind], peer, remote, err)
 		tellAhead(tc, wire.AheadNotServed)
-		return
+		return nil, false
 	}
 	if err := tellAhead(tc, wire.AheadServed); err != nil {
 		m.conns.WithLabelValues("client_left").Inc()
 		log.Debug("connection made ahead closed at its first byte", "err", err)
-		return
+		return nil, false
 	}
-	setup, cancel := context.WithTimeout(ctx, s.cfg.HoldTimeout)
-	defer cancel()
-	s.serveProxy(setup, tc, key, log, time.Now(), first)
+	a.setup, a.cancel = context.WithTimeout(ctx, s.cfg.HoldTimeout) // release cancels it
+	a.began = time.Now()
+	return first, true
 }
 
 // msgRefusedByPolicy is the log's words for a connection the policy

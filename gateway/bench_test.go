@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,30 +16,58 @@ import (
 	"github.com/wakegate/wakegate/wire"
 )
 
-// benchGateway is a gateway serving one client certificate, its engine a
-// plain TCP echo (the engine hop's TLS is the proxy package's benchmarks).
+// benchGateway is a gateway serving one client certificate, its engine an
+// echo of one read per connection, over plain TCP or mTLS (engineTLS).
 type benchGateway struct {
 	addr string
 	host *fakeHost
 	cli  *tls.Config
 }
 
-func startBenchGateway(b *testing.B, idle time.Duration) *benchGateway {
-	b.Helper()
+// startBenchEcho echoes the first read of each connection and then keeps
+// it open with no goroutine, so that the goroutines an idle connection
+// costs the process are the gateway's alone. With srv, connections are
+// TLS.
+func startBenchEcho(b *testing.B, srv *tls.Config) net.Listener {
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
+	var mu sync.Mutex
+	var parked []net.Conn
 	go func() {
 		for {
 			c, err := echo.Accept()
 			if err != nil {
 				return
 			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
+			if srv != nil {
+				c = tls.Server(c, srv)
+			}
+			mu.Lock()
+			parked = append(parked, c)
+			mu.Unlock()
+			go func() {
+				buf := make([]byte, 512)
+				if n, err := c.Read(buf); err == nil {
+					c.Write(buf[:n])
+				}
+			}()
 		}
 	}()
-	b.Cleanup(func() { echo.Close() })
+	b.Cleanup(func() {
+		echo.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range parked {
+			c.Close()
+		}
+	})
+	return echo
+}
+
+func startBenchGateway(b *testing.B, idle time.Duration, engineTLS bool) *benchGateway {
+	b.Helper()
 	ca, err := certs.Init(b.TempDir(), "bench", nil)
 	if err != nil {
 		b.Fatal(err)
@@ -51,6 +80,34 @@ func startBenchGateway(b *testing.B, idle time.Duration) *benchGateway {
 	if err != nil {
 		b.Fatal(err)
 	}
+	var echoTLS *tls.Config
+	dial := plainDial
+	if engineTLS {
+		engLeaf, err := ca.Issue(certs.Server, "engine", []string{"127.0.0.1"}, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		gwLeaf, err := ca.Issue(certs.Client, "gateway", nil, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ec, gc := engLeaf.TLSCertificate(), gwLeaf.TLSCertificate()
+		echoTLS = certs.ServerTLS(func() *tls.Certificate { return ec }, ca.Pool())
+		engCli := certs.ClientTLS(func() *tls.Certificate { return gc }, ca.Pool(), "127.0.0.1")
+		dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := plainDial(ctx, addr)
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(c, engCli)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return tc, nil
+		}
+	}
+	echo := startBenchEcho(b, echoTLS)
 	h := &fakeHost{addr: "tcp://" + echo.Addr().String()}
 	pool, err := NewPoolWithPolicy(context.Background(), h, EngineConfig{Probe: readyProbe, Idle: idle, WakeTimeout: 5 * time.Second}, DefaultPolicy)
 	if err != nil {
@@ -59,7 +116,7 @@ func startBenchGateway(b *testing.B, idle time.Duration) *benchGateway {
 	sc, cc := srvLeaf.TLSCertificate(), cliLeaf.TLSCertificate()
 	srv, err := NewServer(Config{
 		TLS:  certs.ServerTLS(func() *tls.Certificate { return sc }, ca.Pool()),
-		Pool: pool, Dial: plainDial, MaxConnsPerIdentity: 1 << 20,
+		Pool: pool, Dial: dial, MaxConnsPerIdentity: 1 << 20,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -105,7 +162,17 @@ func (g *benchGateway) echoConn(b *testing.B) *tls.Conn {
 // clients' ends included: subtract BenchmarkIdleJoin's TLS-TCP pair for
 // the client's own share). Run with -memprofile to see by whom.
 func BenchmarkIdleConnection(b *testing.B) {
-	g := startBenchGateway(b, time.Hour)
+	for _, engineTLS := range []bool{false, true} {
+		name := "engine-plain"
+		if engineTLS {
+			name = "engine-mTLS"
+		}
+		b.Run(name, func(b *testing.B) { benchIdleConnection(b, engineTLS) })
+	}
+}
+
+func benchIdleConnection(b *testing.B, engineTLS bool) {
+	g := startBenchGateway(b, time.Hour, engineTLS)
 	g.echoConn(b).Close() // the engine is awake
 	const conns = 500
 	for range b.N {
@@ -140,7 +207,7 @@ func BenchmarkIdleConnection(b *testing.B) {
 // ready at its first probe), the dial and the first byte back. What it
 // measures is the gateway's own part of a cold connect.
 func BenchmarkColdConnect(b *testing.B) {
-	g := startBenchGateway(b, time.Millisecond)
+	g := startBenchGateway(b, time.Millisecond, false)
 	for i := range b.N {
 		// Wait (polling, bounded) until the idle stop of the last round
 		// has happened, so this connection finds the engine stopped.

@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -26,7 +27,7 @@ type firstContact struct {
 
 	// spares, if set, are asked for again (wakeSoon) once the engine's
 	// first answer went on to the client (the engine's next read began),
-	// not while the first bytes cross; proxyOn asks when the stream ends
+	// not while the first bytes cross; (*proxied).on asks when the stream ends
 	// too. underway, once set, says it was done.
 	spares   *engineSpares
 	underway atomic.Bool
@@ -51,12 +52,18 @@ func (f *firstContact) pair(client *heldConn, ec net.Conn) (net.Conn, net.Conn) 
 	return &contactClient{heldConn: client, f: f}, &contactEngine{Conn: ec, f: f}
 }
 
-// failure is why the engine failed before answering, and the client's bytes
-// to replay to another engine (nil replay: it cannot be replayed).
-func (f *firstContact) failure() (err error, replay []byte, ok bool) {
+// outcome says, once the copy ended, whether the engine failed before
+// answering: then the client's bytes to replay to another engine (nil
+// replay: it cannot be replayed), and the client is readied for it.
+func (f *firstContact) outcome() (failed error, replay []byte, replayable bool) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.failed, f.sent, f.failed != nil && !f.overflow
+	cause, replay, replayable := f.failed, f.sent, f.failed != nil && !f.overflow
+	f.mu.Unlock()
+	if cause == nil {
+		return nil, nil, false
+	}
+	f.tc.SetReadDeadline(time.Time{}) // the client stays, for the next engine
+	return fmt.Errorf("engine failed before answering: %w", cause), replay, replayable
 }
 
 func (f *firstContact) goneUnderway() {

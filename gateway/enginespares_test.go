@@ -322,7 +322,7 @@ func TestEngineSparesAreMadeAgainOnceAStreamIsUnderway(t *testing.T) {
 	}
 	engine.Close()
 	ce.Read(buf)
-	fc.goneUnderway() // as proxyOn does at the stream's end
+	fc.goneUnderway() // as (*proxied).on does at the stream's end
 	if n := asked(); n != 0 {
 		t.Fatal("spares asked for a second time for one stream")
 	}

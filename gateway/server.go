@@ -184,16 +184,24 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	defer s.release(a)
+	// What a stream calls stays under its copy for the connection's life:
+	// calls here pass a alone, keeping this frame small (see serveProxy).
 	switch a.proto {
 	case wire.ProtoWake:
-		s.serveWake(a.setup, a.tc, a.key, a.log, a.began)
-		s.cfg.Pool.metrics.conns.WithLabelValues("wake").Inc()
+		s.wake(a)
 	case wire.ProtoAhead:
-		a.cancel() // the hold's bound starts at the first byte
-		s.serveAhead(ctx, a.tc, a.peer, a.key, a.log, a.remote)
+		if first, ok := s.startAhead(ctx, a); ok {
+			s.serveProxy(a, first)
+		}
 	default:
-		s.serveProxy(a.setup, a.tc, a.key, a.log, a.began, nil)
+		s.serveProxy(a, nil)
 	}
+}
+
+// wake serves a wake request.
+func (s *Server) wake(a *admitted) {
+	s.serveWake(a.setup, a.tc, a.key, a.log, a.began)
+	s.cfg.Pool.metrics.conns.WithLabelValues("wake").Inc()
 }
 
 // admitted is a client connection past its handshake, judged and counted.
@@ -321,24 +329,21 @@ func (s *Server) CloseSerial(serial string) int {
 	return n
 }
 
-// serveProxy proxies tc to an engine for key; first is what was read from
-// the client already (a connection made ahead of need's first byte).
-func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log *slog.Logger, began time.Time, first []byte) {
-	m := s.cfg.Pool.metrics
-	m.held.Inc()
-	eng, lease, early, err := s.acquireHeld(setup, tc, key, log)
-	m.held.Dec()
-	if err == nil && len(first) > 0 {
-		early = append(first, early...)
-	}
-	if errors.Is(err, errClientLeft) {
-		m.conns.WithLabelValues("client_left").Inc()
-		logClose(log, slog.LevelInfo, began, connEnd{held: time.Since(began), reason: "client_left_while_held"})
-		return
-	}
-	if err != nil {
-		m.conns.WithLabelValues("no_engine").Inc()
-		logClose(log, slog.LevelWarn, began, connEnd{held: time.Since(began), reason: "no_engine", err: err})
+// serveProxy proxies a to an engine for its key; first is what was read
+// from the client already (a connection made ahead of need's first byte).
+//
+// Its frame, and those of what it calls down to the copy, stay under the
+// stream's copy loop for the connection's life. What is done before and
+// after the copy (the hold, the close line, the retry) lives in functions
+// of their own, and calls pass little: a goroutine's stack is halved only
+// while less than a quarter of it is in use, so the handler's blocked
+// frames decide whether an idle connection's stack, grown by its
+// handshake, comes back to 8 KiB (gateway.BenchmarkIdleConnection reports
+// it; docs/performance.md).
+func (s *Server) serveProxy(a *admitted, first []byte) {
+	st := &proxied{s: s, a: a}
+	early, ok := st.acquire(first)
+	if !ok {
 		return
 	}
 	// An engine found dead before it read anything (its address refuses
@@ -346,40 +351,95 @@ func (s *Server) serveProxy(setup context.Context, tc *tls.Conn, key string, log
 	// woken again, once, with the same client and its bytes: an engine
 	// killed from outside costs the next client a wake, not its build.
 	for attempt := 1; ; attempt++ {
-		held := time.Since(began)
-		res, failed, replay, replayable := s.proxyTo(setup, tc, lease.Addr, early)
-		end := connEnd{engine: eng.ID(), held: held, in: res.BytesAToB, out: res.BytesBToA, reason: res.Reason}
+		held := time.Since(a.began)
+		failed, replay, replayable := st.stream(early)
 		if failed == nil {
-			lease.Release()
-			m.bytes.WithLabelValues(dirToEngine).Add(float64(res.BytesAToB))
-			m.bytes.WithLabelValues(dirToClient).Add(float64(res.BytesBToA))
-			if res.Err != nil {
-				m.conns.WithLabelValues("closed_with_error").Inc()
-				end.err = res.Err
-				logClose(log, slog.LevelWarn, began, end)
-				return
-			}
-			m.conns.WithLabelValues("closed").Inc()
-			logClose(log, slog.LevelInfo, began, end)
+			st.closed(held)
 			return
 		}
-		lease.Broken()
-		lease.Release()
-		if attempt > 1 || !replayable {
-			m.conns.WithLabelValues("engine_unreachable").Inc()
-			end.reason, end.err = "engine_unreachable", failed
-			logClose(log.With("addr", lease.Addr), slog.LevelError, began, end)
+		if !st.again(attempt, held, failed, replayable) {
 			return
 		}
-		log.Warn("engine unreachable before it answered; waking it again for this connection", "engine", eng.ID(),
-			"addr", lease.Addr, "err", failed)
 		early = replay
-		if eng, lease, err = s.cfg.Pool.Acquire(setup, key, log); err != nil {
-			m.conns.WithLabelValues("no_engine").Inc()
-			logClose(log, slog.LevelWarn, began, connEnd{held: time.Since(began), reason: "no_engine", err: err})
-			return
-		}
 	}
+}
+
+// proxied is one proxied stream's state around its copy.
+type proxied struct {
+	s     *Server
+	a     *admitted
+	eng   *Engine
+	lease *Lease
+	res   proxy.Result // the last stream's
+}
+
+// acquire holds the client until an engine is leased for it, and returns
+// what the client sent meanwhile, first first; false when there is none
+// (said in the close line).
+func (st *proxied) acquire(first []byte) ([]byte, bool) {
+	m := st.s.cfg.Pool.metrics
+	m.held.Inc()
+	eng, lease, early, err := st.s.acquireHeld(st.a.setup, st.a.tc, st.a.key, st.a.log)
+	m.held.Dec()
+	if errors.Is(err, errClientLeft) {
+		m.conns.WithLabelValues("client_left").Inc()
+		logClose(st.a.log, slog.LevelInfo, st.a.began, connEnd{held: time.Since(st.a.began), reason: "client_left_while_held"})
+		return nil, false
+	}
+	if err != nil {
+		m.conns.WithLabelValues("no_engine").Inc()
+		logClose(st.a.log, slog.LevelWarn, st.a.began, connEnd{held: time.Since(st.a.began), reason: "no_engine", err: err})
+		return nil, false
+	}
+	st.eng, st.lease = eng, lease
+	if len(first) > 0 {
+		early = append(first, early...)
+	}
+	return early, true
+}
+
+// closed ends a stream the engine served: its lease, its bytes and its
+// close line.
+func (st *proxied) closed(held time.Duration) {
+	m, res := st.s.cfg.Pool.metrics, &st.res
+	st.lease.Release()
+	m.bytes.WithLabelValues(dirToEngine).Add(float64(res.BytesAToB))
+	m.bytes.WithLabelValues(dirToClient).Add(float64(res.BytesBToA))
+	end := connEnd{engine: st.eng.ID(), held: held, in: res.BytesAToB, out: res.BytesBToA, reason: res.Reason}
+	if res.Err != nil {
+		m.conns.WithLabelValues("closed_with_error").Inc()
+		end.err = res.Err
+		logClose(st.a.log, slog.LevelWarn, st.a.began, end)
+		return
+	}
+	m.conns.WithLabelValues("closed").Inc()
+	logClose(st.a.log, slog.LevelInfo, st.a.began, end)
+}
+
+// again marks the engine that failed before it answered broken and, on a
+// first attempt whose bytes were all kept, leases an engine again (woken
+// again) for the same client; false ends the stream (said in the close
+// line).
+func (st *proxied) again(attempt int, held time.Duration, failed error, replayable bool) bool {
+	m, res := st.s.cfg.Pool.metrics, &st.res
+	st.lease.Broken()
+	st.lease.Release()
+	if attempt > 1 || !replayable {
+		m.conns.WithLabelValues("engine_unreachable").Inc()
+		end := connEnd{engine: st.eng.ID(), held: held, in: res.BytesAToB, out: res.BytesBToA, reason: "engine_unreachable", err: failed}
+		logClose(st.a.log.With("addr", st.lease.Addr), slog.LevelError, st.a.began, end)
+		return false
+	}
+	st.a.log.Warn("engine unreachable before it answered; waking it again for this connection", "engine", st.eng.ID(),
+		"addr", st.lease.Addr, "err", failed)
+	eng, lease, err := st.s.cfg.Pool.Acquire(st.a.setup, st.a.key, st.a.log)
+	if err != nil {
+		m.conns.WithLabelValues("no_engine").Inc()
+		logClose(st.a.log, slog.LevelWarn, st.a.began, connEnd{held: time.Since(st.a.began), reason: "no_engine", err: err})
+		return false
+	}
+	st.eng, st.lease = eng, lease
+	return true
 }
 
 // runSpares starts making streams to engines ahead of need, once, unless
@@ -397,49 +457,52 @@ func (s *Server) runSpares() {
 	})
 }
 
-// proxyTo proxies tc, its held bytes early first, to the engine at addr:
-// on a stream made ahead of need if one is open, else dialled now.
-// failed says the engine could not be dialled or failed before it answered;
-// then replay is what the client sent (to resend to another engine), and
-// replayable whether all of it was kept.
+// stream proxies the client, its held bytes early first, to the engine
+// at st.lease.Addr: on a stream made ahead of need if one is open, else
+// dialled now; st.res is what the copy did. failed says the engine could
+// not be dialled or failed before it answered; then replay is what the
+// client sent (to resend to another engine), and replayable whether all of
+// it was kept.
 //
 // A spare that fails before the engine's first byte is not the engine's
 // failure: it may have been closed by an engine process since restarted
 // at the same address, or have died idle. The stream is sent again, once,
 // on a stream dialled now, and only that one's failure counts.
-func (s *Server) proxyTo(ctx context.Context, tc *tls.Conn, addr string, early []byte) (res proxy.Result, failed error, replay []byte, replayable bool) {
+func (st *proxied) stream(early []byte) (failed error, replay []byte, replayable bool) {
+	s := st.s
 	if s.spares != nil {
-		if ec := s.spares.take(addr); ec != nil {
-			res, failed, replay, replayable = s.proxyOn(tc, ec, early)
+		if ec := s.spares.take(st.lease.Addr); ec != nil {
+			failed, replay, replayable = st.on(ec, early)
 			if failed == nil || !replayable {
-				return res, failed, replay, replayable
+				return failed, replay, replayable
 			}
-			s.cfg.Log.Debug("engine connection made ahead failed before the engine answered; dialling it", "addr", addr, "err", failed)
+			st.spareFailed(failed)
 			early = replay
 		}
 	}
-	ec, err := s.cfg.Dial(ctx, addr)
+	ec, err := s.cfg.Dial(st.a.setup, st.lease.Addr)
 	if err != nil {
-		return res, fmt.Errorf("engine dial failed: %w", err), early, true
+		return dialFailed(err), early, true
 	}
-	return s.proxyOn(tc, ec, early)
+	return st.on(ec, early)
 }
 
-// proxyOn proxies tc, its held bytes early first, on ec, a stream to an
+func (st *proxied) spareFailed(err error) {
+	st.s.cfg.Log.Debug("engine connection made ahead failed before the engine answered; dialling it", "addr", st.lease.Addr, "err", err)
+}
+
+func dialFailed(err error) error { return fmt.Errorf("engine dial failed: %w", err) }
+
+// on proxies the client, its held bytes early first, on ec, a stream to an
 // engine. Once the stream is under way (the engine's first answer went on
 // to the client, or the stream ended first), spares for the engine are
 // made again.
-func (s *Server) proxyOn(tc *tls.Conn, ec net.Conn, early []byte) (res proxy.Result, failed error, replay []byte, replayable bool) {
-	fc := &firstContact{tc: tc, spares: s.spares}
-	client, engine := fc.pair(&heldConn{Conn: tc, early: early}, ec)
-	res = proxy.Join(s.ctx, client, engine, "client", "engine", s.cfg.HalfOpenTimeout)
+func (st *proxied) on(ec net.Conn, early []byte) (failed error, replay []byte, replayable bool) {
+	fc := &firstContact{tc: st.a.tc, spares: st.s.spares}
+	client, engine := fc.pair(&heldConn{Conn: st.a.tc, early: early}, ec)
+	st.res = proxy.Join(st.s.ctx, client, engine, "client", "engine", st.s.cfg.HalfOpenTimeout)
 	fc.goneUnderway()
-	cause, replay, replayable := fc.failure()
-	if cause == nil {
-		return res, nil, nil, false
-	}
-	tc.SetReadDeadline(time.Time{}) // the client stays, for the next engine
-	return res, fmt.Errorf("engine failed before answering: %w", cause), replay, replayable
+	return fc.outcome()
 }
 
 // refuse closes an authenticated connection that the gateway will not
