@@ -419,7 +419,7 @@ func (b *bench) measure() (*report, error) {
 		d    *deployment
 	}{{"wakegate", d}, {"wakegate-local", local}} {
 		set := idleSet{path: x.path, procs: []proc{{"gateway", x.d.gwCmd.Process.Pid}, {"connect", x.d.connCmd.Process.Pid}}}
-		if set.stats, err = b.idle(set.procs, x.d.connect); err != nil {
+		if set.stats, err = b.idle(set.procs, x.d.connect, "http://"+x.d.admin+"/metrics"); err != nil {
 			return nil, fmt.Errorf("%s: idle connections: %w", x.path, err)
 		}
 		rep.idle = append(rep.idle, set)
@@ -739,6 +739,9 @@ const idleReadings = 8
 type idleStats struct {
 	conns int
 	per   map[string]int64 // RSS growth per connection, by process
+	// gatewayMem is the growth of the gateway's Go heap and stacks per
+	// connection, from its metrics.
+	gatewayMem goMem
 }
 
 // idleSet is one path's idle measurements, of procs.
@@ -751,7 +754,7 @@ type idleSet struct {
 // idle holds connections open through a wakegate path at addr, each
 // tunnelled to the echo backend (one byte echoed), and reads the RSS of
 // procs once they settle. It closes them before it returns.
-func (b *bench) idle(procs []proc, addr string) ([]idleStats, error) {
+func (b *bench) idle(procs []proc, addr, gatewayMetrics string) ([]idleStats, error) {
 	var out []idleStats
 	base := map[string]int64{}
 	for _, p := range procs {
@@ -760,6 +763,10 @@ func (b *bench) idle(procs []proc, addr string) ([]idleStats, error) {
 			return nil, err
 		}
 		base[p.name] = v
+	}
+	memBase, err := goMemOf(gatewayMetrics)
+	if err != nil {
+		return nil, err
 	}
 	var held []net.Conn
 	defer func() {
@@ -826,6 +833,13 @@ func (b *bench) idle(procs []proc, addr string) ([]idleStats, error) {
 		for _, p := range procs {
 			s.per[p.name] = perConn(base[p.name], low[p.name], s.conns)
 		}
+		// What the gateway's runtime says it holds, after the readings
+		// (the trim has run): the RSS split into heap and stacks.
+		mem, err := goMemOf(gatewayMetrics)
+		if err != nil {
+			return nil, err
+		}
+		s.gatewayMem = mem.perConn(memBase, s.conns)
 		out = append(out, s)
 	}
 	return out, nil
@@ -900,4 +914,26 @@ func waitStopped(d *deployment, within time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond) // polling the gateway we started, bounded
 	}
+}
+
+// goMemOf reads a wakegate process's Go memory from its metrics endpoint.
+func goMemOf(url string) (goMem, error) {
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return goMem{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return goMem{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return goMem{}, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	m, err := parseGoMem(body)
+	if err != nil {
+		return m, fmt.Errorf("%s: %w", url, err)
+	}
+	return m, nil
 }

@@ -106,7 +106,9 @@ func (r *report) String() string {
 			for _, pr := range set.procs {
 				p("  %s %.1f KiB", pr.name, float64(s.per[pr.name])/1024)
 			}
-			p("\n")
+			g := s.gatewayMem
+			p("\n%15s gateway's runtime: heap spans %.1f KiB (objects in them %.1f), stacks %.1f KiB; RSS beyond both %.1f KiB\n", "",
+				kib(g.heapInuse), kib(g.heapAlloc), kib(g.stackInuse), kib(s.per["gateway"]-g.heapInuse-g.stackInuse))
 		}
 	}
 	p("\n")
@@ -189,3 +191,5 @@ func byRound[T any](a, b []T, f func(T) float64) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+func kib(b int64) float64 { return float64(b) / 1024 }

@@ -165,3 +165,48 @@ func pooledBulk(rounds []bulkStats) bulkStats {
 	}
 	return s
 }
+
+// goMem is a Go process's memory as its runtime counts it (the
+// go_memstats_* metrics of prometheus/client_golang's Go collector).
+type goMem struct {
+	heapInuse  int64 // spans holding at least one object
+	heapAlloc  int64 // objects in them: live, or garbage not yet swept
+	stackInuse int64 // goroutine stacks
+}
+
+// perConn is the growth from base to m spread over n connections.
+func (m goMem) perConn(base goMem, n int) goMem {
+	return goMem{
+		heapInuse:  perConn(base.heapInuse, m.heapInuse, n),
+		heapAlloc:  perConn(base.heapAlloc, m.heapAlloc, n),
+		stackInuse: perConn(base.stackInuse, m.stackInuse, n),
+	}
+}
+
+// parseGoMem reads goMem from a Prometheus text exposition.
+func parseGoMem(text []byte) (goMem, error) {
+	var m goMem
+	fields := map[string]*int64{
+		"go_memstats_heap_inuse_bytes":  &m.heapInuse,
+		"go_memstats_heap_alloc_bytes":  &m.heapAlloc,
+		"go_memstats_stack_inuse_bytes": &m.stackInuse,
+	}
+	found := 0
+	for line := range strings.Lines(string(text)) {
+		name, val, ok := strings.Cut(strings.TrimSpace(line), " ")
+		dst := fields[name]
+		if !ok || dst == nil {
+			continue
+		}
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			return m, fmt.Errorf("metrics: %s %q: %w", name, val, err)
+		}
+		*dst = int64(f)
+		found++
+	}
+	if found != len(fields) {
+		return m, fmt.Errorf("metrics: %d of the %d go_memstats figures wanted (heap in use, heap alloc, stack in use)", found, len(fields))
+	}
+	return m, nil
+}

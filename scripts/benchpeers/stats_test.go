@@ -142,3 +142,27 @@ func TestByRoundPairsEachRoundWithItsOwn(t *testing.T) {
 		t.Fatalf("byRound = %q, want %q", got, want)
 	}
 }
+
+func TestParseGoMemReadsTheGoCollectorsFigures(t *testing.T) {
+	text := []byte(`# HELP go_memstats_heap_inuse_bytes Number of heap bytes that are in use.
+# TYPE go_memstats_heap_inuse_bytes gauge
+go_memstats_heap_inuse_bytes 1.2288e+07
+go_memstats_heap_alloc_bytes 9.5e+06
+go_memstats_heap_alloc_bytes_total 1e+12
+go_memstats_stack_inuse_bytes 655360
+wakegate_connections_active 3
+`)
+	m, err := parseGoMem(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m != (goMem{heapInuse: 12288000, heapAlloc: 9500000, stackInuse: 655360}) {
+		t.Fatalf("parsed %+v", m)
+	}
+	if per := m.perConn(goMem{heapInuse: 2048000, heapAlloc: 1500000, stackInuse: 655360 - 1000*8192}, 1000); per != (goMem{heapInuse: 10240, heapAlloc: 8000, stackInuse: 8192}) {
+		t.Fatalf("per connection %+v", per)
+	}
+	if _, err := parseGoMem([]byte("go_memstats_heap_inuse_bytes 1\n")); err == nil {
+		t.Fatal("a metrics page without the stack figure was taken")
+	}
+}
