@@ -57,8 +57,7 @@ func (s *Server) awaitFirstByte(tc *tls.Conn) ([]byte, error) {
 // stream's copy loop for the connection's life, which keeps the handler's
 // blocked stack small enough for the runtime to shrink it (see
 // TestHandlerStackStaysShrinkable).
-func (s *Server) startAhead(ctx context.Context, a *admitted) ([]byte, bool) {
-	a.cancel() // the hold's bound starts at the first byte
+func (s *Server) startAhead(a *admitted) ([]byte, bool) {
 	tc, peer, log, remote := a.tc, a.peer, a.log, a.remote
 	m := s.cfg.Pool.metrics
 	m.ahead.Inc()
@@ -80,8 +79,9 @@ func (s *Server) startAhead(ctx context.Context, a *admitted) ([]byte, bool) {
 		log.Debug("connection made ahead closed at its first byte", "err", err)
 		return nil, false
 	}
-	a.setup, a.cancel = context.WithTimeout(ctx, s.cfg.HoldTimeout) // release cancels it
+	// The hold's bound starts at the first byte.
 	a.began = time.Now()
+	a.deadline = a.began.Add(s.cfg.HoldTimeout)
 	return first, true
 }
 

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -132,19 +131,20 @@ func (w *watcher) stop() ([]byte, error) {
 	return w.buf, w.err
 }
 
-// acquireHeld leases an engine for key while watching the client of tc.
+// acquireHeld leases an engine for a's key while watching its client.
 // If the client leaves first, the acquire is abandoned (a wait for a free
 // engine ends, a session reserved for it is given back) and the error wraps
 // errClientLeft. Otherwise it returns what the client sent while held, to
 // be forwarded before the rest of the stream.
-func (s *Server) acquireHeld(setup context.Context, tc *tls.Conn, key string, log *slog.Logger) (*Engine, *Lease, []byte, error) {
+func (s *Server) acquireHeld(a *admitted) (*Engine, *Lease, []byte, error) {
 	// The engine running (most connections): nothing to hold the client
 	// for, so neither a goroutine to acquire nor one to watch it, whose
 	// start and stop would cost a new connection wake-ups of its own.
-	if e, l, ok := s.cfg.Pool.TryAcquire(key); ok {
+	if e, l, ok := s.cfg.Pool.TryAcquire(a.key); ok {
 		return e, l, nil, nil
 	}
-	actx, cancel := context.WithCancel(setup)
+	tc, key, log := a.tc, a.key, a.log
+	actx, cancel := a.hold()
 	defer cancel()
 	result := make(chan acquired, 1)
 	go func() {

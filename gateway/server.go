@@ -190,7 +190,7 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	case wire.ProtoWake:
 		s.wake(a)
 	case wire.ProtoAhead:
-		if first, ok := s.startAhead(ctx, a); ok {
+		if first, ok := s.startAhead(a); ok {
 			s.serveProxy(a, first)
 		}
 	default:
@@ -200,7 +200,9 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 
 // wake serves a wake request.
 func (s *Server) wake(a *admitted) {
-	s.serveWake(a.setup, a.tc, a.key, a.log, a.began)
+	setup, cancel := a.hold()
+	defer cancel()
+	s.serveWake(setup, a.tc, a.key, a.log, a.began)
 	s.cfg.Pool.metrics.conns.WithLabelValues("wake").Inc()
 }
 
@@ -213,9 +215,18 @@ type admitted struct {
 	remote string
 	began  time.Time
 	proto  string // the ALPN protocol it negotiated
-	// setup bounds the handshake, the wait for the engine and the dial.
-	setup  context.Context
-	cancel context.CancelFunc
+	// ctx is the handler's (cancelled when Shutdown stops waiting);
+	// deadline bounds the handshake, the wait for the engine and the dial.
+	// The context for those is made when one is needed (hold): one kept
+	// for the connection's life would cost every idle connection a timer
+	// and its registration in ctx.
+	ctx      context.Context
+	deadline time.Time
+}
+
+// hold is the context that bounds a wait for the engine or a dial.
+func (a *admitted) hold() (context.Context, context.CancelFunc) {
+	return context.WithDeadline(a.ctx, a.deadline)
 }
 
 // admit makes the handshake of c, judges its client (revocation in the
@@ -227,13 +238,12 @@ func (s *Server) admit(ctx context.Context, c net.Conn) *admitted {
 
 	// One deadline covers the handshake, the wait for the engine and the
 	// dial; the handshake alone has a shorter one.
-	setup, cancel := context.WithTimeout(ctx, s.cfg.HoldTimeout)
+	deadline := began.Add(s.cfg.HoldTimeout)
 	tc := tls.Server(c, s.tls)
-	hctx, hcancel := context.WithTimeout(setup, s.cfg.HandshakeTimeout)
+	hctx, hcancel := context.WithTimeout(ctx, min(s.cfg.HoldTimeout, s.cfg.HandshakeTimeout))
 	err := tc.HandshakeContext(hctx)
 	hcancel()
 	if err != nil {
-		cancel()
 		// A certificate that chained to the CA yet was refused (revoked) is
 		// a client of ours, told apart from the noise of the internet.
 		if p, ok := identity.FromConn(tc.ConnectionState()); ok {
@@ -249,7 +259,6 @@ func (s *Server) admit(ctx context.Context, c net.Conn) *admitted {
 	cs := tc.ConnectionState()
 	peer, ok := identity.FromConn(cs)
 	if !ok || peer.Name == "" {
-		cancel()
 		// Unreachable with RequireAndVerifyClientCert; deny by default anyway.
 		s.cfg.Log.Warn("connection refused: no verified identity", "remote", remote)
 		return nil
@@ -257,7 +266,6 @@ func (s *Server) admit(ctx context.Context, c net.Conn) *admitted {
 	id := peer.Name
 	if s.cfg.Authorize != nil {
 		if err := s.cfg.Authorize(peer); err != nil {
-			cancel()
 			s.refuse(tc, refusedPolicy, msgRefusedByPolicy, peer, remote, err)
 			return nil
 		}
@@ -270,7 +278,6 @@ func (s *Server) admit(ctx context.Context, c net.Conn) *admitted {
 	s.mu.Lock()
 	if s.identities[id] >= s.cfg.MaxConnsPerIdentity {
 		s.mu.Unlock()
-		cancel()
 		s.refuse(tc, refusedOverLimit, "connection refused: too many connections for the identity", peer, remote,
 			fmt.Errorf("identity %s already has %d connections open at the gateway, its limit (--max-conns-per-identity); close some and retry",
 				id, s.cfg.MaxConnsPerIdentity))
@@ -288,12 +295,11 @@ func (s *Server) admit(ctx context.Context, c net.Conn) *admitted {
 		log = log.With("key", key)
 	}
 	return &admitted{tc: tc, peer: peer, key: key, log: log, remote: remote, began: began,
-		proto: cs.NegotiatedProtocol, setup: setup, cancel: cancel}
+		proto: cs.NegotiatedProtocol, ctx: ctx, deadline: deadline}
 }
 
 // release uncounts an admitted connection.
 func (s *Server) release(a *admitted) {
-	a.cancel()
 	s.cfg.Pool.metrics.active.Dec()
 	s.mu.Lock()
 	delete(s.open, a.tc)
@@ -379,7 +385,7 @@ type proxied struct {
 func (st *proxied) acquire(first []byte) ([]byte, bool) {
 	m := st.s.cfg.Pool.metrics
 	m.held.Inc()
-	eng, lease, early, err := st.s.acquireHeld(st.a.setup, st.a.tc, st.a.key, st.a.log)
+	eng, lease, early, err := st.s.acquireHeld(st.a)
 	m.held.Dec()
 	if errors.Is(err, errClientLeft) {
 		m.conns.WithLabelValues("client_left").Inc()
@@ -432,7 +438,9 @@ func (st *proxied) again(attempt int, held time.Duration, failed error, replayab
 	}
 	st.a.log.Warn("engine unreachable before it answered; waking it again for this connection", "engine", st.eng.ID(),
 		"addr", st.lease.Addr, "err", failed)
-	eng, lease, err := st.s.cfg.Pool.Acquire(st.a.setup, st.a.key, st.a.log)
+	setup, cancel := st.a.hold()
+	defer cancel()
+	eng, lease, err := st.s.cfg.Pool.Acquire(setup, st.a.key, st.a.log)
 	if err != nil {
 		m.conns.WithLabelValues("no_engine").Inc()
 		logClose(st.a.log, slog.LevelWarn, st.a.began, connEnd{held: time.Since(st.a.began), reason: "no_engine", err: err})
@@ -480,7 +488,9 @@ func (st *proxied) stream(early []byte) (failed error, replay []byte, replayable
 			early = replay
 		}
 	}
-	ec, err := s.cfg.Dial(st.a.setup, st.lease.Addr)
+	setup, cancel := st.a.hold()
+	ec, err := s.cfg.Dial(setup, st.lease.Addr)
+	cancel()
 	if err != nil {
 		return dialFailed(err), early, true
 	}
