@@ -91,6 +91,10 @@ type handedConn struct {
 	lease net.Conn
 }
 
+// Socket is the engine process's socket itself: reads are its own
+// (proxy.Socketer), so a copy from it waits on the socket with no buffer.
+func (h *handedConn) Socket() net.Conn { return h.UnixConn }
+
 func (h *handedConn) Close() error {
 	err := h.UnixConn.Close()
 	h.lease.Close()

@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/wakegate/wakegate/proxy"
 )
 
 // TestUnixFrontHandsTheEngineSocketOver: a stream dialled on the unix front
@@ -28,6 +30,11 @@ func TestUnixFrontHandsTheEngineSocketOver(t *testing.T) {
 	}
 	if got, want := uc.UnixConn.RemoteAddr().String(), f.e.cfg.Backend.Socket(); got != want {
 		t.Fatalf("the stream's peer is %q, want the engine process's socket %q", got, want)
+	}
+	// A copy from it (the gateway's) waits on the socket itself, with no
+	// buffer: it says it is its socket.
+	if s, ok := conn.(proxy.Socketer); !ok || s.Socket() != uc.UnixConn {
+		t.Fatal("the stream handed over does not offer its socket to a copy (proxy.Socketer)")
 	}
 	msg := []byte("straight to the engine process")
 	if _, err := conn.Write(msg); err != nil {

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/wakegate/wakegate/proxy"
 )
 
 // firstContact watches a proxied pair until the engine's first byte.
@@ -163,6 +165,20 @@ func (c *contactEngine) Read(p []byte) (int, error) {
 	f.mu.Unlock()
 	return n, err
 }
+
+// Socket is the engine's socket once the engine answered and the stream is
+// under way: from then on Read is the socket's, and the copy waits on it
+// holding no buffer (proxy.Socketer). Asked between reads, so the copy's
+// next read begins: the stream is under way.
+func (c *contactEngine) Socket() net.Conn {
+	if !c.f.committed.Load() {
+		return nil
+	}
+	c.f.goneUnderway()
+	return c.Conn
+}
+
+var _ proxy.Socketer = (*contactEngine)(nil)
 
 func (c *contactEngine) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {

@@ -1,8 +1,12 @@
 package gateway
 
 import (
+	"io"
+	"net"
 	"testing"
 	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestFirstContactStaysInItsSizeClass: every proxied stream keeps one
@@ -15,5 +19,34 @@ import (
 func TestFirstContactStaysInItsSizeClass(t *testing.T) {
 	if n := unsafe.Sizeof(firstContact{}); n > 80 {
 		t.Fatalf("firstContact is %d bytes, want at most 80: order its fields so that it packs", n)
+	}
+}
+
+// TestTheEngineSideBecomesItsSocketOnceTheEngineAnswered: until the
+// engine's first byte, the copy must read through contactEngine (it keeps
+// the client's bytes for a replay); after it, the copy may wait on the
+// socket itself with no buffer (proxy.Socketer), and asking says the
+// stream is under way (spares are made again).
+func TestTheEngineSideBecomesItsSocketOnceTheEngineAnswered(t *testing.T) {
+	p := newEngineSpares(2, nil, func(string) bool { return true }, prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}), quiet)
+	gw, engine := net.Pipe()
+	defer engine.Close()
+	ce := &contactEngine{Conn: gw, f: &firstContact{spares: p}}
+	if s := ce.Socket(); s != nil {
+		t.Fatal("the engine side offered its socket before the engine answered")
+	}
+	go engine.Write([]byte("hi"))
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(ce, buf); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.soon) != 0 {
+		t.Fatal("spares asked for while the first answer crossed")
+	}
+	if s := ce.Socket(); s != gw {
+		t.Fatalf("once the engine answered: socket %v, want the engine's connection", s)
+	}
+	if len(p.soon) != 1 {
+		t.Fatal("asking for the socket did not count the stream as under way")
 	}
 }

@@ -51,26 +51,48 @@ func putBuf(b *[]byte) {
 	bufPool.Put(b)
 }
 
+// Socketer is a wrapper of a connection that becomes a plain socket: once
+// Socket returns one (a *net.TCPConn or *net.UnixConn, or a Socketer that
+// does), reading the wrapper is reading that socket, from then on. A copy
+// from it then waits on the socket itself, holding no buffer while idle.
+// Socket is asked between reads, from the copy's goroutine.
+type Socketer interface{ Socket() net.Conn }
+
 // copyStream copies src to dst until src's EOF (a nil error) or a failure.
 // A plain socket is waited on without any buffer; anything else (TLS, a
 // wrapper) through a small one, with the pooled buffer borrowed while reads
-// keep coming back full. Neither allocates per chunk.
+// keep coming back full, until it becomes a plain socket (Socketer).
+// Neither allocates per chunk.
 func copyStream(dst io.Writer, src net.Conn) (int64, error) {
+	if rc := rawConn(src); rc != nil {
+		return copyRaw(dst, rc)
+	}
+	return copyBuffered(dst, src)
+}
+
+// rawConn is c's socket if c is one (exact types only: a wrapper that
+// embeds a socket promotes SyscallConn but may rewrite what Read returns),
+// or what a Socketer says it has become; else nil.
+func rawConn(c net.Conn) syscall.RawConn {
 	var sc syscall.Conn
-	// Exact types only: a wrapper that embeds a socket promotes
-	// SyscallConn but may rewrite what Read returns.
-	switch s := src.(type) {
+	switch s := c.(type) {
 	case *net.TCPConn:
 		sc = s
 	case *net.UnixConn:
 		sc = s
-	}
-	if sc != nil {
-		if rc, err := sc.SyscallConn(); err == nil {
-			return copyRaw(dst, rc)
+	case Socketer:
+		if sock := s.Socket(); sock != nil && sock != c {
+			return rawConn(sock)
 		}
+		return nil
+	default:
+		return nil
 	}
-	return copyBuffered(dst, src)
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // rawReader reads a socket from inside RawConn.Read, taking a pooled buffer
@@ -137,7 +159,7 @@ func copyRaw(dst io.Writer, rc syscall.RawConn) (written int64, err error) {
 // through a pooled one while reads keep coming back full (a full buffer, or
 // a full TLS record). Each read's bytes are written before the next read,
 // so a message is never held back waiting for more input.
-func copyBuffered(dst io.Writer, src io.Reader) (written int64, err error) {
+func copyBuffered(dst io.Writer, src net.Conn) (written int64, err error) {
 	idle := make([]byte, idleBufSize)
 	var big *[]byte
 	defer func() {
@@ -145,6 +167,7 @@ func copyBuffered(dst io.Writer, src io.Reader) (written int64, err error) {
 			putBuf(big)
 		}
 	}()
+	becomes, _ := src.(Socketer)
 	// carry is what the idle buffer took of the record that the first read
 	// into big finishes.
 	carry := 0
@@ -169,6 +192,12 @@ func copyBuffered(dst io.Writer, src io.Reader) (written int64, err error) {
 				return written, nil
 			}
 			return written, rerr
+		}
+		if becomes != nil {
+			if rc := rawConn(src); rc != nil {
+				n, err := copyRaw(dst, rc)
+				return written + n, err
+			}
 		}
 		switch {
 		case big == nil && n == len(idle):

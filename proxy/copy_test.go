@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,5 +155,57 @@ func TestJoinNamesItsDirectionsInGoroutineDumps(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(dump)
+	}
+}
+
+// becomingSocket is a wrapper whose reads count until it says it has
+// become its socket (after its first read).
+type becomingSocket struct {
+	net.Conn
+	reads  atomic.Int32
+	become atomic.Bool
+}
+
+func (w *becomingSocket) Read(p []byte) (int, error) {
+	w.reads.Add(1)
+	n, err := w.Conn.Read(p)
+	w.become.Store(true)
+	return n, err
+}
+
+func (w *becomingSocket) Socket() net.Conn {
+	if w.become.Load() {
+		return w.Conn
+	}
+	return nil
+}
+
+func TestACopyReadsTheSocketItselfOnceAWrapperBecomesIt(t *testing.T) {
+	aIn, aPeer := tcpPair(t)
+	bIn, bPeer := tcpPair(t)
+	for _, c := range []net.Conn{aPeer, bPeer} {
+		c.SetDeadline(time.Now().Add(guard))
+	}
+	w := &becomingSocket{Conn: bIn}
+	startJoin(t, context.Background(), aIn, w, time.Hour)
+	got := make([]byte, 5)
+	for i, msg := range []string{"first", "after", "again"} {
+		if _, err := bPeer.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(aPeer, got); err != nil || string(got) != msg {
+			t.Fatalf("message %d: %q, %v; want %q", i, got, err, msg)
+		}
+	}
+	if n := w.reads.Load(); n != 1 {
+		t.Fatalf("the wrapper was read %d times; want only the first read, before it became its socket", n)
+	}
+	// Idle on the socket: no buffer held, and the other way still flows.
+	awaitBuffersBack(t)
+	if _, err := aPeer.Write([]byte("reply")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(bPeer, got); err != nil || string(got) != "reply" {
+		t.Fatalf("reply: %q, %v", got, err)
 	}
 }
