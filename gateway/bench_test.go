@@ -72,26 +72,11 @@ func startBenchGateway(b *testing.B, idle time.Duration, engineTLS bool) *benchG
 	if err != nil {
 		b.Fatal(err)
 	}
-	srvLeaf, err := ca.Issue(certs.Server, "gateway", []string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cliLeaf, err := ca.Issue(certs.Client, "ci", nil, time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
+	sc, cc := leafPair(b, ca, "gateway", "ci")
 	var echoTLS *tls.Config
 	dial := plainDial
 	if engineTLS {
-		engLeaf, err := ca.Issue(certs.Server, "engine", []string{"127.0.0.1"}, time.Hour)
-		if err != nil {
-			b.Fatal(err)
-		}
-		gwLeaf, err := ca.Issue(certs.Client, "gateway", nil, time.Hour)
-		if err != nil {
-			b.Fatal(err)
-		}
-		ec, gc := engLeaf.TLSCertificate(), gwLeaf.TLSCertificate()
+		ec, gc := leafPair(b, ca, "engine", "gateway")
 		echoTLS = certs.ServerTLS(func() *tls.Certificate { return ec }, ca.Pool())
 		engCli := certs.ClientTLS(func() *tls.Certificate { return gc }, ca.Pool(), "127.0.0.1")
 		dial = func(ctx context.Context, addr string) (net.Conn, error) {
@@ -113,7 +98,6 @@ func startBenchGateway(b *testing.B, idle time.Duration, engineTLS bool) *benchG
 	if err != nil {
 		b.Fatal(err)
 	}
-	sc, cc := srvLeaf.TLSCertificate(), cliLeaf.TLSCertificate()
 	srv, err := NewServer(Config{
 		TLS:  certs.ServerTLS(func() *tls.Certificate { return sc }, ca.Pool()),
 		Pool: pool, Dial: dial, MaxConnsPerIdentity: 1 << 20,

@@ -223,3 +223,18 @@ func (r *refusalLog) noted() int {
 	}
 	return n + len(r.logged)
 }
+
+// leafPair issues, from ca, an hour's server certificate named server for
+// 127.0.0.1 and a client certificate named client.
+func leafPair(tb testing.TB, ca *certs.CA, server, client string) (srv, cli *tls.Certificate) {
+	tb.Helper()
+	srvLeaf, err := ca.Issue(certs.Server, server, []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cliLeaf, err := ca.Issue(certs.Client, client, nil, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return srvLeaf.TLSCertificate(), cliLeaf.TLSCertificate()
+}

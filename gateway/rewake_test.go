@@ -67,19 +67,11 @@ func startSeqGateway(t *testing.T, h Provider, config func(*Config)) (*Pool, *Se
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvLeaf, err := ca.Issue(certs.Server, "gateway", []string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cliLeaf, err := ca.Issue(certs.Client, "ci", nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, cc := leafPair(t, ca, "gateway", "ci")
 	pool, err := NewPool(t.Context(), h, EngineConfig{Probe: readyProbe, Idle: time.Minute, WakeTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := srvLeaf.TLSCertificate()
 	cfg := Config{TLS: certs.ServerTLS(func() *tls.Certificate { return sc }, ca.Pool()), Pool: pool, Dial: plainDial, HoldTimeout: 10 * time.Second}
 	if config != nil {
 		config(&cfg)
@@ -101,7 +93,7 @@ func startSeqGateway(t *testing.T, h Provider, config func(*Config)) (*Pool, *Se
 		<-served
 		pool.Close()
 	})
-	return pool, srv, ln.Addr().String(), cliLeaf.TLSCertificate(), ca
+	return pool, srv, ln.Addr().String(), cc, ca
 }
 
 func dialGateway(t *testing.T, addr string, cert *tls.Certificate, ca *certs.CA) *tls.Conn {

@@ -88,14 +88,7 @@ func startGatewayOpts(t *testing.T, h *fakeHost, o gatewayOptions) *testGateway 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvLeaf, err := ca.Issue(certs.Server, "gateway", []string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cliLeaf, err := ca.Issue(certs.Client, "ci", nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, cc := leafPair(t, ca, "gateway", "ci")
 	if o.probe == nil {
 		o.probe = readyProbe
 	}
@@ -106,7 +99,6 @@ func startGatewayOpts(t *testing.T, h *fakeHost, o gatewayOptions) *testGateway 
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := srvLeaf.TLSCertificate()
 	cfg := Config{
 		TLS:              certs.ServerTLS(func() *tls.Certificate { return sc }, ca.Pool()),
 		Pool:             pool,
@@ -139,7 +131,7 @@ func startGatewayOpts(t *testing.T, h *fakeHost, o gatewayOptions) *testGateway 
 		}
 		pool.Close()
 	})
-	return &testGateway{addr: ln.Addr().String(), host: h, pool: pool, srv: srv, ca: ca, client: cliLeaf.TLSCertificate()}
+	return &testGateway{addr: ln.Addr().String(), host: h, pool: pool, srv: srv, ca: ca, client: cc}
 }
 
 func (g *testGateway) dial(t *testing.T, cert *tls.Certificate, roots *certs.CA, proto string) *tls.Conn {
