@@ -88,8 +88,13 @@ func run() error {
 	if o.echo == "" {
 		return errors.New("-echo is required")
 	}
-	if o.rounds < 1 || o.paced < 1 || o.bulk <= 0 {
-		return fmt.Errorf("-rounds %d, -paced %d, -bulk %s: the targets' figures need at least one round, one paced connection and some bulk time", o.rounds, o.paced, o.bulk)
+	switch {
+	case o.rounds < 1:
+		return fmt.Errorf("-rounds %d: want at least 1 (the paced and bulk figures are measured in rounds)", o.rounds)
+	case o.paced < 1:
+		return fmt.Errorf("-paced %d: want at least 1 (the new-connection target is judged on paced connections)", o.paced)
+	case o.bulk <= 0:
+		return fmt.Errorf("-bulk %s: want a positive time, such as 3s", o.bulk)
 	}
 	// A process on the path holds up to three descriptors per tunnelled
 	// connection (a local engine's gateway: the client's, the engine
