@@ -212,3 +212,53 @@ func TestBytesSentWhileHeldReachTheEngine(t *testing.T) {
 		})
 	}
 }
+
+// TestAHeldClientIsLetGoAtTheHoldBound: a client held for an engine that
+// does not come is let go once the hold's bound passes, not before, and
+// the close line says there was no engine. A stream made ahead of need
+// is held from its first byte, not from its handshake.
+func TestAHeldClientIsLetGoAtTheHoldBound(t *testing.T) {
+	const hold = 300 * time.Millisecond
+	for _, proto := range []string{wire.ProtoProxy, wire.ProtoAhead} {
+		t.Run(proto, func(t *testing.T) {
+			h := &fakeHost{startGate: make(chan struct{})} // a start that never ends
+			logs := newLogRecorder()
+			g := startGatewayOpts(t, h, gatewayOptions{wake: time.Minute, config: func(c *Config) {
+				c.HoldTimeout = hold
+				c.Log = logs.logger()
+			}})
+			t.Cleanup(func() { close(h.startGate) }) // before the gateway's own cleanup
+			// A new stream's hold counts from its connection (the bound
+			// covers the handshake, the wait and the dial); one made
+			// ahead's from its first byte.
+			began := time.Now()
+			c := g.dial(t, g.client, g.ca, proto)
+			defer c.Close()
+			want := ""
+			if proto == wire.ProtoAhead {
+				waitAhead(t, g, 1)
+				want = string([]byte{wire.AheadServed})
+				began = time.Now()
+			}
+			if _, err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got, err := io.ReadAll(c)
+			held := time.Since(began)
+			if string(got) != want || err != nil {
+				t.Fatalf("the held client read %q, %v; want %q and the close", got, err, want)
+			}
+			if held < hold {
+				t.Fatalf("let go after %s, before the hold's bound of %s", held, hold)
+			}
+			logs.waitFor(t, "connection closed", 1)
+			if r := logs.matching("connection closed")[0]; r.Attrs["reason"] != "no_engine" {
+				t.Fatalf("close line reason %q, want no_engine (%v)", r.Attrs["reason"], r.Attrs)
+			}
+			if h.starts.Load() != 1 {
+				t.Fatalf("starts = %d, want the one wake the client waited for", h.starts.Load())
+			}
+		})
+	}
+}
