@@ -226,3 +226,37 @@ func TestParseDaggerMetrics(t *testing.T) {
 		})
 	}
 }
+
+// TestTheDrainWaitsForAStreamThatHasJustBegun: a stream that came as the
+// engine began to stop (its build not registered yet: BuildKit counts it
+// from its Solve) is not cut by the stop; one that has been open longer
+// with no build does not hold the drain.
+func TestTheDrainWaitsForAStreamThatHasJustBegun(t *testing.T) {
+	e := readyEngine(t, KindBuildkit, idleActivity{}, time.Minute)
+	end := e.counted() // a stream, just begun
+	drained := make(chan struct{})
+	go func() { e.drain(); close(drained) }()
+	select {
+	case <-drained:
+		t.Fatal("the drain ended with a stream open that had just begun")
+	case <-time.After(300 * time.Millisecond): // a bound on a non-event, not synchronisation
+	}
+	end()
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drain did not end once the stream had")
+	}
+
+	// A stream open for longer than the grace, with no build, is an idle
+	// client's: the drain does not wait for it.
+	defer e.counted()()
+	e.lastStream.Store(time.Now().Add(-time.Hour).UnixNano())
+	drained = make(chan struct{})
+	go func() { e.drain(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drain waited for a stream open for an hour with no build")
+	}
+}

@@ -65,6 +65,7 @@ func awaitUse(unused context.Context, c net.Conn) error {
 // counted counts a stream while it is open: busy, /status, idle.
 func (e *Engine) counted() (done func()) {
 	e.conns.Add(1)
+	e.lastStream.Store(time.Now().UnixNano())
 	e.markBusy()
 	return func() {
 		e.markBusy()

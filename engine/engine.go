@@ -154,6 +154,8 @@ type Engine struct {
 	readyCh chan struct{}
 
 	lastBusy atomic.Int64 // unix nanos of the last moment with connections or builds
+	// lastStream is when the last counted stream began (unix nanos).
+	lastStream atomic.Int64
 	// unused ends when the engine begins to stop: streams made ahead of
 	// need and still unused close then (ahead.go). Set before the fronts
 	// serve.
@@ -445,9 +447,25 @@ func (e *Engine) busy(ctx context.Context) bool {
 	return n > 0
 }
 
+// streamGrace is how long a stream that has just begun counts as work in
+// progress for the drain although the engine reports no build: a BuildKit
+// client's build is registered at its Solve, after its first requests on
+// the stream, and a stream that came as the engine began to stop (another
+// gateway stopped it, idle, a moment before) would otherwise be cut after
+// the engine had answered it, too late for the gateway to send it to the
+// engine woken again.
+const streamGrace = 2 * time.Second
+
+// freshStream says whether a stream is open and one began within
+// streamGrace.
+func (e *Engine) freshStream() bool {
+	return e.conns.Load() > 0 && time.Since(time.Unix(0, e.lastStream.Load())) < streamGrace
+}
+
 // drain waits, up to DrainTimeout, for builds (Dagger: client sessions) in
-// progress to finish. An engine that cannot be asked is waited for, but
-// never past the bound: every query runs under the drain's own deadline.
+// progress to finish, and for streams that have just begun (freshStream).
+// An engine that cannot be asked is waited for, but never past the bound:
+// every query runs under the drain's own deadline.
 func (e *Engine) drain() {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
@@ -456,7 +474,7 @@ func (e *Engine) drain() {
 		qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
 		n, err := e.act.Builds(qctx)
 		qcancel()
-		if err == nil && n == 0 {
+		if err == nil && n == 0 && !e.freshStream() {
 			if waited := time.Since(began); waited > time.Second {
 				e.cfg.Log.Info("work in progress finished", "drain_ms", waited.Milliseconds())
 			}
@@ -466,6 +484,9 @@ func (e *Engine) drain() {
 		work := []any{"builds", n}
 		if err != nil {
 			work = []any{"err", err}
+		}
+		if e.freshStream() {
+			work = append(work, "streams", e.conns.Load())
 		}
 		if ctx.Err() != nil {
 			e.cfg.Log.Warn("work still in progress at the drain bound; stopping anyway", append(work, "drain_timeout", e.cfg.DrainTimeout.String())...)
