@@ -474,7 +474,8 @@ func (e *Engine) drain() {
 		qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
 		n, err := e.act.Builds(qctx)
 		qcancel()
-		if err == nil && n == 0 && !e.freshStream() {
+		fresh := e.freshStream()
+		if err == nil && n == 0 && !fresh {
 			if waited := time.Since(began); waited > time.Second {
 				e.cfg.Log.Info("work in progress finished", "drain_ms", waited.Milliseconds())
 			}
@@ -485,7 +486,7 @@ func (e *Engine) drain() {
 		if err != nil {
 			work = []any{"err", err}
 		}
-		if e.freshStream() {
+		if fresh {
 			work = append(work, "streams", e.conns.Load())
 		}
 		if ctx.Err() != nil {

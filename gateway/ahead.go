@@ -56,7 +56,7 @@ func (s *Server) awaitFirstByte(tc *tls.Conn) ([]byte, error) {
 // The caller (handle) serves the stream: this frame is not left under the
 // stream's copy loop for the connection's life, which keeps the handler's
 // blocked stack small enough for the runtime to shrink it (see
-// TestHandlerStackStaysShrinkable).
+// serveProxy; BenchmarkIdleConnection/engine-mTLS reports the stacks).
 func (s *Server) startAhead(a *admitted) ([]byte, bool) {
 	tc, peer, log, remote := a.tc, a.peer, a.log, a.remote
 	m := s.cfg.Pool.metrics

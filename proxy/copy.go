@@ -51,11 +51,13 @@ func putBuf(b *[]byte) {
 	bufPool.Put(b)
 }
 
-// Socketer is a wrapper of a connection that becomes a plain socket: once
-// Socket returns one (a *net.TCPConn or *net.UnixConn, or a Socketer that
-// does), reading the wrapper is reading that socket, from then on. A copy
-// from it then waits on the socket itself, holding no buffer while idle.
-// Socket is asked between reads, from the copy's goroutine.
+// Socketer is a wrapper of a connection that becomes what it wraps: once
+// Socket returns a connection, reading the wrapper is reading that
+// connection, from then on, and Socket is asked no more. If that is a
+// plain socket (a *net.TCPConn or *net.UnixConn, or a Socketer that
+// becomes one), a copy from it then waits on the socket itself, holding no
+// buffer while idle. Socket is asked between reads, from the copy's
+// goroutine.
 type Socketer interface{ Socket() net.Conn }
 
 // copyStream copies src to dst until src's EOF (a nil error) or a failure.
@@ -194,9 +196,14 @@ func copyBuffered(dst io.Writer, src net.Conn) (written int64, err error) {
 			return written, rerr
 		}
 		if becomes != nil {
-			if rc := rawConn(src); rc != nil {
-				n, err := copyRaw(dst, rc)
-				return written + n, err
+			if sock := becomes.Socket(); sock != nil {
+				// It has become what it will be: asked no more, and, a
+				// socket, read as one.
+				becomes = nil
+				if rc := rawConn(sock); rc != nil {
+					n, err := copyRaw(dst, rc)
+					return written + n, err
+				}
 			}
 		}
 		switch {

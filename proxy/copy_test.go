@@ -181,22 +181,9 @@ func (w *becomingSocket) Socket() net.Conn {
 }
 
 func TestACopyReadsTheSocketItselfOnceAWrapperBecomesIt(t *testing.T) {
-	aIn, aPeer := tcpPair(t)
-	bIn, bPeer := tcpPair(t)
-	for _, c := range []net.Conn{aPeer, bPeer} {
-		c.SetDeadline(time.Now().Add(guard))
-	}
-	w := &becomingSocket{Conn: bIn}
-	startJoin(t, context.Background(), aIn, w, time.Hour)
+	w := &becomingSocket{}
+	aPeer, bPeer := threeMessagesFromAWrapper(t, func(c net.Conn) net.Conn { w.Conn = c; return w })
 	got := make([]byte, 5)
-	for i, msg := range []string{"first", "after", "again"} {
-		if _, err := bPeer.Write([]byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(aPeer, got); err != nil || string(got) != msg {
-			t.Fatalf("message %d: %q, %v; want %q", i, got, err, msg)
-		}
-	}
 	if n := w.reads.Load(); n != 1 {
 		t.Fatalf("the wrapper was read %d times; want only the first read, before it became its socket", n)
 	}
@@ -208,4 +195,58 @@ func TestACopyReadsTheSocketItselfOnceAWrapperBecomesIt(t *testing.T) {
 	if _, err := io.ReadFull(bPeer, got); err != nil || string(got) != "reply" {
 		t.Fatalf("reply: %q, %v", got, err)
 	}
+}
+
+// becomingOther is a wrapper that becomes something other than a socket
+// (a TLS connection, say) after its first read: Socket counts its askings.
+type becomingOther struct {
+	net.Conn
+	asked atomic.Int32
+	read  atomic.Bool
+}
+
+func (w *becomingOther) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	w.read.Store(true)
+	return n, err
+}
+
+func (w *becomingOther) Socket() net.Conn {
+	w.asked.Add(1)
+	if w.read.Load() {
+		return struct{ net.Conn }{w.Conn} // not a socket a copy may read itself
+	}
+	return nil
+}
+
+func TestAWrapperThatBecomesNoSocketIsAskedNoMore(t *testing.T) {
+	w := &becomingOther{}
+	threeMessagesFromAWrapper(t, func(c net.Conn) net.Conn { w.Conn = c; return w })
+	// Once at the copy's start, once after the first read: then never.
+	if n := w.asked.Load(); n != 2 {
+		t.Fatalf("Socket asked %d times over three reads; want 2, none after it answered", n)
+	}
+}
+
+// threeMessagesFromAWrapper joins two TCP connections, the second wrapped
+// by wrap, and sends three messages from the wrapped side's peer through
+// the join; it returns both peers (a's, then b's).
+func threeMessagesFromAWrapper(t *testing.T, wrap func(net.Conn) net.Conn) (aPeer, bPeer net.Conn) {
+	t.Helper()
+	aIn, aPeer := tcpPair(t)
+	bIn, bPeer := tcpPair(t)
+	for _, c := range []net.Conn{aPeer, bPeer} {
+		c.SetDeadline(time.Now().Add(guard))
+	}
+	startJoin(t, context.Background(), aIn, wrap(bIn), time.Hour)
+	got := make([]byte, 5)
+	for i, msg := range []string{"first", "after", "again"} {
+		if _, err := bPeer.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(aPeer, got); err != nil || string(got) != msg {
+			t.Fatalf("message %d: %q, %v; want %q", i, got, err, msg)
+		}
+	}
+	return aPeer, bPeer
 }
