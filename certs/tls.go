@@ -26,17 +26,18 @@ const sessionCacheSize = 256
 // client certificate that chains to roots, required. The certificate comes
 // from cert on every handshake so a renewer can swap it.
 //
-// It issues TLS 1.3 session tickets (crypto/tls's default, keys rotated
-// daily), so a client's next connection resumes without either side
-// signing or verifying a certificate again: a CI job opens many short
-// connections. A resumed session carries the client certificate of its
-// first handshake, restored from the ticket; crypto/tls re-verifies its
+// It issues TLS 1.3 session tickets, so a client's next connection
+// resumes without either side signing or verifying a certificate again: a
+// CI job opens many short connections. A ticket is a 16-byte handle to a
+// state this config keeps (tickets.go says why and how long). A resumed
+// session carries the client certificate of its first handshake, restored
+// from that state; crypto/tls re-verifies its
 // chain and expiry against this config before it accepts the ticket, and
 // calls VerifyConnection (RefuseRevoked) with PeerCertificates and
 // VerifiedChains restored, so revocation and the gateway's policy are
 // judged again at every handshake, resumed or not.
 func ServerTLS(cert func() *tls.Certificate, roots *x509.CertPool, protos ...string) *tls.Config {
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ClientAuth: tls.RequireAndVerifyClientCert,
 		ClientCAs:  roots,
@@ -45,6 +46,8 @@ func ServerTLS(cert func() *tls.Certificate, roots *x509.CertPool, protos ...str
 			return cert(), nil
 		},
 	}
+	newTicketStore().serve(cfg)
+	return cfg
 }
 
 // ClientTLS is the client side of the same profile: the server must chain to

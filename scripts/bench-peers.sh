@@ -12,13 +12,16 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# Debian's stunnel4 and haproxy, and linux-perf (perf sched record: what a
-# new connection waits on), when missing (as root, with apt-get). Not root,
+# Debian's stunnel4 and haproxy, runc (the local provider will not start
+# without it, though the echo engine never calls it), and linux-perf (perf
+# sched record: what a new connection waits on), when missing (as root,
+# with apt-get). Not root,
 # the run goes on without perf, if it is only perf that is missing (its
 # section then says why); perf records every CPU, which needs root anyway.
 missing=""
 command -v stunnel4 >/dev/null 2>&1 || missing="$missing stunnel4"
 command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
+command -v runc >/dev/null 2>&1 || missing="$missing runc"
 command -v perf >/dev/null 2>&1 || missing="$missing linux-perf"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" != 0 ]; then
