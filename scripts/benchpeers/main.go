@@ -40,11 +40,23 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	err := run()
+	var usage errUsage
+	switch {
+	case errors.As(err, &usage) && usage.help:
+	case errors.As(err, &usage):
+		os.Exit(2)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "bench-peers:", err)
 		os.Exit(1)
 	}
 }
+
+// errUsage is bad flags (or -h), which the flag set has already printed
+// with the usage.
+type errUsage struct{ help bool }
+
+func (e errUsage) Error() string { return "usage" }
 
 type options struct {
 	bin, echo, out   string
@@ -63,21 +75,26 @@ type options struct {
 func run() error {
 	var o options
 	idle := "1000,10000"
-	flag.StringVar(&o.bin, "wakegate", "bin/wakegate", "the wakegate binary")
-	flag.StringVar(&o.echo, "echo", "", "the echo backend binary (cmd/wakegate/testdata/echoengine)")
-	flag.StringVar(&o.out, "out", "bench/latest.txt", "where the report goes")
-	flag.IntVar(&o.conns, "conns", 400, "new connections measured one at a time, per path")
-	flag.IntVar(&o.conns16, "conns16", 1600, "new connections measured 16 at a time, per path")
-	flag.IntVar(&o.paced, "paced", 200, "new connections measured one at a time with -gap between them, per path and round (latency as a CI job sees it)")
-	flag.IntVar(&o.rounds, "rounds", 3, "rounds of the paced and bulk measurements; in each, every path takes its turn, so that other work on the machine falls on all paths alike")
-	flag.IntVar(&o.sched, "sched", 50, "paced new connections per path measured again under 'perf sched record' (Debian's linux-perf), for what they wait on; 0: none")
-	flag.DurationVar(&o.gap, "gap", 10*time.Millisecond, "pause between paced new connections")
-	flag.DurationVar(&o.bulk, "bulk", 3*time.Second, "bulk echo time per path and round")
-	flag.StringVar(&idle, "idle", idle, "idle tunnelled connections held, comma-separated counts")
-	flag.IntVar(&o.cold, "cold", 8, "cold connects (engine stopped) measured")
-	flag.StringVar(&o.stunnel, "stunnel", "stunnel4", "stunnel binary")
-	flag.StringVar(&o.haproxy, "haproxy", "haproxy", "haproxy binary")
-	flag.Parse()
+	// A flag set of its own: the default one also holds the flags that
+	// imported packages register (glog's), which are not this tool's.
+	fs := flag.NewFlagSet("bench-peers", flag.ContinueOnError)
+	fs.StringVar(&o.bin, "wakegate", "bin/wakegate", "the wakegate binary")
+	fs.StringVar(&o.echo, "echo", "", "the echo backend binary (cmd/wakegate/testdata/echoengine)")
+	fs.StringVar(&o.out, "out", "bench/latest.txt", "where the report goes")
+	fs.IntVar(&o.conns, "conns", 400, "new connections measured one at a time, per path")
+	fs.IntVar(&o.conns16, "conns16", 1600, "new connections measured 16 at a time, per path")
+	fs.IntVar(&o.paced, "paced", 200, "new connections measured one at a time with -gap between them, per path and round (latency as a CI job sees it)")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds of the paced and bulk measurements; in each, every path takes its turn, so that other work on the machine falls on all paths alike")
+	fs.IntVar(&o.sched, "sched", 50, "paced new connections per path measured again under 'perf sched record' (Debian's linux-perf), for what they wait on; 0: none")
+	fs.DurationVar(&o.gap, "gap", 10*time.Millisecond, "pause between paced new connections")
+	fs.DurationVar(&o.bulk, "bulk", 3*time.Second, "bulk echo time per path and round")
+	fs.StringVar(&idle, "idle", idle, "idle tunnelled connections held, comma-separated counts")
+	fs.IntVar(&o.cold, "cold", 8, "cold connects (engine stopped) measured")
+	fs.StringVar(&o.stunnel, "stunnel", "stunnel4", "stunnel binary")
+	fs.StringVar(&o.haproxy, "haproxy", "haproxy", "haproxy binary")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return errUsage{help: errors.Is(err, flag.ErrHelp)} // the flag set said what
+	}
 	for _, s := range strings.Split(idle, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
