@@ -32,10 +32,11 @@ import (
 // each client certificate. They cost little: the states of one client
 // differ only in their first bytes (version, time, secret), so each handle
 // keeps that head and shares the rest (the certificates) with the client's
-// other handles, about 100 B each. The store also keeps only the
-// ticketClients that received a ticket last, and only for ticketLife. A
-// handle that is unknown (a restart, another gateway, evicted) is ignored,
-// and the client makes a full handshake.
+// other handles: about 200 B each with the maps' share, 16 KiB for a
+// client's 64. The store also keeps only the ticketClients that received
+// a ticket last (16 MB at most), and only for ticketLife. A handle that is
+// unknown (a restart, another gateway, evicted) is ignored, and the client
+// makes a full handshake.
 const (
 	ticketHandleLen  = 16
 	ticketsPerClient = 64

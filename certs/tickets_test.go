@@ -57,16 +57,23 @@ func (p *pinnedSessions) first(t *testing.T) []byte {
 	return ticket
 }
 
-func TestATicketIsAShortHandleThatResumesTheSession(t *testing.T) {
+// ticketedClient is a server's and a client's profile, the client's
+// sessions recorded, after a first handshake that gave it a ticket.
+func ticketedClient(t *testing.T) (srv, cli *tls.Config, sessions *pinnedSessions) {
+	t.Helper()
 	p := newParty(t, "Test")
-	srv := certs.ServerTLS(fixed(p.server.TLSCertificate()), p.ca.Pool())
-	cli := certs.ClientTLS(fixed(p.client.TLSCertificate()), p.ca.Pool(), "localhost")
-	sessions := &pinnedSessions{}
+	srv = certs.ServerTLS(fixed(p.server.TLSCertificate()), p.ca.Pool())
+	cli = certs.ClientTLS(fixed(p.client.TLSCertificate()), p.ca.Pool(), "localhost")
+	sessions = &pinnedSessions{}
 	cli.ClientSessionCache = sessions
-
 	if res := handshake(t, srv, cli); res.serverErr != nil || res.clientErr != nil {
 		t.Fatalf("first handshake: server %v, client %v", res.serverErr, res.clientErr)
 	}
+	return srv, cli, sessions
+}
+
+func TestATicketIsAShortHandleThatResumesTheSession(t *testing.T) {
+	srv, cli, sessions := ticketedClient(t)
 	// crypto/tls's own ticket, the state encrypted, is about 2.5 KiB here:
 	// the client's certificate chain and its verified chain.
 	if ticket := sessions.first(t); len(ticket) != 16 {
@@ -92,14 +99,7 @@ func TestATicketIsAShortHandleThatResumesTheSession(t *testing.T) {
 // one: the server keeps TicketsPerClient, and a ticket older than that
 // gets a full handshake, not an error.
 func TestAClientsOlderTicketsResumeUpToTheBound(t *testing.T) {
-	p := newParty(t, "Test")
-	srv := certs.ServerTLS(fixed(p.server.TLSCertificate()), p.ca.Pool())
-	cli := certs.ClientTLS(fixed(p.client.TLSCertificate()), p.ca.Pool(), "localhost")
-	sessions := &pinnedSessions{}
-	cli.ClientSessionCache = sessions
-	if res := handshake(t, srv, cli); res.serverErr != nil || res.clientErr != nil {
-		t.Fatalf("first handshake: server %v, client %v", res.serverErr, res.clientErr)
-	}
+	srv, cli, sessions := ticketedClient(t)
 	sessions.pin()
 	// The first ticket is one of TicketsPerClient; each resumption with it
 	// issues another, and the last of these evicts it.

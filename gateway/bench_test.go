@@ -19,16 +19,19 @@ import (
 // benchGateway is a gateway serving one client certificate, its engine an
 // echo of one read per connection, over plain TCP or mTLS (engineTLS).
 type benchGateway struct {
-	addr string
-	host *fakeHost
-	cli  *tls.Config
+	addr   string
+	host   *fakeHost
+	cli    *tls.Config
+	unpark func() // closes the echo's parked connections
 }
 
-// startBenchEcho echoes the first read of each connection and then keeps
-// it open with no goroutine, so that the goroutines an idle connection
-// costs the process are the gateway's alone. With srv, connections are
-// TLS.
-func startBenchEcho(b *testing.B, srv *tls.Config) net.Listener {
+// startBenchEcho echoes the first read of each connection. With park, it
+// then keeps the connection open with no goroutine, so that the goroutines
+// an idle connection costs the process are the gateway's alone; without,
+// it closes the connection once the gateway has closed its side, as an
+// engine does, so that the stream ends and the engine can go idle. With
+// srv, connections are TLS. unpark closes the connections parked so far.
+func startBenchEcho(b *testing.B, srv *tls.Config, park bool) (echo net.Listener, unpark func()) {
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -52,21 +55,31 @@ func startBenchEcho(b *testing.B, srv *tls.Config) net.Listener {
 				if n, err := c.Read(buf); err == nil {
 					c.Write(buf[:n])
 				}
+				if !park {
+					io.Copy(io.Discard, c)
+					c.Close()
+				}
 			}()
 		}
 	}()
-	b.Cleanup(func() {
-		echo.Close()
+	unpark = func() {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range parked {
 			c.Close()
 		}
+		parked = nil
+	}
+	b.Cleanup(func() {
+		echo.Close()
+		unpark()
 	})
-	return echo
+	return echo, unpark
 }
 
-func startBenchGateway(b *testing.B, idle time.Duration, engineTLS bool) *benchGateway {
+// startBenchGateway starts a gateway whose engine stops after idle; park
+// is startBenchEcho's.
+func startBenchGateway(b *testing.B, idle time.Duration, engineTLS, park bool) *benchGateway {
 	b.Helper()
 	ca, err := certs.Init(b.TempDir(), "bench", nil)
 	if err != nil {
@@ -92,7 +105,7 @@ func startBenchGateway(b *testing.B, idle time.Duration, engineTLS bool) *benchG
 			return tc, nil
 		}
 	}
-	echo := startBenchEcho(b, echoTLS)
+	echo, unpark := startBenchEcho(b, echoTLS, park)
 	h := &fakeHost{addr: "tcp://" + echo.Addr().String()}
 	pool, err := NewPoolWithPolicy(context.Background(), h, EngineConfig{Probe: readyProbe, Idle: idle, WakeTimeout: 5 * time.Second}, DefaultPolicy)
 	if err != nil {
@@ -120,7 +133,7 @@ func startBenchGateway(b *testing.B, idle time.Duration, engineTLS bool) *benchG
 	})
 	cli := certs.ClientTLS(func() *tls.Certificate { return cc }, ca.Pool(), "127.0.0.1")
 	cli.NextProtos = []string{wire.ProtoProxy}
-	return &benchGateway{addr: ln.Addr().String(), host: h, cli: cli}
+	return &benchGateway{addr: ln.Addr().String(), host: h, cli: cli, unpark: unpark}
 }
 
 // echoConn opens a proxied connection and echoes one byte through it.
@@ -156,7 +169,7 @@ func BenchmarkIdleConnection(b *testing.B) {
 }
 
 func benchIdleConnection(b *testing.B, engineTLS bool) {
-	g := startBenchGateway(b, time.Hour, engineTLS)
+	g := startBenchGateway(b, time.Hour, engineTLS, true)
 	g.echoConn(b).Close() // the engine is awake
 	const conns = 500
 	for range b.N {
@@ -182,6 +195,7 @@ func benchIdleConnection(b *testing.B, engineTLS bool) {
 		for _, c := range held {
 			c.Close()
 		}
+		g.unpark() // the streams end, and their descriptors with them
 		b.StartTimer()
 	}
 }
@@ -191,7 +205,7 @@ func benchIdleConnection(b *testing.B, engineTLS bool) {
 // ready at its first probe), the dial and the first byte back. What it
 // measures is the gateway's own part of a cold connect.
 func BenchmarkColdConnect(b *testing.B) {
-	g := startBenchGateway(b, time.Millisecond, false)
+	g := startBenchGateway(b, time.Millisecond, false, false)
 	for i := range b.N {
 		// Wait (polling, bounded) until the idle stop of the last round
 		// has happened, so this connection finds the engine stopped.
