@@ -173,8 +173,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// openConns counts the gateway's authenticated connections whose handlers
-// have not returned.
+// openConns counts the gateway's authenticated connections not yet
+// released: their handler runs, or their stream does.
 func (s *Server) openConns() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -178,23 +178,33 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // than a quarter of it is in use, so every byte of the frames below the
 // copy is paid, per idle connection, several times over.
 func (s *Server) handle(ctx context.Context, c net.Conn) {
-	defer c.Close()
 	a := s.admit(ctx, c)
 	if a == nil {
+		c.Close()
 		return
 	}
-	defer s.release(a)
-	// What a stream calls stays under its copy for the connection's life:
-	// calls here pass a alone, keeping this frame small (see serveProxy).
+	// A proxied stream goes on after this returns, on goroutines of its
+	// own (proxy.Start), so that the handler's stack, grown by the
+	// handshake, is not kept for the connection's life: end is what
+	// follows the stream.
+	release := s.life.Keep(c)
+	end := func() {
+		s.release(a)
+		c.Close()
+		release()
+	}
 	switch a.proto {
 	case wire.ProtoWake:
 		s.wake(a)
+		end()
 	case wire.ProtoAhead:
 		if first, ok := s.startAhead(a); ok {
-			s.serveProxy(a, first)
+			s.serveProxy(a, first, end)
+		} else {
+			end()
 		}
 	default:
-		s.serveProxy(a, nil)
+		s.serveProxy(a, nil, end)
 	}
 }
 
@@ -337,46 +347,32 @@ func (s *Server) CloseSerial(serial string) int {
 
 // serveProxy proxies a to an engine for its key; first is what was read
 // from the client already (a connection made ahead of need's first byte).
-//
-// Its frame, and those of what it calls down to the copy, stay under the
-// stream's copy loop for the connection's life. What is done before and
-// after the copy (the hold, the close line, the retry) lives in functions
-// of their own, and calls pass little: a goroutine's stack is halved only
-// while less than a quarter of it is in use, so the handler's blocked
-// frames decide whether an idle connection's stack, grown by its
-// handshake, comes back to 8 KiB (gateway.BenchmarkIdleConnection reports
-// it; docs/performance.md).
-func (s *Server) serveProxy(a *admitted, first []byte) {
-	st := &proxied{s: s, a: a}
+// The stream goes on after it returns, on the copy's own goroutines; end
+// runs once it is over (at once if it never began).
+func (s *Server) serveProxy(a *admitted, first []byte, end func()) {
+	st := &proxied{s: s, a: a, end: end, attempt: 1}
 	early, ok := st.acquire(first)
 	if !ok {
+		end()
 		return
 	}
-	// An engine found dead before it read anything (its address refuses
-	// the dial, or it fails before its first byte) is marked broken and
-	// woken again, once, with the same client and its bytes: an engine
-	// killed from outside costs the next client a wake, not its build.
-	for attempt := 1; ; attempt++ {
-		held := time.Since(a.began)
-		failed, replay, replayable := st.stream(early)
-		if failed == nil {
-			st.closed(held)
-			return
-		}
-		if !st.again(attempt, held, failed, replayable) {
-			return
-		}
-		early = replay
-	}
+	st.begin(early)
 }
 
 // proxied is one proxied stream's state around its copy.
 type proxied struct {
 	s     *Server
 	a     *admitted
+	end   func() // once the stream is over
 	eng   *Engine
 	lease *Lease
 	res   proxy.Result // the last stream's
+	// attempt counts the engines leased for the client; held is how long
+	// the client was held before this attempt's stream began; onSpare
+	// says the stream is on a stream to the engine made ahead of need.
+	attempt int
+	held    time.Duration
+	onSpare bool
 }
 
 // acquire holds the client until an engine is leased for it, and returns
@@ -465,36 +461,60 @@ func (s *Server) runSpares() {
 	})
 }
 
-// stream proxies the client, its held bytes early first, to the engine
-// at st.lease.Addr: on a stream made ahead of need if one is open, else
-// dialled now; st.res is what the copy did. failed says the engine could
-// not be dialled or failed before it answered; then replay is what the
-// client sent (to resend to another engine), and replayable whether all of
-// it was kept.
+// begin proxies the client, its held bytes early first, to the engine at
+// st.lease.Addr: on a stream made ahead of need if one is open, else
+// dialled now. What follows the stream is ended's.
+func (st *proxied) begin(early []byte) {
+	st.held = time.Since(st.a.began)
+	if s := st.s; s.spares != nil {
+		if ec := s.spares.take(st.lease.Addr); ec != nil {
+			st.onSpare = true
+			st.on(ec, early)
+			return
+		}
+	}
+	st.dial(early)
+}
+
+// dial proxies the client on a stream to the engine dialled now.
+func (st *proxied) dial(early []byte) {
+	st.onSpare = false
+	setup, cancel := st.a.hold()
+	ec, err := st.s.cfg.Dial(setup, st.lease.Addr)
+	cancel()
+	if err != nil {
+		st.ended(dialFailed(err), early, true)
+		return
+	}
+	st.on(ec, early)
+}
+
+// ended follows a stream: failed says the engine could not be dialled or
+// failed before it answered; then replay is what the client sent (to
+// resend to another engine), and replayable whether all of it was kept.
 //
 // A spare that fails before the engine's first byte is not the engine's
 // failure: it may have been closed by an engine process since restarted
 // at the same address, or have died idle. The stream is sent again, once,
-// on a stream dialled now, and only that one's failure counts.
-func (st *proxied) stream(early []byte) (failed error, replay []byte, replayable bool) {
-	s := st.s
-	if s.spares != nil {
-		if ec := s.spares.take(st.lease.Addr); ec != nil {
-			failed, replay, replayable = st.on(ec, early)
-			if failed == nil || !replayable {
-				return failed, replay, replayable
-			}
-			st.spareFailed(failed)
-			early = replay
-		}
+// on a stream dialled now, and only that one's failure counts. An engine
+// found dead before it read anything (its address refuses the dial, or it
+// fails before its first byte) is marked broken and woken again, once,
+// with the same client and its bytes: an engine killed from outside costs
+// the next client a wake, not its build.
+func (st *proxied) ended(failed error, replay []byte, replayable bool) {
+	switch {
+	case failed == nil:
+		st.closed(st.held)
+	case replayable && st.onSpare:
+		st.spareFailed(failed)
+		st.dial(replay)
+		return
+	case st.again(st.attempt, st.held, failed, replayable):
+		st.attempt++
+		st.begin(replay)
+		return
 	}
-	setup, cancel := st.a.hold()
-	ec, err := s.cfg.Dial(setup, st.lease.Addr)
-	cancel()
-	if err != nil {
-		return dialFailed(err), early, true
-	}
-	return st.on(ec, early)
+	st.end()
 }
 
 func (st *proxied) spareFailed(err error) {
@@ -504,15 +524,17 @@ func (st *proxied) spareFailed(err error) {
 func dialFailed(err error) error { return fmt.Errorf("engine dial failed: %w", err) }
 
 // on proxies the client, its held bytes early first, on ec, a stream to an
-// engine. Once the stream is under way (the engine's first answer went on
-// to the client, or the stream ended first), spares for the engine are
-// made again.
-func (st *proxied) on(ec net.Conn, early []byte) (failed error, replay []byte, replayable bool) {
+// engine, and returns once the copy has begun. Once the stream is under
+// way (the engine's first answer went on to the client, or the stream
+// ended first), spares for the engine are made again.
+func (st *proxied) on(ec net.Conn, early []byte) {
 	fc := &firstContact{tc: st.a.tc, spares: st.s.spares}
 	client, engine := fc.pair(&heldConn{Conn: st.a.tc, early: early}, ec)
-	st.res = proxy.Join(st.s.ctx, client, engine, "client", "engine", st.s.cfg.HalfOpenTimeout)
-	fc.goneUnderway()
-	return fc.outcome()
+	proxy.Start(st.s.ctx, client, engine, "client", "engine", st.s.cfg.HalfOpenTimeout, func(res proxy.Result) {
+		st.res = res
+		fc.goneUnderway()
+		st.ended(fc.outcome())
+	})
 }
 
 // refuse closes an authenticated connection that the gateway will not

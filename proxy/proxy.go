@@ -73,6 +73,50 @@ func Join(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time
 	return p.result(ctx, &ab, &ba, aName, bName)
 }
 
+// Start is Join for a caller that does not wait for the pair to end: both
+// directions run on goroutines of their own (runAToB, runBToA), and the one
+// that ends last closes both connections and calls done with the Result.
+// Nothing is left above an idle connection's copy, so each goroutine keeps
+// the smallest stack the runtime allows it: the gateway's handler, which a
+// handshake grows, returns once its stream has begun.
+func Start(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time.Duration, done func(Result)) {
+	joins.Add(1)
+	if halfOpen <= 0 {
+		halfOpen = DefaultHalfOpenTimeout
+	}
+	stop := context.AfterFunc(ctx, func() { expire(a, b) })
+	p := &pair{a: a, b: b, halfOpen: halfOpen, firstAB: -1}
+	var ab, ba half
+	var running atomic.Int32
+	running.Store(2)
+	end := func() {
+		if running.Add(-1) != 0 {
+			return
+		}
+		stop()
+		b.Close()
+		a.Close()
+		if p.reap != nil {
+			p.reap.Stop()
+		}
+		done(p.result(ctx, &ab, &ba, aName, bName))
+	}
+	go p.runAToB(&ab, end)
+	go p.runBToA(&ba, end)
+}
+
+// runAToB and runBToA are Start's two directions; named, so that a
+// goroutine dump says which one a stuck copy is.
+func (p *pair) runAToB(h *half, end func()) {
+	h.n, h.err = p.copyHalf(p.b, p.a, true)
+	end()
+}
+
+func (p *pair) runBToA(h *half, end func()) {
+	h.n, h.err = p.copyHalf(p.a, p.b, false)
+	end()
+}
+
 // result is what the pair's Join returns. It is a function of its own, not
 // part of Join, whose frame stays under a copy for the connection's life:
 // the smaller the blocked frames, the smaller the stack the runtime can

@@ -31,8 +31,10 @@ type Server struct {
 
 	mu        sync.Mutex // guards listeners, conns and closed
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{} // connections whose handler runs
-	closed    bool
+	// conns is the connections whose handler runs or that a handler kept
+	// (Keep), with how many of those hold each.
+	conns  map[net.Conn]int
+	closed bool
 }
 
 // NewServer returns a server that runs handle for each accepted
@@ -45,7 +47,7 @@ func NewServer(handle func(ctx context.Context, c net.Conn), log *slog.Logger) *
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{handle: handle, log: log, ctx: ctx, cancel: cancel, closing: make(chan struct{}),
-		listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}}
+		listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]int{}}
 }
 
 // Context is the handlers' context: cancelled when Shutdown forces the
@@ -90,7 +92,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return ErrServerClosed
 		}
 		s.wg.Add(1)
-		s.conns[c] = struct{}{}
+		s.conns[c] = 1
 		s.mu.Unlock()
 		go s.serveConn(c)
 	}
@@ -99,13 +101,30 @@ func (s *Server) Serve(ln net.Listener) error {
 // serveConn runs the handler of one connection; a named function, so that
 // a goroutine dump tells connection handlers from the rest.
 func (s *Server) serveConn(c net.Conn) {
-	defer s.wg.Done()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
+	defer s.let(c)
 	s.handle(s.ctx, c)
+}
+
+// Keep lets the handler of c return while c is still in use (by goroutines
+// it started): c stays counted until release is called, once. Shutdown
+// waits for it, and closes it when it forces the rest. A handler calls it
+// for its own connection, before it returns.
+func (s *Server) Keep(c net.Conn) (release func()) {
+	s.mu.Lock()
+	s.conns[c]++
+	s.mu.Unlock()
+	s.wg.Add(1) // while the handler's own count is held: never from zero
+	return func() { s.let(c) }
+}
+
+// let is the end of one hold on c: its handler's, or a Keep's.
+func (s *Server) let(c net.Conn) {
+	s.mu.Lock()
+	if s.conns[c]--; s.conns[c] <= 0 {
+		delete(s.conns, c)
+	}
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // Shutdown stops accepting, lets the handlers finish until ctx ends, then

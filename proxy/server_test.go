@@ -240,3 +240,42 @@ func TestServerOverLoopbackTCP(t *testing.T) {
 		t.Fatal("the listener still accepts after Shutdown")
 	}
 }
+
+func TestServerWaitsForAConnectionItsHandlerKeptAndForcesIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ln := newPipeListener()
+		var s *Server
+		kept := make(chan struct{})
+		s = NewServer(func(ctx context.Context, c net.Conn) {
+			release := s.Keep(c)
+			go func() {
+				defer close(kept)
+				defer release()
+				io.Copy(io.Discard, c) // until the connection is closed
+			}()
+		}, nil)
+		served := serve(s, ln)
+		c := ln.dial(t)
+		defer c.Close()
+		synctest.Wait() // the handler has returned; its goroutine reads
+
+		began := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := s.Shutdown(ctx)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "1 connections forced closed") {
+			t.Fatalf("Shutdown = %v, want the kept connection forced closed at the deadline", err)
+		}
+		if took := time.Since(began); took != 10*time.Second {
+			t.Fatalf("Shutdown returned after %s, want its bound, 10s: it did not wait for the kept connection", took)
+		}
+		select {
+		case <-kept:
+		default:
+			t.Fatal("Shutdown returned before the kept connection's goroutine released it")
+		}
+		if err := <-served; !errors.Is(err, ErrServerClosed) {
+			t.Fatalf("Serve = %v, want ErrServerClosed", err)
+		}
+	})
+}
