@@ -52,11 +52,6 @@ func (s *Server) awaitFirstByte(tc *tls.Conn) ([]byte, error) {
 // from a stream that ended: its bytes reached no engine, and the client
 // sends them again on a new connection. It returns the first byte, or
 // false when there is no stream to serve.
-//
-// The caller (handle) serves the stream: this frame is not left under the
-// stream's copy loop for the connection's life, which keeps the handler's
-// blocked stack small enough for the runtime to shrink it (see
-// serveProxy; BenchmarkIdleConnection/engine-mTLS reports the stacks).
 func (s *Server) startAhead(a *admitted) ([]byte, bool) {
 	tc, peer, log, remote := a.tc, a.peer, a.log, a.remote
 	m := s.cfg.Pool.metrics
