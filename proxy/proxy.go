@@ -50,27 +50,14 @@ func Joins() int64 { return joins.Load() }
 // copy is: a is the first connection given (the client at the gateway, the
 // local one at connect, the gateway's at an engine).
 func Join(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time.Duration) Result {
-	joins.Add(1)
-	if halfOpen <= 0 {
-		halfOpen = DefaultHalfOpenTimeout
-	}
-	defer a.Close()
-	defer b.Close()
-	// Unblock both copies at once when ctx ends: a deadline in the past makes
-	// pending reads and writes return.
-	stop := context.AfterFunc(ctx, func() { expire(a, b) })
-	defer stop()
-
-	p := &pair{a: a, b: b, halfOpen: halfOpen, done: make(chan half, 1), firstAB: -1}
+	p := begin(ctx, a, b, halfOpen)
+	p.done = make(chan half, 1)
 	// One direction runs here: an idle connection costs one goroutine
 	// stack less.
 	go p.copyAToB()
 	ba := p.copyBToA()
 	ab := <-p.done
-	if p.reap != nil {
-		p.reap.Stop()
-	}
-	return p.result(ctx, &ab, &ba, aName, bName)
+	return p.end(ctx, &ab, &ba, aName, bName)
 }
 
 // Start is Join for a caller that does not wait for the pair to end: both
@@ -80,41 +67,52 @@ func Join(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time
 // the smallest stack the runtime allows it: the gateway's handler, which a
 // handshake grows, returns once its stream has begun.
 func Start(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time.Duration, done func(Result)) {
+	p := begin(ctx, a, b, halfOpen)
+	var ab, ba half
+	var running atomic.Int32
+	running.Store(2)
+	last := func() {
+		if running.Add(-1) == 0 {
+			done(p.end(ctx, &ab, &ba, aName, bName))
+		}
+	}
+	go p.runAToB(&ab, last)
+	go p.runBToA(&ba, last)
+}
+
+// begin counts a new pair and readies it; when ctx ends, a deadline in the
+// past makes both copies' pending reads and writes return.
+func begin(ctx context.Context, a, b net.Conn, halfOpen time.Duration) *pair {
 	joins.Add(1)
 	if halfOpen <= 0 {
 		halfOpen = DefaultHalfOpenTimeout
 	}
-	stop := context.AfterFunc(ctx, func() { expire(a, b) })
 	p := &pair{a: a, b: b, halfOpen: halfOpen, firstAB: -1}
-	var ab, ba half
-	var running atomic.Int32
-	running.Store(2)
-	end := func() {
-		if running.Add(-1) != 0 {
-			return
-		}
-		stop()
-		b.Close()
-		a.Close()
-		if p.reap != nil {
-			p.reap.Stop()
-		}
-		done(p.result(ctx, &ab, &ba, aName, bName))
+	p.stop = context.AfterFunc(ctx, func() { expire(a, b) })
+	return p
+}
+
+// end closes the pair once both directions have ended, and says how it went.
+func (p *pair) end(ctx context.Context, ab, ba *half, aName, bName string) Result {
+	p.stop()
+	if p.reap != nil {
+		p.reap.Stop()
 	}
-	go p.runAToB(&ab, end)
-	go p.runBToA(&ba, end)
+	p.b.Close()
+	p.a.Close()
+	return p.result(ctx, ab, ba, aName, bName)
 }
 
 // runAToB and runBToA are Start's two directions; named, so that a
 // goroutine dump says which one a stuck copy is.
-func (p *pair) runAToB(h *half, end func()) {
+func (p *pair) runAToB(h *half, last func()) {
 	h.n, h.err = p.copyHalf(p.b, p.a, true)
-	end()
+	last()
 }
 
-func (p *pair) runBToA(h *half, end func()) {
+func (p *pair) runBToA(h *half, last func()) {
 	h.n, h.err = p.copyHalf(p.a, p.b, false)
-	end()
+	last()
 }
 
 // result is what the pair's Join returns. It is a function of its own, not
@@ -153,7 +151,8 @@ func (p *pair) result(ctx context.Context, ab, ba *half, aName, bName string) Re
 type pair struct {
 	a, b     net.Conn
 	halfOpen time.Duration
-	done     chan half // copyAToB's result
+	stop     func() bool // ends ctx's hook on the pair
+	done     chan half   // copyAToB's result (Join's)
 	ended    atomic.Int32
 	reap     *time.Timer // set by the first direction to end, read after both
 	firstAB  int         // set by the first direction to end: 1 if a->b, 0 if b->a; read after both

@@ -40,7 +40,7 @@ import (
 )
 
 func main() {
-	err := run()
+	err := run(os.Args[1:])
 	var usage errUsage
 	switch {
 	case errors.As(err, &usage) && usage.help:
@@ -72,7 +72,9 @@ type options struct {
 	fdLimit          uint64
 }
 
-func run() error {
+// parseFlags reads the tool's flags from args. Bad flags and -h give an
+// errUsage, the flag set having printed the usage already.
+func parseFlags(args []string) (options, error) {
 	var o options
 	idle := "1000,10000"
 	// A flag set of its own: the default one also holds the flags that
@@ -92,26 +94,34 @@ func run() error {
 	fs.IntVar(&o.cold, "cold", 8, "cold connects (engine stopped) measured")
 	fs.StringVar(&o.stunnel, "stunnel", "stunnel4", "stunnel binary")
 	fs.StringVar(&o.haproxy, "haproxy", "haproxy", "haproxy binary")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		return errUsage{help: errors.Is(err, flag.ErrHelp)} // the flag set said what
+	if err := fs.Parse(args); err != nil {
+		return o, errUsage{help: errors.Is(err, flag.ErrHelp)} // the flag set said what
 	}
 	for _, s := range strings.Split(idle, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
-			return fmt.Errorf("-idle %q: want positive counts", idle)
+			return o, fmt.Errorf("-idle %q: want positive counts", idle)
 		}
 		o.idle = append(o.idle, n)
 	}
 	if o.echo == "" {
-		return errors.New("-echo is required")
+		return o, errors.New("-echo is required")
 	}
 	switch {
 	case o.rounds < 1:
-		return fmt.Errorf("-rounds %d: want at least 1 (the paced and bulk figures are measured in rounds)", o.rounds)
+		return o, fmt.Errorf("-rounds %d: want at least 1 (the paced and bulk figures are measured in rounds)", o.rounds)
 	case o.paced < 1:
-		return fmt.Errorf("-paced %d: want at least 1 (the new-connection target is judged on paced connections)", o.paced)
+		return o, fmt.Errorf("-paced %d: want at least 1 (the new-connection target is judged on paced connections)", o.paced)
 	case o.bulk <= 0:
-		return fmt.Errorf("-bulk %s: want a positive time, such as 3s", o.bulk)
+		return o, fmt.Errorf("-bulk %s: want a positive time, such as 3s", o.bulk)
+	}
+	return o, nil
+}
+
+func run(args []string) error {
+	o, err := parseFlags(args)
+	if err != nil {
+		return err
 	}
 	// A process on the path holds up to three descriptors per tunnelled
 	// connection (a local engine's gateway: the client's, the engine
@@ -128,7 +138,6 @@ func run() error {
 			o.idle[i] = most
 		}
 	}
-	var err error
 	if o.bin, err = filepath.Abs(o.bin); err != nil {
 		return err
 	}
