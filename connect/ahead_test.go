@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/wakegate/wakegate/internal/testserve"
+	"github.com/wakegate/wakegate/proxy"
 	"github.com/wakegate/wakegate/wire"
 )
 
@@ -387,6 +388,36 @@ func TestASpareIsReplacedOnlyOnceItsStreamIsUnderway(t *testing.T) {
 			t.Fatalf("underway called %d times after the close, want still 1", got)
 		}
 	})
+}
+
+func TestAStreamOnASpareBecomesItsConnectionOnceServedAndAnswered(t *testing.T) {
+	noRedial := func() (net.Conn, error) { return nil, errors.New("no redial expected") }
+	gw, side := net.Pipe()
+	defer side.Close()
+	// The connection a stream settles on: a TLS one over a socket that
+	// gathers a copy's writes (no handshake is needed to hand it round).
+	sock := proxy.Gather(gw)
+	tc := tls.Client(sock, &tls.Config{})
+	var underway atomic.Int32
+	a := newAheadStream(tc, noRedial, func() { underway.Add(1) })
+	defer a.Close()
+	if s, nc := a.Socket(), a.NetConn(); s != nil || nc != nil {
+		t.Fatalf("before the gateway's status: Socket %v, NetConn %v; want nil, nil: the stream may yet move", s, nc)
+	}
+	a.served.Store(true)
+	if nc := a.NetConn(); nc != sock {
+		t.Fatalf("served: NetConn %v, want the socket under the connection, for a copy to gather its writes", nc)
+	}
+	if s := a.Socket(); s != nil {
+		t.Fatal("served, no reply read yet: Socket offered the connection, which would skip the reply's mark")
+	}
+	a.replied.Store(true)
+	if s := a.Socket(); s != tc {
+		t.Fatalf("served and answered: Socket %v, want the connection itself", s)
+	}
+	if got := underway.Load(); got != 1 {
+		t.Fatalf("underway called %d times once the copy read the connection itself, want 1", got)
+	}
 }
 
 // TestAheadStreamStaysInItsSizeClass: every stream on a spare keeps one

@@ -123,6 +123,32 @@ func (a *aheadStream) awaitStatus() error {
 	return nil
 }
 
+// Socket is the connection the stream settled on, once the gateway served
+// it and its first reply was read: from then on Read is that
+// connection's (proxy.Socketer), which a bulk copy reads records ahead
+// on. Asked between reads, so the first reply went on to the client: the
+// stream is under way.
+func (a *aheadStream) Socket() net.Conn {
+	if !a.served.Load() || !a.replied.Load() {
+		return nil
+	}
+	a.goneUnderway()
+	return a.cur
+}
+
+// NetConn is the socket under the connection the stream settled on, for
+// a copy to gather the records of each of its writes; nil until the
+// gateway served the stream (it may move to another connection before).
+func (a *aheadStream) NetConn() net.Conn {
+	if !a.served.Load() {
+		return nil
+	}
+	if nc, ok := a.cur.(interface{ NetConn() net.Conn }); ok {
+		return nc.NetConn()
+	}
+	return nil
+}
+
 // replay moves the stream to a connection dialled on demand and sends it
 // what the client sent so far.
 func (a *aheadStream) replay() error {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/wakegate/wakegate/proxy"
 )
 
 // failover remembers which gateway address connections go through, so that
@@ -114,15 +116,14 @@ func dialTLS(ctx context.Context, base *tls.Config, proto string, timeout time.D
 	if cfg.ServerName == "" {
 		cfg.ServerName = ep.host
 	}
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}, Config: cfg}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := d.DialContext(dctx, "tcp", ep.addr)
+	c, err := proxy.DialTLS(dctx, &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}, ep.addr, cfg)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(dctx.Err(), context.DeadlineExceeded) {
 			return nil, fmt.Errorf("no TLS handshake within %s: %w", timeout, err)
 		}
 		return nil, err
 	}
-	return c.(*tls.Conn), nil
+	return c, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wakegate/wakegate/identity"
+	"github.com/wakegate/wakegate/proxy"
 	"github.com/wakegate/wakegate/wire"
 )
 
@@ -76,8 +77,7 @@ func (c *Client) dial(ctx context.Context, addr, proto string) (net.Conn, error)
 	}
 	// Resumed sessions are verified above too.
 	cfg.ClientSessionCache = sessionsFor(cfg.ClientSessionCache, hostport, &c.seen)
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: cfg}
-	conn, err := d.DialContext(ctx, "tcp", hostport)
+	conn, err := proxy.DialTLS(ctx, &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, hostport, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("dial engine %s: %w", hostport, err)
 	}

@@ -536,7 +536,7 @@ func (e *Engine) accept(ctx context.Context, f front, status *statusServer) {
 // openTLS admits an mTLS connection: the handshake (admitGateway), then
 // the protocol it negotiated.
 func (e *Engine) openTLS(ctx context.Context, c net.Conn) (net.Conn, string, error) {
-	tc := tls.Server(c, e.tls)
+	tc := tls.Server(proxy.Gather(c), e.tls)
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {

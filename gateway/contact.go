@@ -120,6 +120,19 @@ func (c *contactClient) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Socket is the client's tls.Conn once the engine answered and the bytes
+// read while the client was held went on: from then on Read is the
+// tls.Conn's (proxy.Socketer), which a bulk copy reads records ahead on.
+// Asked between reads, from the copy's goroutine, as Read is.
+func (c *contactClient) Socket() net.Conn {
+	if !c.f.committed.Load() || len(c.early) > 0 {
+		return nil
+	}
+	return c.heldConn.Conn
+}
+
+var _ proxy.Socketer = (*contactClient)(nil)
+
 func (c *contactClient) CloseWrite() error {
 	if c.f.isFailed() {
 		return nil

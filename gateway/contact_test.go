@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"testing"
@@ -48,5 +49,28 @@ func TestTheEngineSideBecomesItsSocketOnceTheEngineAnswered(t *testing.T) {
 	}
 	if len(p.soon) != 1 {
 		t.Fatal("asking for the socket did not count the stream as under way")
+	}
+}
+
+func TestTheClientSideBecomesItsTLSConnOnceTheEngineAnsweredAndHeldBytesWentOn(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	tc := tls.Server(a, &tls.Config{}) // no handshake needed to hand it round
+	f := &firstContact{tc: tc}
+	cc := &contactClient{heldConn: &heldConn{Conn: tc, early: []byte("xy")}, f: f}
+	if s := cc.Socket(); s != nil {
+		t.Fatal("the client side offered its connection before the engine answered: what it sends may be replayed")
+	}
+	f.committed.Store(true)
+	if s := cc.Socket(); s != nil {
+		t.Fatal("the client side offered its connection with bytes read while it was held still to go")
+	}
+	buf := make([]byte, 2)
+	if n, err := cc.Read(buf); err != nil || string(buf[:n]) != "xy" {
+		t.Fatalf("read = %q, %v; want the held bytes", buf[:n], err)
+	}
+	if s := cc.Socket(); s != tc {
+		t.Fatalf("once answered and the held bytes went on: socket %v, want the client's tls.Conn", s)
 	}
 }

@@ -245,7 +245,7 @@ func (s *Server) admit(ctx context.Context, c net.Conn) *admitted {
 	// One deadline covers the handshake, the wait for the engine and the
 	// dial; the handshake alone has a shorter one.
 	deadline := began.Add(s.cfg.HoldTimeout)
-	tc := tls.Server(c, s.tls)
+	tc := tls.Server(proxy.Gather(c), s.tls)
 	hctx, hcancel := context.WithTimeout(ctx, min(s.cfg.HoldTimeout, s.cfg.HandshakeTimeout))
 	err := tc.HandshakeContext(hctx)
 	hcancel()

@@ -222,7 +222,9 @@ func expire(conns ...net.Conn) {
 	for _, c := range conns {
 		c.SetDeadline(past)
 		if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
-			tc.NetConn().Close()
+			if nc := tc.NetConn(); nc != nil { // nil: a wrapper not settled on one
+				nc.Close()
+			}
 		}
 	}
 }

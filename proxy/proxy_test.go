@@ -84,8 +84,10 @@ func tcpPair(t testing.TB) (accepted, dialed net.Conn) {
 func tlsPair(t testing.TB, cfg tlsConfigs) (server, client *tls.Conn, rawClient net.Conn) {
 	t.Helper()
 	rawServer, rawClient := tcpPair(t)
-	server = tls.Server(rawServer, cfg.server)
-	client = tls.Client(rawClient, cfg.client)
+	// Both ends over Gathered sockets, as the gateway, the engine and
+	// connect make theirs.
+	server = tls.Server(proxy.Gather(rawServer), cfg.server)
+	client = tls.Client(proxy.Gather(rawClient), cfg.client)
 	ctx, cancel := context.WithTimeout(context.Background(), guard)
 	defer cancel()
 	errc := make(chan error, 1)
@@ -358,10 +360,13 @@ func shrinkBuffers(t *testing.T, sides ...side) {
 }
 
 func rawTCP(c net.Conn) *net.TCPConn {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	for {
+		nc, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return c.(*net.TCPConn)
+		}
+		c = nc.NetConn()
 	}
-	return c.(*net.TCPConn)
 }
 
 // fill writes to c until a write makes no progress for 100 ms: then every
