@@ -218,6 +218,9 @@ func gatherer(w io.Writer) *Gathered {
 // writes TLS records to a Gathered one. Asked at each chunk: a wrapper
 // may move to another connection before it settles.
 func writeChunk(w io.Writer, p []byte) (int, error) {
+	if len(p) <= maxRecord {
+		return w.Write(p) // one record: one write as it is
+	}
 	g := gatherer(w)
 	if g == nil {
 		return w.Write(p)
