@@ -154,6 +154,7 @@ func copyRaw(dst io.Writer, rc syscall.RawConn) (written int64, err error) {
 		}
 		m, werr := writeChunk(dst, (*r.buf)[:r.n])
 		written += int64(m)
+		copied.Add(int64(m))
 		if werr != nil {
 			return written, werr
 		}
@@ -195,6 +196,7 @@ func copyBuffered(dst io.Writer, src net.Conn) (written int64, err error) {
 		if n > 0 {
 			m, werr := writeChunk(dst, buf[:n])
 			written += int64(m)
+			copied.Add(int64(m))
 			if werr != nil {
 				return written, werr
 			}

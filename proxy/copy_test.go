@@ -250,3 +250,16 @@ func threeMessagesFromAWrapper(t *testing.T, wrap func(net.Conn) net.Conn) (aPee
 	}
 	return aPeer, bPeer
 }
+
+func TestCopiedCountsWhatCopiesWrote(t *testing.T) {
+	in, out := relayT(t)
+	before := proxy.Copied()
+	data := randomBytes(t, 300<<10)
+	go in.Write(data)
+	if got := readN(t, out, len(data)); !bytes.Equal(got, data) {
+		t.Fatal("the relay changed the bytes")
+	}
+	if moved := proxy.Copied() - before; moved < int64(len(data)) {
+		t.Fatalf("Copied grew by %d over a copy of %d bytes", moved, len(data))
+	}
+}

@@ -41,6 +41,13 @@ var joins atomic.Int64
 // Joins is how many Joins this process has begun.
 func Joins() int64 { return joins.Load() }
 
+// copied counts the bytes every copy of the process has written.
+var copied atomic.Int64
+
+// Copied is how many bytes the process's copies have written: bytes
+// flowing, for what should wait for a quiet moment (memtrim).
+func Copied() int64 { return copied.Load() }
+
 // Join copies a→b and b→a until both directions end, the half-open bound
 // passes, or ctx is done; then it closes both connections. halfOpen <= 0 uses
 // DefaultHalfOpenTimeout. aName and bName label the directions in errors.

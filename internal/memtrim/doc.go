@@ -13,7 +13,9 @@
 // per connection. Trimmer waits for the burst to end, then collects until
 // the stacks stop shrinking and returns the free heap (debug.FreeOSMemory),
 // at most every so often and only after enough new connections to be worth
-// a few collections.
+// a few collections. It waits, too, for bytes to stop flowing (a bulk
+// transfer's copies would pay for its collections and take again at once
+// the buffers it frees), for MaxDefer at most.
 //
 // It imports only proxy, whose Join count is the default measure of new
 // connections.

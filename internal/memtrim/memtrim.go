@@ -19,6 +19,10 @@ const (
 	DefaultPoll        = time.Second
 	DefaultMinNew      = 256
 	DefaultMinInterval = 5 * time.Second
+	// DefaultQuietBytes is what a quiet Poll moves at most: idle
+	// connections' pings and small requests, not a transfer.
+	DefaultQuietBytes = 1 << 20
+	DefaultMaxDefer   = 30 * time.Second
 	// maxCycles bounds the collections of one trim: each halves a stack at
 	// most once, so a stack grown to 64 KiB in a handshake needs four to
 	// come back to 4 KiB.
@@ -39,7 +43,15 @@ type Config struct {
 	MinNew int64
 	// MinInterval is the least time between two trims.
 	MinInterval time.Duration
-	Log         *slog.Logger
+	// Moved is a running count of bytes copied; proxy.Copied by default.
+	// A trim waits for a Poll in which fewer than QuietBytes moved: its
+	// collections take CPU from a bulk transfer (a build's upload through
+	// the gateway) and free the buffers its copies take again at once.
+	// Bytes flowing without pause delay it by MaxDefer at most.
+	Moved      func() int64
+	QuietBytes int64
+	MaxDefer   time.Duration
+	Log        *slog.Logger
 
 	// trim does the work; tests replace it to count calls.
 	trim func() Result
@@ -85,6 +97,15 @@ func (c *Config) defaults() {
 	if c.MinInterval <= 0 {
 		c.MinInterval = DefaultMinInterval
 	}
+	if c.Moved == nil {
+		c.Moved = proxy.Copied
+	}
+	if c.QuietBytes <= 0 {
+		c.QuietBytes = DefaultQuietBytes
+	}
+	if c.MaxDefer <= 0 {
+		c.MaxDefer = DefaultMaxDefer
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -94,12 +115,15 @@ func (c *Config) defaults() {
 }
 
 // run is the debounce: it trims when Count has stayed put for one Poll,
-// has grown by MinNew since the last trim, and MinInterval has passed.
+// has grown by MinNew since the last trim, and MinInterval has passed;
+// and once fewer than QuietBytes moved in the last Poll, or it has waited
+// MaxDefer for that.
 func run(ctx context.Context, cfg Config, from int64) {
 	tick := time.NewTicker(cfg.Poll)
 	defer tick.Stop()
 	seen, trimmedAt := from, from // trimmedAt: the count at the last trim
-	var last time.Time
+	moved := cfg.Moved()
+	var last, deferred time.Time // deferred: when a due trim began to wait for quiet
 	for {
 		var now time.Time
 		select {
@@ -107,7 +131,9 @@ func run(ctx context.Context, cfg Config, from int64) {
 			return
 		case now = <-tick.C:
 		}
-		n := cfg.Count()
+		n, m := cfg.Count(), cfg.Moved()
+		flowing := m-moved >= cfg.QuietBytes
+		moved = m
 		if n != seen {
 			seen = n // still arriving
 			continue
@@ -115,13 +141,26 @@ func run(ctx context.Context, cfg Config, from int64) {
 		if n-trimmedAt < cfg.MinNew || !last.IsZero() && now.Sub(last) < cfg.MinInterval {
 			continue
 		}
+		if flowing {
+			if deferred.IsZero() {
+				deferred = now
+			}
+			if now.Sub(deferred) < cfg.MaxDefer {
+				continue
+			}
+		}
+		var waited time.Duration
+		if !deferred.IsZero() {
+			waited, deferred = now.Sub(deferred), time.Time{}
+		}
 		began := time.Now()
 		r := cfg.trim()
 		fresh := n - trimmedAt
 		trimmedAt, last = n, now
 		cfg.Log.Debug("memory trimmed", "new_conns", fresh, "gc_cycles", r.Cycles,
 			"stacks_from", r.StacksFrom, "stacks_to", r.StacksTo, "released_bytes", r.Released,
-			"heap_retained_bytes", r.HeapRetained, "took_ms", time.Since(began).Milliseconds())
+			"heap_retained_bytes", r.HeapRetained, "took_ms", time.Since(began).Milliseconds(),
+			"waited_for_quiet_ms", waited.Milliseconds())
 	}
 }
 

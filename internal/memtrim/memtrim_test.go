@@ -15,6 +15,7 @@ import (
 // fakeProcess is a connection count the test moves and a trim it counts.
 type fakeProcess struct {
 	conns atomic.Int64
+	moved atomic.Int64 // bytes copied
 	trims atomic.Int32
 }
 
@@ -24,7 +25,19 @@ func (p *fakeProcess) config() Config {
 		Poll:        time.Second,
 		MinNew:      100,
 		MinInterval: 10 * time.Second,
+		Moved:       p.moved.Load,
+		QuietBytes:  1000,
+		MaxDefer:    20 * time.Second,
 		trim:        func() Result { p.trims.Add(1); return Result{Cycles: 1} },
+	}
+}
+
+// transfer moves bytes for d, 10 KB every half Poll (well over
+// QuietBytes per Poll), as a bulk copy does.
+func (p *fakeProcess) transfer(d time.Duration) {
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		p.moved.Add(10_000)
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
@@ -60,6 +73,57 @@ func TestTrimWaitsForTheBurstToEndThenTrimsOnce(t *testing.T) {
 		if got := p.trims.Load(); got != 1 {
 			t.Fatalf("a quiet process kept trimming: %d trims", got)
 		}
+	})
+}
+
+func TestTrimWaitsWhileBytesFlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var p fakeProcess
+		stop := Start(t.Context(), p.config())
+		defer stop()
+
+		p.burst(200)
+		p.transfer(10 * time.Second) // a build's upload right after the burst
+		synctest.Wait()
+		if got := p.trims.Load(); got != 0 {
+			t.Fatalf("trimmed %d times while a transfer moved bytes", got)
+		}
+		time.Sleep(2 * time.Second) // one quiet Poll, and the tick after it
+		synctest.Wait()
+		if got := p.trims.Load(); got != 1 {
+			t.Fatalf("once the transfer ended: %d trims, want 1", got)
+		}
+		// Small traffic (pings on idle connections) is quiet.
+		p.burst(200)
+		for range 20 {
+			p.moved.Add(100)
+			time.Sleep(500 * time.Millisecond)
+		}
+		synctest.Wait()
+		if got := p.trims.Load(); got != 2 {
+			t.Fatalf("with a few bytes a second moving: %d trims, want 2", got)
+		}
+	})
+}
+
+func TestBytesThatNeverStopDelayATrimByMaxDeferOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var p fakeProcess
+		stop := Start(t.Context(), p.config())
+		defer stop()
+
+		p.burst(200)
+		due := time.Now().Add(time.Second) // the burst over: the next quiet Poll
+		done := make(chan struct{})
+		go func() { defer close(done); p.transfer(time.Minute) }()
+		for p.trims.Load() == 0 && time.Since(due) < time.Minute {
+			time.Sleep(time.Second)
+		}
+		waited := time.Since(due)
+		if p.trims.Load() != 1 || waited < 19*time.Second || waited > 23*time.Second {
+			t.Fatalf("%d trims, %v after it was due, with bytes flowing all along; want one after about MaxDefer (20s)", p.trims.Load(), waited)
+		}
+		<-done
 	})
 }
 
