@@ -116,9 +116,9 @@ func dialTLS(ctx context.Context, base *tls.Config, proto string, timeout time.D
 	if cfg.ServerName == "" {
 		cfg.ServerName = ep.host
 	}
-	dctx, cancel := context.WithTimeout(ctx, timeout)
+	dctx, cancel := context.WithTimeout(ctx, timeout) // the dial and the handshake
 	defer cancel()
-	c, err := proxy.DialTLS(dctx, &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}, ep.addr, cfg)
+	c, err := proxy.DialTLS(dctx, &net.Dialer{KeepAlive: 30 * time.Second}, ep.addr, cfg)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(dctx.Err(), context.DeadlineExceeded) {
 			return nil, fmt.Errorf("no TLS handshake within %s: %w", timeout, err)

@@ -59,8 +59,9 @@ func putBuf(b *[]byte) {
 // connection, from then on, and Socket is asked no more. If that is a
 // plain socket (a *net.TCPConn or *net.UnixConn, or a Socketer that
 // becomes one), a copy from it then waits on the socket itself, holding no
-// buffer while idle. Socket is asked between reads, from the copy's
-// goroutine.
+// buffer while idle; anything else (a tls.Conn) the copy reads itself,
+// not through the wrapper, which lets it read a tls.Conn's records ahead
+// (Gathered). Socket is asked between reads, from the copy's goroutine.
 type Socketer interface{ Socket() net.Conn }
 
 // copyStream copies src to dst until src's EOF (a nil error) or a failure.

@@ -202,10 +202,12 @@ func TestACopyReadsTheSocketItselfOnceAWrapperBecomesIt(t *testing.T) {
 type becomingOther struct {
 	net.Conn
 	asked atomic.Int32
+	reads atomic.Int32
 	read  atomic.Bool
 }
 
 func (w *becomingOther) Read(p []byte) (int, error) {
+	w.reads.Add(1)
 	n, err := w.Conn.Read(p)
 	w.read.Store(true)
 	return n, err
@@ -219,12 +221,16 @@ func (w *becomingOther) Socket() net.Conn {
 	return nil
 }
 
-func TestAWrapperThatBecomesNoSocketIsAskedNoMore(t *testing.T) {
+func TestAWrapperThatBecomesNoSocketIsAskedAndReadNoMore(t *testing.T) {
 	w := &becomingOther{}
 	threeMessagesFromAWrapper(t, func(c net.Conn) net.Conn { w.Conn = c; return w })
 	// Once at the copy's start, once after the first read: then never.
 	if n := w.asked.Load(); n != 2 {
 		t.Fatalf("Socket asked %d times over three reads; want 2, none after it answered", n)
+	}
+	// And what it became is read itself from then on.
+	if n := w.reads.Load(); n != 1 {
+		t.Fatalf("the wrapper was read %d times over three messages; want 1, before it said what it became", n)
 	}
 }
 
