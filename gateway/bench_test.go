@@ -8,11 +8,13 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/wakegate/wakegate/certs"
+	"github.com/wakegate/wakegate/proxy"
 	"github.com/wakegate/wakegate/wire"
 )
 
@@ -92,17 +94,10 @@ func startBenchGateway(b *testing.B, idle time.Duration, engineTLS, park bool) *
 		ec, gc := leafPair(b, ca, "engine", "gateway")
 		echoTLS = certs.ServerTLS(func() *tls.Certificate { return ec }, ca.Pool())
 		engCli := certs.ClientTLS(func() *tls.Certificate { return gc }, ca.Pool(), "127.0.0.1")
+		// The binary's dial (engine.Dialer): TLS over a Gathered socket,
+		// whose idle stream parks.
 		dial = func(ctx context.Context, addr string) (net.Conn, error) {
-			c, err := plainDial(ctx, addr)
-			if err != nil {
-				return nil, err
-			}
-			tc := tls.Client(c, engCli)
-			if err := tc.HandshakeContext(ctx); err != nil {
-				c.Close()
-				return nil, err
-			}
-			return tc, nil
+			return proxy.DialTLS(ctx, &net.Dialer{}, strings.TrimPrefix(addr, "tcp://"), engCli)
 		}
 	}
 	echo, unpark := startBenchEcho(b, echoTLS, park)

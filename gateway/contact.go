@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -106,7 +107,11 @@ func (c *contactClient) Read(p []byte) (int, error) {
 		return n, err
 	}
 	f.mu.Lock()
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		// A timeout is not the end of the client's input: a read deadline
+		// ends this Read when the engine failed (the client is kept), or
+		// when the copy is asked to look again whether this wrapper has
+		// become its connection (proxy.Socketer).
 		f.ended = true
 	}
 	if n > 0 && !f.answered && !f.overflow {

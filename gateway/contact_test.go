@@ -2,12 +2,17 @@ package gateway
 
 import (
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wakegate/wakegate/certs"
 )
 
 // TestFirstContactStaysInItsSizeClass: every proxied stream keeps one
@@ -72,5 +77,58 @@ func TestTheClientSideBecomesItsTLSConnOnceTheEngineAnsweredAndHeldBytesWentOn(t
 	}
 	if s := cc.Socket(); s != tc {
 		t.Fatalf("once answered and the held bytes went on: socket %v, want the client's tls.Conn", s)
+	}
+}
+
+// TestATimeoutIsNotTheEndOfTheClientsInput: a read deadline may end the
+// client side's Read before the engine answered (a kick of proxy.Start,
+// asking again whether the wrapper has settled). That is not the client
+// ending its input: an engine that closes before answering has then
+// failed, and the client's bytes are replayed to another engine.
+func TestATimeoutIsNotTheEndOfTheClientsInput(t *testing.T) {
+	ca, err := certs.Init(t.TempDir(), "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, ccert := leafPair(t, ca, "gateway", "ci")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rawCli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rawCli.Close()
+	rawGw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rawGw.Close()
+	rawGw.SetDeadline(time.Now().Add(10 * time.Second)) // a bound on the test, never reached
+	gw := tls.Server(rawGw, certs.ServerTLS(func() *tls.Certificate { return sc }, ca.Pool()))
+	cli := tls.Client(rawCli, certs.ClientTLS(func() *tls.Certificate { return ccert }, ca.Pool(), "127.0.0.1"))
+	go cli.Write([]byte("req"))
+	f := &firstContact{tc: gw}
+	cc := &contactClient{heldConn: &heldConn{Conn: gw}, f: f}
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(cc, buf); err != nil {
+		t.Fatal(err)
+	}
+	gw.SetReadDeadline(time.Unix(1, 0))
+	if _, err := cc.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline: %v; want a timeout", err)
+	}
+	gw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	eng, engPeer := net.Pipe()
+	engPeer.Close() // the engine closes without a byte
+	ce := &contactEngine{Conn: eng, f: f}
+	if _, err := ce.Read(buf); err != io.EOF {
+		t.Fatalf("engine read: %v; want EOF", err)
+	}
+	failed, replay, replayable := f.outcome()
+	if failed == nil || !replayable || string(replay) != "req" {
+		t.Fatalf("outcome: failed %v, replay %q, replayable %v; want the engine failed before answering, and the client's bytes to replay", failed, replay, replayable)
 	}
 }

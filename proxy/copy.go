@@ -61,7 +61,13 @@ func putBuf(b *[]byte) {
 // becomes one), a copy from it then waits on the socket itself, holding no
 // buffer while idle; anything else (a tls.Conn) the copy reads itself,
 // not through the wrapper, which lets it read a tls.Conn's records ahead
-// (Gathered). Socket is asked between reads, from the copy's goroutine.
+// (Gathered), and lets a direction of Start park on it while idle
+// (park.go). Socket is asked between reads, from the copy's goroutine.
+//
+// In a Start, a Read of the wrapper that is waiting may be ended by a read
+// deadline in the past once the other direction has gone idle, or written
+// (what it wrote may be what settles the wrapper), so that Socket is asked
+// again: the wrapper must pass the timeout through with no other effect.
 type Socketer interface{ Socket() net.Conn }
 
 // copyStream copies src to dst until src's EOF (a nil error) or a failure.
@@ -71,7 +77,7 @@ type Socketer interface{ Socket() net.Conn }
 // Neither allocates per chunk.
 func copyStream(dst io.Writer, src net.Conn) (int64, error) {
 	if rc := rawConn(src); rc != nil {
-		return copyRaw(dst, rc)
+		return copyRaw(dst, rc, nil)
 	}
 	return copyBuffered(dst, src)
 }
@@ -134,7 +140,9 @@ func (r *rawReader) read(fd uintptr) bool {
 	}
 }
 
-func copyRaw(dst io.Writer, rc syscall.RawConn) (written int64, err error) {
+// copyRaw copies a plain socket's bytes to dst, waiting on the socket with
+// no buffer. wrote, if set, is called after each chunk is written.
+func copyRaw(dst io.Writer, rc syscall.RawConn, wrote func()) (written int64, err error) {
 	r := &rawReader{}
 	read := r.read // bound once: a method value per call would allocate
 	defer func() {
@@ -159,6 +167,9 @@ func copyRaw(dst io.Writer, rc syscall.RawConn) (written int64, err error) {
 		if werr != nil {
 			return written, werr
 		}
+		if wrote != nil {
+			wrote()
+		}
 	}
 }
 
@@ -168,72 +179,158 @@ func copyRaw(dst io.Writer, rc syscall.RawConn) (written int64, err error) {
 // so a message is never held back waiting for more input; in a bulk
 // transfer, a read from TLS takes the records that have already come too,
 // to write them at once.
-func copyBuffered(dst io.Writer, src net.Conn) (written int64, err error) {
-	idle := make([]byte, idleBufSize)
-	var big *[]byte
-	defer func() {
-		if big != nil {
-			putBuf(big)
-		}
-	}()
-	becomes, _ := src.(Socketer)
-	more := readsMore(src)
+func copyBuffered(dst io.Writer, src net.Conn) (int64, error) {
+	f := flow{dst: dst, src: src}
+	f.becomes, _ = src.(Socketer)
+	f.more = readsMore(src)
+	err, _ := f.run(nil)
+	return f.written, err
+}
+
+// flow is copyBuffered's state, in a value rather than a goroutine's
+// frame: a direction of Start (park.go) stops between reads while its TLS
+// source is idle, holding no goroutine, and goes on in a new one when the
+// socket is readable.
+type flow struct {
+	dst     io.Writer
+	src     net.Conn
+	becomes Socketer  // src, until it has become what it wraps
+	more    *Gathered // the socket under src, a tls.Conn: read ahead, and parked on
+	idle    *[]byte   // the small buffer, pooled: held while the flow runs
+	big     *[]byte   // the pooled copy buffer, held while reads come back full
 	// carry is what the idle buffer took of the record that the first read
 	// into big finishes.
-	carry := 0
+	carry   int
+	written int64
+}
+
+var idlePool = sync.Pool{New: func() any { b := make([]byte, idleBufSize); return &b }}
+
+// release gives the flow's buffers back.
+func (f *flow) release() {
+	if f.idle != nil {
+		idlePool.Put(f.idle)
+		f.idle = nil
+	}
+	if f.big != nil {
+		putBuf(f.big)
+		f.big = nil
+	}
+}
+
+// run copies until src ends (a nil error) or fails. Given a direction d, it
+// may instead park (parked true): src is a TLS connection with nothing
+// decrypted or received, and d goes on when its socket is readable; the
+// flow then holds no buffer, and must not be touched by the caller.
+func (f *flow) run(d *direction) (err error, parked bool) {
 	for {
-		buf := idle
-		if big != nil {
-			buf = *big
+		if f.idle == nil {
+			f.idle = idlePool.Get().(*[]byte)
 		}
-		n, rerr := src.Read(buf)
-		for more != nil && big != nil && rerr == nil && len(buf)-n >= maxRecord {
-			m, err := readMore(src, more, buf[n:])
+		buf := *f.idle
+		if f.big != nil {
+			buf = *f.big
+		}
+		var n int
+		var rerr error
+		tried := false
+		if d != nil && f.big == nil {
+			if rc := d.waiting(f); rc != nil {
+				return f.rest(rc, d.onSocket()), false
+			}
+			if f.becomes == nil && f.more != nil {
+				// Is there anything? Asked without waiting: crypto/tls may
+				// hold a record it read with the last one.
+				n, rerr = readMore(f.src, f.more, buf)
+				tried = n > 0 || rerr != nil
+				if !tried {
+					f.release()
+					if d.park() {
+						return nil, true
+					}
+					f.idle = idlePool.Get().(*[]byte)
+					buf = *f.idle
+				}
+			}
+		}
+		if !tried {
+			n, rerr = f.src.Read(buf)
+		}
+		if d != nil {
+			rerr = d.read(rerr)
+		}
+		for f.more != nil && f.big != nil && rerr == nil && len(buf)-n >= maxRecord {
+			m, err := readMore(f.src, f.more, buf[n:])
 			n, rerr = n+m, err
 			if m == 0 {
 				break
 			}
 		}
 		if n > 0 {
-			m, werr := writeChunk(dst, buf[:n])
-			written += int64(m)
+			m, werr := writeChunk(f.dst, buf[:n])
+			f.written += int64(m)
 			copied.Add(int64(m))
 			if werr != nil {
-				return written, werr
+				f.release()
+				return werr, false
 			}
 			if m != n {
-				return written, io.ErrShortWrite
+				f.release()
+				return io.ErrShortWrite, false
 			}
 		}
 		if rerr != nil {
+			f.release()
 			if rerr == io.EOF {
-				return written, nil
+				return nil, false
 			}
-			return written, rerr
+			return rerr, false
 		}
-		if becomes != nil {
-			if sock := becomes.Socket(); sock != nil {
-				// It has become what it will be: asked no more, and read
-				// as what it is, a socket with none of our buffers.
-				becomes = nil
-				if rc := rawConn(sock); rc != nil {
-					n, err := copyRaw(dst, rc)
-					return written + n, err
-				}
-				src, more = sock, readsMore(sock)
+		if rc := f.settle(); rc != nil {
+			var wrote func()
+			if d != nil {
+				wrote = d.onSocket()
 			}
+			return f.rest(rc, wrote), false
 		}
 		switch {
-		case big == nil && n == len(idle):
-			big = getBuf()
-			carry = n
-		case big != nil && (n == len(buf) || (carry+n)%maxRecord == 0):
+		case f.big == nil && n == len(buf):
+			f.big = getBuf()
+			f.carry = n
+		case f.big != nil && (n == len(buf) || (f.carry+n)%maxRecord == 0):
 			// Full records (the first finishing the idle buffer's).
-			carry = 0
-		case big != nil:
+			f.carry = 0
+		case f.big != nil:
 			// A short read: src has caught up. Wait in the idle buffer.
-			putBuf(big)
-			big, carry = nil, 0
+			putBuf(f.big)
+			f.big, f.carry = nil, 0
 		}
 	}
+}
+
+// settle asks a wrapper whether it has become what it wraps: it is asked
+// no more once it has, and read as what it is. A plain socket is returned,
+// to be waited on with none of our buffers (rest).
+func (f *flow) settle() syscall.RawConn {
+	if f.becomes == nil {
+		return nil
+	}
+	sock := f.becomes.Socket()
+	if sock == nil {
+		return nil
+	}
+	f.becomes = nil
+	if rc := rawConn(sock); rc != nil {
+		return rc
+	}
+	f.src, f.more = sock, readsMore(sock)
+	return nil
+}
+
+// rest copies the rest from the plain socket the source became.
+func (f *flow) rest(rc syscall.RawConn, wrote func()) error {
+	f.release()
+	n, err := copyRaw(f.dst, rc, wrote)
+	f.written += n
+	return err
 }

@@ -26,7 +26,9 @@ func awaitBuffersBack(t *testing.T) {
 	}
 }
 
-func TestIdleJoinHoldsNoCopyBuffer(t *testing.T) {
+func TestIdleJoinHoldsNoCopyBuffer(t *testing.T) { bothWays(t, testIdleJoinHoldsNoCopyBuffer) }
+
+func testIdleJoinHoldsNoCopyBuffer(t *testing.T, way way) {
 	cfg := newTLS(t)
 	for _, ta := range transports {
 		for _, tb := range transports {
@@ -36,7 +38,7 @@ func TestIdleJoinHoldsNoCopyBuffer(t *testing.T) {
 				for _, c := range []net.Conn{a.peer, b.peer} {
 					c.SetDeadline(time.Now().Add(guard))
 				}
-				startJoin(t, context.Background(), a.inner, b.inner, time.Hour)
+				way.start(t, context.Background(), a.inner, b.inner, time.Hour)
 
 				// A bulk transfer that ends with a short piece, then a
 				// small reply, as a request and its answer.
@@ -68,6 +70,10 @@ func TestIdleJoinHoldsNoCopyBuffer(t *testing.T) {
 // particular one that exactly fills the small buffer an idle direction
 // reads into, or a whole TLS record, is not held back waiting for more.
 func TestJoinPassesOnEachMessageWithoutWaitingForMore(t *testing.T) {
+	bothWays(t, testJoinPassesOnEachMessageWithoutWaitingForMore)
+}
+
+func testJoinPassesOnEachMessageWithoutWaitingForMore(t *testing.T, way way) {
 	cfg := newTLS(t)
 	sizes := []int{1, proxy.IdleBufSize - 1, proxy.IdleBufSize, proxy.IdleBufSize + 1,
 		proxy.MaxRecord, proxy.MaxRecord + proxy.IdleBufSize, 2 * proxy.MaxRecord, 32 << 10, 64 << 10}
@@ -78,7 +84,7 @@ func TestJoinPassesOnEachMessageWithoutWaitingForMore(t *testing.T) {
 				for _, c := range []net.Conn{a.peer, b.peer} {
 					c.SetDeadline(time.Now().Add(guard))
 				}
-				startJoin(t, context.Background(), a.inner, b.inner, time.Hour)
+				way.start(t, context.Background(), a.inner, b.inner, time.Hour)
 				// Ping-pong: each side waits for the whole message before
 				// it answers, so a message held back deadlocks (and fails
 				// at the deadline).

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // gatherSize is what a Gathered connection holds while it gathers: a
@@ -42,6 +43,15 @@ type Gathered struct {
 	trying atomic.Bool // Read does not wait: set by the copy reading through it
 	buf    *[]byte     // held while on
 	try    *tryState   // made at the first try
+
+	// A direction of Start parked on the socket (park.go); guarded by
+	// the poller's lock.
+	resume       func() // the parked direction's, nil when none
+	fd           int32
+	hasFD        bool
+	registered   bool // in the poller's set (maybe not armed)
+	closed       bool
+	readDeadline bool // a read deadline is set: nothing parks
 }
 
 // tryState is a read that does not wait, made once per connection so
@@ -160,6 +170,53 @@ func (g *Gathered) Write(p []byte) (int, error) {
 
 // NetConn is the socket under it.
 func (g *Gathered) NetConn() net.Conn { return g.Conn }
+
+// Close wakes a direction parked on the socket, which then reads the
+// closed connection, and closes the socket.
+func (g *Gathered) Close() error {
+	polls.closing(g)
+	return g.Conn.Close()
+}
+
+// SetDeadline and SetReadDeadline wake a direction parked on the socket:
+// its read then waits under the deadline, as it would have.
+func (g *Gathered) SetDeadline(t time.Time) error { return polls.deadline(g, t, true) }
+
+func (g *Gathered) SetReadDeadline(t time.Time) error { return polls.deadline(g, t, false) }
+
+// setDeadline sets the socket's read deadline, or both.
+func (g *Gathered) setDeadline(t time.Time, both bool) error {
+	if both {
+		return g.Conn.SetDeadline(t)
+	}
+	return g.Conn.SetReadDeadline(t)
+}
+
+// wakeLocked runs the parked direction, if any, in a new goroutine.
+// Called under the poller's lock.
+func (g *Gathered) wakeLocked() {
+	if r := g.resume; r != nil {
+		g.resume = nil
+		go r()
+	}
+}
+
+// fetchFD notes the socket's descriptor, for the poller's set.
+func (g *Gathered) fetchFD() bool {
+	sc, ok := g.Conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	if rc.Control(func(fd uintptr) { g.fd = int32(fd) }) != nil {
+		return false
+	}
+	g.hasFD = true
+	return true
+}
 
 func (g *Gathered) flushLocked() error {
 	b := *g.buf

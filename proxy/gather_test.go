@@ -136,6 +136,10 @@ func awaitQueued(t *testing.T, c net.Conn, n int) {
 }
 
 func TestACopyFromTLSWritesTheRecordsThatHaveComeAtOnce(t *testing.T) {
+	bothWays(t, testACopyFromTLSWritesTheRecordsThatHaveComeAtOnce)
+}
+
+func testACopyFromTLSWritesTheRecordsThatHaveComeAtOnce(t *testing.T, way way) {
 	cfg := fullRecords(newTLS(t))
 	server, peer, _ := tlsPair(t, cfg)
 	out, outPeer := tcpPair(t)
@@ -148,7 +152,7 @@ func TestACopyFromTLSWritesTheRecordsThatHaveComeAtOnce(t *testing.T) {
 	}
 	awaitQueued(t, server, len(data)+4*22)
 
-	startJoin(t, context.Background(), server, dst, time.Minute)
+	way.start(t, context.Background(), server, dst, time.Minute)
 	if got := readN(t, outPeer, len(data)); !bytes.Equal(got, data) {
 		t.Fatal("the copy wrote other bytes than came")
 	}
@@ -181,6 +185,10 @@ func (c *splitConn) Write(p []byte) (int, error) {
 }
 
 func TestACopyWritesWhatCameWithoutWaitingForARecordsRest(t *testing.T) {
+	bothWays(t, testACopyWritesWhatCameWithoutWaitingForARecordsRest)
+}
+
+func testACopyWritesWhatCameWithoutWaitingForARecordsRest(t *testing.T, way way) {
 	cfg := fullRecords(newTLS(t))
 	rawServer, rawClient := tcpPair(t)
 	split := &splitConn{Conn: rawClient, release: make(chan struct{})}
@@ -205,7 +213,7 @@ func TestACopyWritesWhatCameWithoutWaitingForARecordsRest(t *testing.T) {
 	awaitQueued(t, server, record+record/2)
 
 	out, outPeer := tcpPair(t)
-	startJoin(t, context.Background(), server, out, time.Minute)
+	way.start(t, context.Background(), server, out, time.Minute)
 	if got := readN(t, outPeer, len(first)); !bytes.Equal(got, first) {
 		t.Fatal("the first record came through changed")
 	}
@@ -302,7 +310,7 @@ func TestDialTLSClosesTheSocketOfAFailedHandshake(t *testing.T) {
 // TestGatheredStaysSmall: every TLS connection of the gateway, an engine
 // and connect keeps one for its life, idle ones by the thousand.
 func TestGatheredStaysSmall(t *testing.T) {
-	if proxy.GatheredSize > 48 {
-		t.Fatalf("Gathered is %d bytes; want at most 48, its size class: its buffer is only borrowed while a chunk is written", proxy.GatheredSize)
+	if proxy.GatheredSize > 64 {
+		t.Fatalf("Gathered is %d bytes; want at most 64, its size class: its buffer is only borrowed while a chunk is written", proxy.GatheredSize)
 	}
 }

@@ -70,21 +70,19 @@ func Join(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time
 // Start is Join for a caller that does not wait for the pair to end: both
 // directions run on goroutines of their own (runAToB, runBToA), and the one
 // that ends last closes both connections and calls done with the Result.
-// Nothing is left above an idle connection's copy, so each goroutine keeps
-// the smallest stack the runtime allows it: the gateway's handler, which a
-// handshake grows, returns once its stream has begun.
+// The caller's goroutine (the gateway's handler, which a handshake grows)
+// can return once the stream has begun. A direction whose source is a TLS
+// connection over a Gathered socket parks while it is idle (park.go): no
+// goroutine at all, where a blocked read kept one, and its stack, for the
+// connection's idle life.
 func Start(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time.Duration, done func(Result)) {
-	p := begin(ctx, a, b, halfOpen)
-	var ab, ba half
-	var running atomic.Int32
-	running.Store(2)
-	last := func() {
-		if running.Add(-1) == 0 {
-			done(p.end(ctx, &ab, &ba, aName, bName))
-		}
-	}
-	go p.runAToB(&ab, last)
-	go p.runBToA(&ba, last)
+	s := &started{ctx: ctx, p: begin(ctx, a, b, halfOpen), aName: aName, bName: bName, done: done}
+	s.running.Store(2)
+	s.ab = direction{s: s, aToB: true, dst: b, src: a, f: flow{dst: b, src: a}}
+	s.ba = direction{s: s, dst: a, src: b, f: flow{dst: a, src: b}}
+	s.ab.other, s.ba.other = &s.ba, &s.ab
+	go s.runAToB()
+	go s.runBToA()
 }
 
 // begin counts a new pair and readies it; when ctx ends, a deadline in the
@@ -95,7 +93,7 @@ func begin(ctx context.Context, a, b net.Conn, halfOpen time.Duration) *pair {
 		halfOpen = DefaultHalfOpenTimeout
 	}
 	p := &pair{a: a, b: b, halfOpen: halfOpen, firstAB: -1}
-	p.stop = context.AfterFunc(ctx, func() { expire(a, b) })
+	p.stop = context.AfterFunc(ctx, func() { p.expire() })
 	return p
 }
 
@@ -108,18 +106,6 @@ func (p *pair) end(ctx context.Context, ab, ba *half, aName, bName string) Resul
 	p.b.Close()
 	p.a.Close()
 	return p.result(ctx, ab, ba, aName, bName)
-}
-
-// runAToB and runBToA are Start's two directions; named, so that a
-// goroutine dump says which one a stuck copy is.
-func (p *pair) runAToB(h *half, last func()) {
-	h.n, h.err = p.copyHalf(p.b, p.a, true)
-	last()
-}
-
-func (p *pair) runBToA(h *half, last func()) {
-	h.n, h.err = p.copyHalf(p.a, p.b, false)
-	last()
 }
 
 // result is what the pair's Join returns. It is a function of its own, not
@@ -164,6 +150,13 @@ type pair struct {
 	reap     *time.Timer // set by the first direction to end, read after both
 	firstAB  int         // set by the first direction to end: 1 if a->b, 0 if b->a; read after both
 	reaped   atomic.Bool // the half-open reaper fired
+	expired  atomic.Bool // ctx ended or the reaper fired: a timeout is the end
+}
+
+// expire ends the pair's pending reads and writes.
+func (p *pair) expire() {
+	p.expired.Store(true)
+	expire(p.a, p.b)
 }
 
 type half struct {
@@ -181,7 +174,7 @@ func (p *pair) finished(aToB bool) {
 		}
 		p.reap = time.AfterFunc(p.halfOpen, func() {
 			p.reaped.Store(true)
-			expire(p.a, p.b)
+			p.expire()
 		})
 	}
 }
@@ -205,6 +198,11 @@ func (p *pair) copyBToA() half {
 // direction keeps flowing.
 func (p *pair) copyHalf(dst, src net.Conn, aToB bool) (int64, error) {
 	n, err := copyStream(dst, src)
+	return n, p.passEnd(dst, aToB, err)
+}
+
+// passEnd passes the end of a direction's source on to dst.
+func (p *pair) passEnd(dst net.Conn, aToB bool, err error) error {
 	// Noted before the half-close passes the end on: the other direction's
 	// peer may answer the EOF by ending its own stream at once, and that
 	// direction must not be taken for the first to end (which it was, now
@@ -217,7 +215,7 @@ func (p *pair) copyHalf(dst, src net.Conn, aToB bool) (int64, error) {
 	} else {
 		dst.Close()
 	}
-	return n, err
+	return err
 }
 
 // expire ends pending reads and writes on conns at once. The transport under

@@ -127,6 +127,43 @@ var (
 	transports = []transport{plainTCP, tlsServerEnd, tlsClientEnd}
 )
 
+// A way is Join or Start, which the tests of a pair's life run alike:
+// Start's directions park while idle (park.go), Join's do not.
+type way struct {
+	name  string
+	start func(t *testing.T, ctx context.Context, a, b net.Conn, halfOpen time.Duration) <-chan proxy.Result
+}
+
+var ways = []way{{"join", startJoin}, {"start", startStart}}
+
+func bothWays(t *testing.T, test func(*testing.T, way)) {
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) { test(t, w) })
+	}
+}
+
+// startStart runs Start. Cleanup closes both inner conns, which ends even
+// a stuck pair, and waits for its done.
+func startStart(t *testing.T, ctx context.Context, a, b net.Conn, halfOpen time.Duration) <-chan proxy.Result {
+	t.Helper()
+	ch := make(chan proxy.Result, 1)
+	finished := make(chan struct{})
+	proxy.Start(ctx, a, b, "a", "b", halfOpen, func(r proxy.Result) {
+		ch <- r
+		close(finished)
+	})
+	t.Cleanup(func() {
+		a.Close()
+		b.Close()
+		select {
+		case <-finished:
+		case <-time.After(guard):
+			t.Errorf("Start's pair did not end within %v of its connections' close", guard)
+		}
+	})
+	return ch
+}
+
 // startJoin runs Join in a goroutine. Cleanup closes both inner conns, which
 // ends even a stuck Join, and waits for it.
 func startJoin(t *testing.T, ctx context.Context, a, b net.Conn, halfOpen time.Duration) <-chan proxy.Result {
@@ -179,7 +216,9 @@ func randomBytes(t *testing.T, n int) []byte {
 	return b
 }
 
-func TestJoinCarriesHalfCloseBothWays(t *testing.T) {
+func TestJoinCarriesHalfCloseBothWays(t *testing.T) { bothWays(t, testJoinCarriesHalfCloseBothWays) }
+
+func testJoinCarriesHalfCloseBothWays(t *testing.T, way way) {
 	cfg := newTLS(t)
 	for _, ta := range transports {
 		for _, tb := range transports {
@@ -193,7 +232,7 @@ func TestJoinCarriesHalfCloseBothWays(t *testing.T) {
 					for _, c := range []net.Conn{a.peer, b.peer} {
 						c.SetDeadline(time.Now().Add(guard))
 					}
-					res := startJoin(t, context.Background(), a.inner, b.inner, time.Minute)
+					res := way.start(t, context.Background(), a.inner, b.inner, time.Minute)
 
 					closer, answerer := a.peer, b.peer
 					if !aFirst {
@@ -271,7 +310,9 @@ func TestJoinCarriesHalfCloseBothWays(t *testing.T) {
 	}
 }
 
-func TestJoinReapsHalfOpenPair(t *testing.T) {
+func TestJoinReapsHalfOpenPair(t *testing.T) { bothWays(t, testJoinReapsHalfOpenPair) }
+
+func testJoinReapsHalfOpenPair(t *testing.T, way way) {
 	cfg := newTLS(t)
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
@@ -279,7 +320,7 @@ func TestJoinReapsHalfOpenPair(t *testing.T) {
 			for _, c := range []net.Conn{a.peer, b.peer} {
 				c.SetDeadline(time.Now().Add(guard))
 			}
-			res := startJoin(t, context.Background(), a.inner, b.inner, 100*time.Millisecond)
+			res := way.start(t, context.Background(), a.inner, b.inner, 100*time.Millisecond)
 
 			if _, err := a.peer.Write([]byte("ping")); err != nil {
 				t.Fatal(err)
@@ -312,6 +353,10 @@ func TestJoinReapsHalfOpenPair(t *testing.T) {
 }
 
 func TestJoinReapsHalfOpenPairWhosePeerStoppedReading(t *testing.T) {
+	bothWays(t, testJoinReapsHalfOpenPairWhosePeerStoppedReading)
+}
+
+func testJoinReapsHalfOpenPairWhosePeerStoppedReading(t *testing.T, way way) {
 	cfg := newTLS(t)
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
@@ -320,7 +365,7 @@ func TestJoinReapsHalfOpenPairWhosePeerStoppedReading(t *testing.T) {
 			for _, c := range []net.Conn{a.peer, b.peer} {
 				c.SetDeadline(time.Now().Add(guard))
 			}
-			res := startJoin(t, context.Background(), a.inner, b.inner, 300*time.Millisecond)
+			res := way.start(t, context.Background(), a.inner, b.inner, 300*time.Millisecond)
 
 			// a's peer finishes sending and then vanishes without a FIN: it
 			// never reads again, while b's peer sends to it until Join's
@@ -397,6 +442,10 @@ func isTimeout(err error) bool {
 }
 
 func TestJoinEndsWhenContextIsCancelled(t *testing.T) {
+	bothWays(t, testJoinEndsWhenContextIsCancelled)
+}
+
+func testJoinEndsWhenContextIsCancelled(t *testing.T, way way) {
 	cfg := newTLS(t)
 	for _, tr := range transports {
 		t.Run(tr.name+"/idle", func(t *testing.T) {
@@ -407,7 +456,7 @@ func TestJoinEndsWhenContextIsCancelled(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			// A huge half-open bound: only ctx can end this Join.
-			res := startJoin(t, ctx, a.inner, b.inner, time.Hour)
+			res := way.start(t, ctx, a.inner, b.inner, time.Hour)
 
 			// Traffic first, so both copies are known to be running.
 			if _, err := a.peer.Write([]byte("hi")); err != nil {
@@ -442,7 +491,7 @@ func TestJoinEndsWhenContextIsCancelled(t *testing.T) {
 			shrinkBuffers(t, a, b)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			res := startJoin(t, ctx, a.inner, b.inner, time.Hour)
+			res := way.start(t, ctx, a.inner, b.inner, time.Hour)
 			fill(t, a.peer)
 			fill(t, b.peer)
 			cancel()
@@ -459,7 +508,7 @@ func TestJoinEndsWhenContextIsCancelled(t *testing.T) {
 		a, b := plainTCP.make(t, cfg), plainTCP.make(t, cfg)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		r := await(t, startJoin(t, ctx, a.inner, b.inner, time.Hour), "with a cancelled ctx")
+		r := await(t, way.start(t, ctx, a.inner, b.inner, time.Hour), "with a cancelled ctx")
 		if r.Err != nil || r.BytesAToB != 0 || r.BytesBToA != 0 {
 			t.Errorf("Result = %+v, want nothing moved and no error", r)
 		}
