@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"os"
 	"sync"
 	"syscall"
@@ -22,7 +23,7 @@ import (
 type poller struct {
 	epfd int
 	file *os.File // the set's descriptor, as Go's poller waits on it
-	err  error    // the set could not be made: nothing parks
+	err  error    // the set could not be made, or its wait ended: nothing parks (guarded by mu once made)
 
 	mu sync.Mutex
 	// owners is the connection that registered each descriptor. A
@@ -62,9 +63,19 @@ func (p *poller) start() {
 
 // loop is the poller's goroutine. Go's poller reports the set readable
 // when events came; they are taken until none is left (its report is
-// edge-triggered), then it waits again.
+// edge-triggered), then it waits again. The wait never ends while the
+// process runs; if it did, every parked direction would be woken (each
+// then reads, as it would have) and none would park again.
 func (p *poller) loop(rc syscall.RawConn) {
 	events := make([]syscall.EpollEvent, 128)
+	defer func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.err = errors.New("proxy: the poller's wait ended")
+		for _, g := range p.owners {
+			g.wakeLocked()
+		}
+	}()
 	rc.Read(func(uintptr) bool {
 		for {
 			n, err := syscall.EpollWait(p.epfd, events, 0)
@@ -89,12 +100,9 @@ func (p *poller) loop(rc syscall.RawConn) {
 // readable; false if g cannot be waited on so (closed, a read deadline
 // set, no socket, no epoll).
 func (p *poller) park(g *Gathered, resume func()) bool {
-	if p.err != nil {
-		return false
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if g.closed || g.readDeadline {
+	if p.err != nil || g.closed || g.readDeadline {
 		return false
 	}
 	if !g.hasFD {
