@@ -180,11 +180,15 @@ func copyRaw(dst io.Writer, rc syscall.RawConn, wrote func()) (written int64, er
 // transfer, a read from TLS takes the records that have already come too,
 // to write them at once.
 func copyBuffered(dst io.Writer, src net.Conn) (int64, error) {
-	f := flow{dst: dst, src: src}
-	f.becomes, _ = src.(Socketer)
-	f.more = readsMore(src)
+	f := newFlow(dst, src)
 	err, _ := f.run(nil)
 	return f.written, err
+}
+
+func newFlow(dst io.Writer, src net.Conn) flow {
+	f := flow{dst: dst, src: src, more: readsMore(src)}
+	f.becomes, _ = src.(Socketer)
+	return f
 }
 
 // flow is copyBuffered's state, in a value rather than a goroutine's

@@ -90,11 +90,7 @@ func (g *Gathered) Read(p []byte) (int, error) {
 	}
 	t := g.try
 	if t == nil {
-		sc, ok := g.Conn.(syscall.Conn)
-		if !ok {
-			return 0, errNothingYet
-		}
-		rc, err := sc.SyscallConn()
+		rc, err := g.SyscallConn()
 		if err != nil {
 			return 0, errNothingYet
 		}
@@ -203,11 +199,7 @@ func (g *Gathered) wakeLocked() {
 
 // fetchFD notes the socket's descriptor, for the poller's set.
 func (g *Gathered) fetchFD() bool {
-	sc, ok := g.Conn.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := g.SyscallConn()
 	if err != nil {
 		return false
 	}

@@ -15,14 +15,6 @@ import (
 // it, which is still crossing the processes downstream then.
 const kickAfter = 100 * time.Millisecond
 
-// A direction's state, for the other direction's kick.
-const (
-	running   int32 = iota
-	onWrapper       // waiting in a wrapper's Read: a kick may settle it
-	parked
-	ended
-)
-
 // started is one Start: its pair, its two directions and what follows
 // them.
 type started struct {
@@ -45,12 +37,14 @@ type direction struct {
 	aToB bool
 	f    flow
 	h    half
-	dst  net.Conn
+	dst  net.Conn // f's, as a connection: the end is passed on to it
 	// src is the source as given: what a kick sets a read deadline on.
 	src    net.Conn
 	other  *direction
 	resume func() // run, bound once
-	state  atomic.Int32
+	// inWrapper says it waits in a wrapper's Read, which a kick may end
+	// to ask the wrapper again whether it has settled.
+	inWrapper atomic.Bool
 	// kicked says a read deadline in the past was set to end a wait in a
 	// wrapper; the timeout it brings is not the stream's end.
 	kicked    atomic.Bool
@@ -62,12 +56,11 @@ func (s *started) runBToA() { s.ba.start() }
 
 func (d *direction) start() {
 	if rc := rawConn(d.src); rc != nil {
-		n, err := copyRaw(d.f.dst, rc, d.onSocket())
+		n, err := copyRaw(d.dst, rc, d.onSocket())
 		d.finish(n, err)
 		return
 	}
-	d.f.becomes, _ = d.src.(Socketer)
-	d.f.more = readsMore(d.src)
+	d.f = newFlow(d.dst, d.src)
 	d.resume = d.run
 	d.run()
 }
@@ -83,7 +76,6 @@ func (d *direction) run() {
 }
 
 func (d *direction) finish(n int64, err error) {
-	d.state.Store(ended)
 	d.h.n, d.h.err = n, d.s.p.passEnd(d.dst, d.aToB, err)
 	if d.s.running.Add(-1) == 0 {
 		s := d.s
@@ -100,7 +92,7 @@ func (d *direction) waiting(f *flow) syscall.RawConn {
 	if f.becomes == nil {
 		return nil
 	}
-	d.state.Store(onWrapper)
+	d.inWrapper.Store(true)
 	return f.settle()
 }
 
@@ -108,7 +100,7 @@ func (d *direction) waiting(f *flow) syscall.RawConn {
 // is none (the deadline is cleared), unless the pair is expiring, whose
 // deadline it may be.
 func (d *direction) read(err error) error {
-	d.state.Store(running)
+	d.inWrapper.Store(false)
 	if err != nil && d.kicked.Load() && isTimeout(err) && !d.s.p.expired.Load() {
 		d.kicked.Store(false)
 		d.src.SetReadDeadline(time.Time{})
@@ -123,9 +115,8 @@ func (d *direction) read(err error) error {
 // again in another goroutine: the caller must return at once.
 func (d *direction) park() bool {
 	o := d.other
-	d.state.Store(parked)
+	d.inWrapper.Store(false)
 	if !polls.park(d.f.more, d.resume) {
-		d.state.Store(running)
 		return false
 	}
 	o.kickLater()
@@ -144,7 +135,7 @@ func (d *direction) onSocket() (wrote func()) {
 
 // kickLater kicks d after kickAfter if it is waiting in a wrapper then.
 func (d *direction) kickLater() {
-	if d.state.Load() == onWrapper && d.kickArmed.CompareAndSwap(false, true) {
+	if d.inWrapper.Load() && d.kickArmed.CompareAndSwap(false, true) {
 		time.AfterFunc(kickAfter, d.kick)
 	}
 }
@@ -153,7 +144,7 @@ func (d *direction) kickLater() {
 // the flow asks it again whether it has become its connection.
 func (d *direction) kick() {
 	d.kickArmed.Store(false)
-	if d.state.Load() != onWrapper {
+	if !d.inWrapper.Load() {
 		return
 	}
 	d.kicked.Store(true)

@@ -78,8 +78,8 @@ func Join(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time
 func Start(ctx context.Context, a, b net.Conn, aName, bName string, halfOpen time.Duration, done func(Result)) {
 	s := &started{ctx: ctx, p: begin(ctx, a, b, halfOpen), aName: aName, bName: bName, done: done}
 	s.running.Store(2)
-	s.ab = direction{s: s, aToB: true, dst: b, src: a, f: flow{dst: b, src: a}}
-	s.ba = direction{s: s, dst: a, src: b, f: flow{dst: a, src: b}}
+	s.ab = direction{s: s, aToB: true, dst: b, src: a}
+	s.ba = direction{s: s, dst: a, src: b}
 	s.ab.other, s.ba.other = &s.ba, &s.ab
 	go s.runAToB()
 	go s.runBToA()
