@@ -84,6 +84,14 @@ func (c *Client) dial(ctx context.Context, addr, proto string) (net.Conn, error)
 	return conn, nil
 }
 
+// TakesEarlyStreams says whether a stream dialled to the engine at addr
+// before it is ready is worth dialling then (the gateway's early streams):
+// its TLS front holds such a stream until the engine is ready and passes
+// it on at once, so its handshake is off the stream's path; its unix front
+// hands a stream over only once the engine is ready, so one dialled early
+// saves nothing.
+func (c *Client) TakesEarlyStreams(addr string) bool { return !strings.HasPrefix(addr, UnixScheme) }
+
 // Dial opens a stream to the engine's BuildKit.
 //
 // An engine on its unix front hands the stream over (ProtoHandoff): the

@@ -149,6 +149,23 @@ func (e *Engine) Running() bool { return e.running.Load() }
 type attempt struct {
 	done chan struct{} // closed when the wake ends
 	err  error         // set before done is closed
+
+	// hostStarted is closed once the host's start returned (before done,
+	// whatever the outcome); addr, set before it is closed, is the address
+	// the host gave, or "" if its start failed. Written by runWake only.
+	hostStarted chan struct{}
+	addr        string
+	told        bool // hostStarted is closed
+}
+
+// tellStarted says, once, that the host's start returned addr ("" if it
+// failed).
+func (e *Engine) tellStarted(a *attempt, addr string) {
+	if a.told {
+		return
+	}
+	a.addr, a.told = addr, true
+	e.cfg.Clock.Close(a.hostStarted)
 }
 
 // NewEngine returns a stopped engine.
@@ -191,7 +208,11 @@ func (l *Lease) Broken() { l.e.broken(l.Addr) }
 
 // Acquire returns a lease on the running engine, waking it first if needed.
 // It waits at most until ctx ends; a failed wake is returned to every waiter.
-func (e *Engine) Acquire(ctx context.Context) (*Lease, error) {
+func (e *Engine) Acquire(ctx context.Context) (*Lease, error) { return e.acquire(ctx, nil) }
+
+// acquire is Acquire; hostStarted, if set, hears the address of a wake it
+// waits for as soon as the host gave it, before the engine is ready.
+func (e *Engine) acquire(ctx context.Context, hostStarted func(addr string)) (*Lease, error) {
 	waited := false
 	for {
 		e.mu.Lock()
@@ -220,6 +241,14 @@ func (e *Engine) Acquire(ctx context.Context) (*Lease, error) {
 		e.mu.Unlock()
 		waited = true
 		if a != nil {
+			if hostStarted != nil {
+				if err := e.cfg.Clock.Wait(ctx, a.hostStarted); err != nil {
+					return nil, fmt.Errorf("%w: engine %s: gave up waiting: %w", ErrEngineUnavailable, e.cfg.ID, err)
+				}
+				if a.addr != "" {
+					hostStarted(a.addr)
+				}
+			}
 			wait = a.done
 		}
 		if err := e.cfg.Clock.Wait(ctx, wait); err != nil {
@@ -351,7 +380,7 @@ func (e *Engine) broken(addr string) {
 
 func (e *Engine) beginWakeLocked() {
 	e.setStateLocked(Starting)
-	a := &attempt{done: make(chan struct{})}
+	a := &attempt{done: make(chan struct{}), hostStarted: make(chan struct{})}
 	e.wake = a
 	e.wg.Add(1)
 	e.cfg.Clock.Go(func() { e.runWake(a) })
@@ -362,7 +391,8 @@ func (e *Engine) runWake(a *attempt) {
 	clk := e.cfg.Clock
 	began := clk.Now()
 	e.cfg.Log.Info("engine waking", "engine", e.cfg.ID)
-	addr, timing, err := e.start(e.ctx, began.Add(e.cfg.WakeTimeout))
+	addr, timing, err := e.start(e.ctx, began.Add(e.cfg.WakeTimeout), func(addr string) { e.tellStarted(a, addr) })
+	e.tellStarted(a, "") // a start that failed: no address was told
 	took := clk.Now().Sub(began)
 	if e.onWake != nil {
 		e.onWake(timing)
@@ -443,8 +473,9 @@ func (e *Engine) askCPUs(addr string) {
 
 // start asks the host to start the engine, then probes it until BuildKit
 // answers, the deadline passes, or ctx ends. It says how long each phase
-// took, or which one failed.
-func (e *Engine) start(ctx context.Context, deadline time.Time) (string, wakeTiming, error) {
+// took, or which one failed. hostStarted hears the address the host gave,
+// before the engine is ready.
+func (e *Engine) start(ctx context.Context, deadline time.Time, hostStarted func(addr string)) (string, wakeTiming, error) {
 	clk := e.cfg.Clock
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -462,6 +493,7 @@ func (e *Engine) start(ctx context.Context, deadline time.Time) (string, wakeTim
 	if e.onStarted != nil {
 		e.onStarted(addr)
 	}
+	hostStarted(addr)
 	w, _ := e.cfg.Provider.(Watcher)
 	var last error
 	for {

@@ -98,13 +98,7 @@ func newEngineSpares(n int, dial AheadDialer, running func(string) bool, gauge i
 func (p *engineSpares) take(addr string) net.Conn {
 	for {
 		p.mu.Lock()
-		a := p.byAddr[addr]
-		if a == nil {
-			a = &addrSpares{retry: engineAheadRetryMin}
-			p.byAddr[addr] = a
-		}
-		a.lastUse = time.Now()
-		a.primedUntil = time.Time{} // it runs: judged as running from now
+		a := p.usedLocked(addr)
 		if len(a.ready) == 0 {
 			p.mu.Unlock()
 			return nil
@@ -123,6 +117,27 @@ func (p *engineSpares) take(addr string) net.Conn {
 		}
 		p.log.Debug("engine connection made ahead found closed; trying the next", "addr", addr, "err", err)
 	}
+}
+
+// used says that a stream began to addr, on a stream not taken from
+// the spares (one dialled while its engine started).
+func (p *engineSpares) used(addr string) {
+	p.mu.Lock()
+	p.usedLocked(addr)
+	p.mu.Unlock()
+}
+
+// usedLocked notes a stream to addr: spares are kept for it from now, and
+// judged by whether its engine runs.
+func (p *engineSpares) usedLocked(addr string) *addrSpares {
+	a := p.byAddr[addr]
+	if a == nil {
+		a = &addrSpares{retry: engineAheadRetryMin}
+		p.byAddr[addr] = a
+	}
+	a.lastUse = time.Now()
+	a.primedUntil = time.Time{} // it runs: judged as running from now
+	return a
 }
 
 // prime says that an engine is starting at addr, for a client held for

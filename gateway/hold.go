@@ -54,27 +54,37 @@ type watcher struct {
 	gone     chan struct{} // closed when the client has left
 	done     chan struct{} // closed when run returns
 
+	// to, if set, is the client's stream to its waking engine: what the
+	// client sends goes on there too as it comes (early.go). run alone
+	// uses it until done is closed.
+	to *earlyStream
+
 	// Written by run before done is closed; read after.
 	buf        []byte // what the client sent
 	halfClosed bool   // the client sent close_notify after buf; its transport is open
 	err        error  // why the client is gone
 }
 
-func watch(tc *tls.Conn, log *slog.Logger) *watcher {
-	w := &watcher{tc: tc, log: log, gone: make(chan struct{}), done: make(chan struct{})}
-	go w.run()
+// watch watches tc, its buffer beginning with held (what was read from
+// the client before); what it reads goes on to to too, if set.
+func watch(tc *tls.Conn, log *slog.Logger, held []byte, to *earlyStream) *watcher {
+	w := &watcher{tc: tc, log: log, to: to, gone: make(chan struct{}), done: make(chan struct{})}
+	go w.run(held)
 	return w
 }
 
-func (w *watcher) run() {
+func (w *watcher) run(held []byte) {
 	defer close(w.done)
-	buf := make([]byte, 0, 512)
+	buf := append(make([]byte, 0, max(512, len(held))), held...)
 	for len(buf) < holdBufferSize && !w.stopping.Load() {
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, min(cap(buf), holdBufferSize-len(buf)))
 		}
 		n, err := w.tc.Read(buf[len(buf):min(cap(buf), holdBufferSize)])
 		buf = buf[:len(buf)+n]
+		if w.to != nil {
+			w.to.write(buf[len(buf)-n:], w.log)
+		}
 		switch {
 		case err == nil:
 			continue
@@ -131,47 +141,122 @@ func (w *watcher) stop() ([]byte, error) {
 	return w.buf, w.err
 }
 
-// acquireHeld leases an engine for a's key while watching its client.
-// If the client leaves first, the acquire is abandoned (a wait for a free
-// engine ends, a session reserved for it is given back) and the error wraps
-// errClientLeft. Otherwise it returns what the client sent while held, to
-// be forwarded before the rest of the stream.
-func (s *Server) acquireHeld(a *admitted) (*Engine, *Lease, []byte, error) {
+// held is what acquireHeld leased for a client.
+type held struct {
+	eng   *Engine
+	lease *Lease
+	// early is what the client sent while held, after what the caller had
+	// read already; stream, if set, is the client's stream to the engine,
+	// dialled while it started, with early[:stream.sent] written on it.
+	early  []byte
+	stream *earlyStream
+}
+
+// acquireHeld leases an engine for a's key while watching its client;
+// first is what was read from the client already. If the client leaves
+// first, the acquire is abandoned (a wait for a free engine ends, a
+// session reserved for it is given back) and the error wraps
+// errClientLeft. Otherwise it returns what the client sent (first first),
+// to be forwarded before the rest of the stream, and the stream dialled
+// while the engine started, if one was (early.go).
+func (s *Server) acquireHeld(a *admitted, first []byte) (held, error) {
 	// The engine running (most connections): nothing to hold the client
 	// for, so neither a goroutine to acquire nor one to watch it, whose
 	// start and stop would cost a new connection wake-ups of its own.
 	if e, l, ok := s.cfg.Pool.TryAcquire(a.key); ok {
-		return e, l, nil, nil
+		return held{eng: e, lease: l, early: first}, nil
 	}
 	tc, key, log := a.tc, a.key, a.log
 	actx, cancel := a.hold()
 	defer cancel()
 	result := make(chan acquired, 1)
+	started := make(chan string, 1)
+	var hostStarted func(addr string)
+	if s.cfg.EarlyStreams != nil {
+		hostStarted = func(addr string) {
+			if s.cfg.EarlyStreams(addr) {
+				select {
+				case started <- addr:
+				default:
+				}
+			}
+		}
+	}
 	go func() {
-		e, l, err := s.cfg.Pool.Acquire(actx, key, log)
+		e, l, err := s.cfg.Pool.acquire(actx, key, log, hostStarted)
 		result <- acquired{e, l, err}
 	}()
-	w := watch(tc, log)
-	var r acquired
-	select {
-	case r = <-result:
-	case <-w.gone:
-		cancel()
-		r = <-result
+	w := watch(tc, log, first, nil)
+	var (
+		r      acquired
+		dial   *earlyDial
+		landed <-chan earlyStream // nil unless a dial is under way
+		stream *earlyStream
+	)
+wait:
+	for {
+		select {
+		case r = <-result:
+			break wait
+		case <-w.gone:
+			cancel()
+			r = <-result
+			break wait
+		case addr := <-started:
+			if dial == nil {
+				dial = dialEarly(actx, s.cfg.Dial, addr)
+				landed = dial.landed
+			}
+		case es := <-landed:
+			landed = nil
+			if es.conn == nil {
+				continue
+			}
+			stream = &es
+			// What the client sent so far goes on now, and what it sends
+			// next as it comes; the watch keeps every byte for a replay.
+			buf, err := w.stop()
+			if err != nil {
+				cancel()
+				r = <-result
+				break wait
+			}
+			stream.write(buf, log)
+			if !stream.lost {
+				log.Debug("held client's stream sent to its engine while it starts", "addr", stream.addr, "bytes", len(buf))
+			}
+			w = watch(tc, log, buf, stream)
+		}
+	}
+	if landed != nil {
+		// Not landed yet: the client left, the wake failed, or the
+		// engine is ready already and its stream is made as before (the
+		// dial may be waiting out a machine that was not reachable).
+		dial.abandon()
 	}
 	early, err := w.stop()
+	if err == nil {
+		err = r.err
+	}
+	if stream != nil && stream.lost {
+		stream = nil // closed: its bytes go with the stream made now
+	}
 	if err != nil {
 		// Gone, perhaps just as the engine came: give the lease back
-		// unused.
+		// unused. Or the wake failed.
 		if r.lease != nil {
 			r.lease.Release()
 		}
-		return nil, nil, nil, err
+		if stream != nil {
+			stream.conn.Close()
+		}
+		return held{}, err
 	}
-	if r.err != nil {
-		return nil, nil, nil, r.err
+	if stream != nil && stream.addr != r.lease.Addr {
+		stream.conn.Close() // not the engine leased: its bytes go again
+		stream = nil
 	}
-	return r.engine, r.lease, early, nil
+	return held{eng: r.engine, lease: r.lease, early: early, stream: stream}, nil
 }
 
 // heldConn is a client connection that first replays what the gateway read

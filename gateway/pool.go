@@ -141,6 +141,12 @@ func (p *Pool) Ranked(key string) []*Engine {
 // connection is held until a session ends (or ctx does). If an engine's
 // host cannot take it, the next choice is tried.
 func (p *Pool) Acquire(ctx context.Context, key string, log *slog.Logger) (*Engine, *Lease, error) {
+	return p.acquire(ctx, key, log, nil)
+}
+
+// acquire is Acquire; hostStarted, if set, hears the address of an engine
+// woken for key as soon as its host gave it, before it is ready.
+func (p *Pool) acquire(ctx context.Context, key string, log *slog.Logger, hostStarted func(addr string)) (*Engine, *Lease, error) {
 	excluded := map[*Engine]bool{}
 	var firstErr error
 	for {
@@ -157,7 +163,7 @@ func (p *Pool) Acquire(ctx context.Context, key string, log *slog.Logger) (*Engi
 			}
 			continue
 		}
-		l, err := e.Acquire(ctx)
+		l, err := e.acquire(ctx, hostStarted)
 		if err == nil {
 			l.onRelease = func() { p.unreserve(e, key) }
 			return e, l, nil

@@ -55,6 +55,11 @@ type Config struct {
 	// open per engine that streams went to lately (enginespares.go).
 	DialAhead   AheadDialer
 	EngineAhead int
+	// EarlyStreams says whether a held client's stream to the engine at
+	// addr is dialled (with Dial) as soon as the host gave that address,
+	// while the engine starts (early.go; engine.Client.TakesEarlyStreams).
+	// Nil: never; the stream is made once the engine is ready.
+	EarlyStreams func(addr string) bool
 	// AheadIdleTimeout closes a connection made ahead of need
 	// (wire.ProtoAhead) that carried no byte for this long;
 	// DefaultAheadIdleTimeout when <= 0.
@@ -347,12 +352,16 @@ func (s *Server) CloseSerial(serial string) int {
 // runs once it is over (at once if it never began).
 func (s *Server) serveProxy(a *admitted, first []byte, end func()) {
 	st := &proxied{s: s, a: a, end: end, attempt: 1}
-	early, ok := st.acquire(first)
+	h, ok := st.acquire(first)
 	if !ok {
 		end()
 		return
 	}
-	st.begin(early)
+	if h.stream != nil {
+		st.onEarly(h.stream, h.early)
+		return
+	}
+	st.begin(h.early)
 }
 
 // proxied is one proxied stream's state around its copy.
@@ -372,28 +381,26 @@ type proxied struct {
 }
 
 // acquire holds the client until an engine is leased for it, and returns
-// what the client sent meanwhile, first first; false when there is none
-// (said in the close line).
-func (st *proxied) acquire(first []byte) ([]byte, bool) {
+// what the client sent meanwhile, first first, and its stream if one was
+// dialled while the engine started; false when there is none (said in the
+// close line).
+func (st *proxied) acquire(first []byte) (held, bool) {
 	m := st.s.cfg.Pool.metrics
 	m.held.Inc()
-	eng, lease, early, err := st.s.acquireHeld(st.a)
+	h, err := st.s.acquireHeld(st.a, first)
 	m.held.Dec()
 	if errors.Is(err, errClientLeft) {
 		m.conns.WithLabelValues("client_left").Inc()
 		logClose(st.a.log, slog.LevelInfo, st.a.began, connEnd{held: time.Since(st.a.began), reason: "client_left_while_held"})
-		return nil, false
+		return held{}, false
 	}
 	if err != nil {
 		m.conns.WithLabelValues("no_engine").Inc()
 		logClose(st.a.log, slog.LevelWarn, st.a.began, connEnd{held: time.Since(st.a.began), reason: "no_engine", err: err})
-		return nil, false
+		return held{}, false
 	}
-	st.eng, st.lease = eng, lease
-	if len(first) > 0 {
-		early = append(first, early...)
-	}
-	return early, true
+	st.eng, st.lease = h.eng, h.lease
+	return h, true
 }
 
 // closed ends a stream the engine served: its lease, its bytes and its
@@ -465,11 +472,25 @@ func (st *proxied) begin(early []byte) {
 	if s := st.s; s.spares != nil {
 		if ec := s.spares.take(st.lease.Addr); ec != nil {
 			st.onSpare = true
-			st.on(ec, early)
+			st.on(ec, early, nil)
 			return
 		}
 	}
 	st.dial(early)
+}
+
+// onEarly proxies the client on its stream dialled while the engine
+// started, early[:es.sent] written on it already. Until the engine's first
+// byte it is handled as a stream made ahead of need: found closed, it is
+// dialled again with every byte.
+func (st *proxied) onEarly(es *earlyStream, early []byte) {
+	st.held = time.Since(st.a.began)
+	st.onSpare = true
+	if st.s.spares != nil {
+		st.s.spares.used(es.addr)
+	}
+	// sent is kept apart from early: the replay appends to it.
+	st.on(es.conn, early[es.sent:], early[:es.sent:es.sent])
 }
 
 // dial proxies the client on a stream to the engine dialled now.
@@ -482,7 +503,7 @@ func (st *proxied) dial(early []byte) {
 		st.ended(dialFailed(err), early, true)
 		return
 	}
-	st.on(ec, early)
+	st.on(ec, early, nil)
 }
 
 // ended follows a stream: failed says the engine could not be dialled or
@@ -520,13 +541,15 @@ func (st *proxied) spareFailed(err error) {
 func dialFailed(err error) error { return fmt.Errorf("engine dial failed: %w", err) }
 
 // on proxies the client, its held bytes early first, on ec, a stream to an
-// engine, and returns once the copy has begun. Once the stream is under
-// way (the engine's first answer went on to the client, or the stream
-// ended first), spares for the engine are made again.
-func (st *proxied) on(ec net.Conn, early []byte) {
-	fc := &firstContact{tc: st.a.tc, spares: st.s.spares}
+// engine on which sent, the client's bytes before early, went already; it
+// returns once the copy has begun. Once the stream is under way (the
+// engine's first answer went on to the client, or the stream ended
+// first), spares for the engine are made again.
+func (st *proxied) on(ec net.Conn, early, sent []byte) {
+	fc := &firstContact{tc: st.a.tc, spares: st.s.spares, sent: sent}
 	client, engine := fc.pair(&heldConn{Conn: st.a.tc, early: early}, ec)
 	proxy.Start(st.s.ctx, client, engine, "client", "engine", st.s.cfg.HalfOpenTimeout, func(res proxy.Result) {
+		res.BytesAToB += int64(len(sent)) // the client's, though not through the copy
 		st.res = res
 		fc.goneUnderway()
 		st.ended(fc.outcome())

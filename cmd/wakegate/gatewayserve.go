@@ -56,7 +56,8 @@ func (f *gatewayFlags) newRouting(ctx context.Context, provider gateway.Provider
 			}
 			return s, nil
 		},
-		EngineAhead: f.front.engineAhead,
+		EngineAhead:  f.front.engineAhead,
+		EarlyStreams: ec.TakesEarlyStreams,
 		// A held connection may wait out a stop, then a whole wake.
 		HoldTimeout:         f.pool.wakeTimeout + time.Minute,
 		Authorize:           authorize,

@@ -70,6 +70,7 @@ type options struct {
 	cold             int
 	stunnel, haproxy string
 	fdLimit          uint64
+	keep             bool // keep the work directory (logs) after a run that succeeded
 }
 
 // parseFlags reads the tool's flags from args. Bad flags and -h give an
@@ -94,6 +95,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.cold, "cold", 8, "cold connects (engine stopped) measured")
 	fs.StringVar(&o.stunnel, "stunnel", "stunnel4", "stunnel binary")
 	fs.StringVar(&o.haproxy, "haproxy", "haproxy", "haproxy binary")
+	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (every process's log) after a run that succeeded, and print its path")
 	if err := fs.Parse(args); err != nil {
 		return o, errUsage{help: errors.Is(err, flag.ErrHelp)} // the flag set said what
 	}
@@ -154,7 +156,9 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w (logs in %s)", err, work)
 	}
-	if !b.keepWork {
+	if b.keepWork || o.keep {
+		fmt.Fprintln(os.Stderr, "bench-peers: logs kept in", work)
+	} else {
 		os.RemoveAll(work)
 	}
 	text := rep.String()
@@ -878,19 +882,22 @@ func (b *bench) idle(procs []proc, addr, gatewayMetrics string) ([]idleStats, er
 
 type coldStats struct {
 	total []time.Duration
-	// before: the client's dial to the gateway's start command spawned
-	// (connect, the handshake, the wake's decision, the spawn); host: the
-	// spawn to the engine's "engine ready" (the start command's own
-	// start-up — a VM's boot elsewhere — and the engine's); after: ready
-	// to the echo's first byte at the client (the probe's answer, the
-	// dial, the first byte). The gateway's part is before + after.
-	before, host, after, gateway []time.Duration
+	// before: the client's dial to the gateway's spawn of its start command
+	// (connect, the handshake, the wake's decision, the token); spawn: the
+	// spawn itself (os/exec's Start of the host's command: the kernel
+	// making its process, the host's as a Fly API call's time would be);
+	// host: the spawn's end to the engine's "engine ready" (the start
+	// command's own start-up — a VM's boot elsewhere — and the engine's);
+	// after: ready to the echo's first byte at the client (the probe's
+	// answer, the stream, the first byte). The gateway's part is before +
+	// after; withSpawn adds the spawn, as sessions 6 to 11 counted it.
+	before, spawn, host, after, gateway, withSpawn []time.Duration
 }
 
 // coldConnects measures connections that find the engine stopped, cut at
 // two moments from the logs (JSON, to the nanosecond): the gateway's
-// "exec provider command started" for the start, and the engine's "engine
-// ready".
+// "exec provider command started" for the start (less its spawn_us for
+// the spawn's beginning), and the engine's "engine ready".
 func (b *bench) coldConnects(d *deployment, n int) (coldStats, error) {
 	var s coldStats
 	for i := range n {
@@ -907,10 +914,15 @@ func (b *bench) coldConnects(d *deployment, n int) (coldStats, error) {
 		if err != nil {
 			return s, err
 		}
-		spawned, ok := lastLogTime(gwLog, "exec provider command started", "kind=start")
+		spawned, rec, ok := lastLogRecord(gwLog, "exec provider command started", "kind=start")
 		if !ok || spawned.Before(began) {
 			return s, fmt.Errorf("cold connect %d: no start command in the gateway's log since the dial", i)
 		}
+		us, ok := rec["spawn_us"].(float64)
+		if !ok {
+			return s, fmt.Errorf("cold connect %d: the gateway's start line has no spawn_us", i)
+		}
+		spawn := time.Duration(us) * time.Microsecond
 		engLog, err := os.ReadFile(filepath.Join(d.engineDir, "engine.log"))
 		if err != nil {
 			return s, err
@@ -919,13 +931,15 @@ func (b *bench) coldConnects(d *deployment, n int) (coldStats, error) {
 		if !ok || ready.Before(spawned) {
 			return s, fmt.Errorf("cold connect %d: no 'engine ready' in the engine's log since the start", i)
 		}
-		before, host := spawned.Sub(began), ready.Sub(spawned)
-		after := total - before - host
+		before, host := spawned.Sub(began)-spawn, ready.Sub(spawned)
+		after := total - before - spawn - host
 		s.total = append(s.total, total)
 		s.before = append(s.before, before)
+		s.spawn = append(s.spawn, spawn)
 		s.host = append(s.host, host)
 		s.after = append(s.after, after)
 		s.gateway = append(s.gateway, before+after)
+		s.withSpawn = append(s.withSpawn, before+spawn+after)
 	}
 	return s, nil
 }

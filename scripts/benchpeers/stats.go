@@ -76,8 +76,15 @@ func procRSS(status []byte) (int64, error) {
 // json: times to the nanosecond) whose message is msg and, when attr is
 // "key=value", has that string attribute, and returns its time.
 func lastLogTime(log []byte, msg, attr string) (time.Time, bool) {
+	t, _, ok := lastLogRecord(log, msg, attr)
+	return t, ok
+}
+
+// lastLogRecord is lastLogTime, with the record's attributes.
+func lastLogRecord(log []byte, msg, attr string) (time.Time, map[string]any, bool) {
 	key, val, _ := strings.Cut(attr, "=")
 	var found time.Time
+	var attrs map[string]any
 	ok := false
 	for line := range strings.Lines(string(log)) {
 		var rec map[string]any
@@ -92,9 +99,9 @@ func lastLogTime(log []byte, msg, attr string) (time.Time, bool) {
 		if err != nil {
 			continue
 		}
-		found, ok = t, true
+		found, attrs, ok = t, rec, true
 	}
-	return found, ok
+	return found, attrs, ok
 }
 
 // ratio formats a/b as "1.23×", or "—" when b is zero.
