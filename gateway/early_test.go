@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -72,6 +73,20 @@ func readString(t *testing.T, c net.Conn, n int) string {
 
 func (g *testGateway) engineState() State { return g.pool.Engines()[0].Status().State }
 
+// holdSentAhead opens a client that sends "held" to g, whose engine is
+// starting, and returns it with the engine's end of its early stream, on
+// which those bytes came.
+func (e *earlyEngine) holdSentAhead(t *testing.T, g *testGateway) (c *tls.Conn, ec net.Conn) {
+	t.Helper()
+	c = g.dial(t, g.client, g.ca, "")
+	c.Write([]byte("held"))
+	ec = e.accept(t)
+	if got := readString(t, ec, 4); got != "held" {
+		t.Fatalf("engine read %q, want held", got)
+	}
+	return c, ec
+}
+
 // TestAHeldClientsStreamReachesItsEngineWhileItStarts: once the host gave
 // the address, the held client's stream is dialled and what it sent so far
 // written on it, before the engine is ready, and what it sends after goes
@@ -80,12 +95,7 @@ func (g *testGateway) engineState() State { return g.pool.Engines()[0].Status().
 func TestAHeldClientsStreamReachesItsEngineWhileItStarts(t *testing.T) {
 	e := newEarlyEngine(t)
 	g := startGatewayOpts(t, &fakeHost{addr: e.addr()}, gatewayOptions{probe: e.probe, config: e.config})
-	c := g.dial(t, g.client, g.ca, "")
-	c.Write([]byte("held"))
-	ec := e.accept(t)
-	if got := readString(t, ec, 4); got != "held" {
-		t.Fatalf("engine read %q", got)
-	}
+	c, ec := e.holdSentAhead(t, g)
 	if st := g.engineState(); st != Starting {
 		t.Fatalf("engine %s when the held bytes reached it, want starting", st)
 	}
@@ -128,10 +138,7 @@ func TestAFailedWakeClosesTheHeldClientsEarlyStream(t *testing.T) {
 	}}
 	notReady := func(context.Context, string) error { return errors.New("not ready") }
 	g := startGatewayOpts(t, h, gatewayOptions{probe: notReady, config: e.config})
-	c := g.dial(t, g.client, g.ca, "")
-	c.Write([]byte("held"))
-	ec := e.accept(t)
-	readString(t, ec, 4)
+	c, ec := e.holdSentAhead(t, g)
 	close(failed)
 	ec.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := ec.Read(make([]byte, 1)); n != 0 || err != io.EOF {
@@ -155,10 +162,7 @@ func TestAnEarlyStreamFoundClosedIsDialledAgainWithEveryByte(t *testing.T) {
 	e := newEarlyEngine(t)
 	h := &fakeHost{addr: e.addr()}
 	g := startGatewayOpts(t, h, gatewayOptions{probe: e.probe, config: e.config})
-	c := g.dial(t, g.client, g.ca, "")
-	c.Write([]byte("held"))
-	first := e.accept(t)
-	readString(t, first, 4)
+	c, first := e.holdSentAhead(t, g)
 	c.Write([]byte("+more"))
 	readString(t, first, 5)
 	first.Close()
@@ -182,10 +186,7 @@ func TestAnEarlyStreamFoundClosedIsDialledAgainWithEveryByte(t *testing.T) {
 func TestAHeldClientThatLeavesClosesItsEarlyStream(t *testing.T) {
 	e := newEarlyEngine(t)
 	g := startGatewayOpts(t, &fakeHost{addr: e.addr()}, gatewayOptions{probe: e.probe, config: e.config})
-	c := g.dial(t, g.client, g.ca, "")
-	c.Write([]byte("held"))
-	ec := e.accept(t)
-	readString(t, ec, 4)
+	c, ec := e.holdSentAhead(t, g)
 	c.Close()
 	ec.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := ec.Read(make([]byte, 1)); n != 0 || err != io.EOF {
