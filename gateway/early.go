@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/wakegate/wakegate/internal/ctxwait"
@@ -25,7 +27,10 @@ import (
 
 // earlyRedialMin and earlyRedialMax pace the dials of an early stream to a
 // host that gave the address before its engine listens (a machine that is
-// still booting): the first dial is at once.
+// still booting): the first dial is at once. Only a dial the address
+// refused, could not reach or that timed out is made again; any other
+// failure (a handshake the engine refused) ends the early stream, and the
+// stream is dialled once the engine is ready, as it was before.
 const (
 	earlyRedialMin = 5 * time.Millisecond
 	earlyRedialMax = 200 * time.Millisecond
@@ -50,21 +55,28 @@ type earlyDial struct {
 	landed chan earlyStream // one value: conn nil if no dial succeeded
 }
 
-// dialEarly dials addr until it answers or ctx ends, in a goroutine of its
-// own.
-func dialEarly(ctx context.Context, dial Dialer, addr string) *earlyDial {
+// dialEarly dials addr until it answers, fails for good or ctx ends, in a
+// goroutine of its own.
+func dialEarly(ctx context.Context, dial Dialer, addr string, log *slog.Logger) *earlyDial {
 	ctx, cancel := context.WithCancel(ctx)
 	d := &earlyDial{addr: addr, cancel: cancel, landed: make(chan earlyStream, 1)}
-	go d.run(ctx, dial)
+	go d.run(ctx, dial, log)
 	return d
 }
 
-func (d *earlyDial) run(ctx context.Context, dial Dialer) {
+func (d *earlyDial) run(ctx context.Context, dial Dialer, log *slog.Logger) {
 	pause := earlyRedialMin
 	for {
 		c, err := dial(ctx, d.addr)
 		if err == nil {
 			d.landed <- earlyStream{addr: d.addr, conn: c}
+			return
+		}
+		if !notListening(err) {
+			if ctx.Err() == nil {
+				log.Debug("no stream to the engine while it starts; dialling it once it is ready", "addr", d.addr, "err", err)
+			}
+			d.landed <- earlyStream{addr: d.addr}
 			return
 		}
 		if ctxwait.Sleep(ctx, pause) != nil {
@@ -73,6 +85,14 @@ func (d *earlyDial) run(ctx context.Context, dial Dialer) {
 		}
 		pause = min(2*pause, earlyRedialMax)
 	}
+}
+
+// notListening says whether a dial's err means that nothing answers at the
+// address yet: refused, unreachable, or timed out.
+func notListening(err error) bool {
+	var ne net.Error
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.Is(err, syscall.ENETUNREACH) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // abandon stops the dial and closes what it landed, without waiting.

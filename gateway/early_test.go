@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -196,4 +198,66 @@ func TestAHeldClientThatLeavesClosesItsEarlyStream(t *testing.T) {
 		t.Fatalf("engine %s, want still starting", st)
 	}
 	close(e.ready)
+}
+
+// TestAnEarlyDialIsMadeAgainOnlyWhileTheAddressRefuses: a host may give an
+// engine's address before anything listens there (a machine that boots):
+// the early dial is made again until it answers. Any other failure (an
+// engine that refuses the handshake) ends it at once, and the stream is
+// dialled once the engine is ready.
+func TestAnEarlyDialIsMadeAgainOnlyWhileTheAddressRefuses(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	for _, tc := range []struct {
+		name     string
+		fail     error
+		failures int32
+		early    bool // the stream reaches the engine before it is ready
+	}{
+		{"refused", refused, 2, true},
+		{"handshake refused", errors.New("remote error: tls: bad certificate"), 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEarlyEngine(t)
+			rec := newLogRecorder()
+			var attempts atomic.Int32
+			config := func(cfg *Config) {
+				e.config(cfg)
+				cfg.Log = rec.logger()
+				cfg.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+					if attempts.Add(1) <= tc.failures {
+						return nil, tc.fail
+					}
+					return plainDial(ctx, addr)
+				}
+			}
+			g := startGatewayOpts(t, &fakeHost{addr: e.addr()}, gatewayOptions{probe: e.probe, config: config})
+			if tc.early {
+				c, ec := e.holdSentAhead(t, g)
+				if n := attempts.Load(); n != 3 {
+					t.Fatalf("%d dials, want 3: two refused, then the early stream", n)
+				}
+				close(e.ready)
+				ec.Write([]byte("answer"))
+				if got := readString(t, c, 6); got != "answer" {
+					t.Fatalf("client read %q", got)
+				}
+				return
+			}
+			c := g.dial(t, g.client, g.ca, "")
+			c.Write([]byte("held"))
+			rec.waitFor(t, "no stream to the engine while it starts; dialling it once it is ready", 1)
+			close(e.ready)
+			ec := e.accept(t)
+			if got := readString(t, ec, 4); got != "held" {
+				t.Fatalf("engine read %q", got)
+			}
+			if n := attempts.Load(); n != 2 {
+				t.Fatalf("%d dials, want 2: the early one, then the stream's own once ready", n)
+			}
+			ec.Write([]byte("answer"))
+			if got := readString(t, c, 6); got != "answer" {
+				t.Fatalf("client read %q", got)
+			}
+		})
+	}
 }

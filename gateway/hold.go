@@ -204,7 +204,7 @@ wait:
 			break wait
 		case addr := <-started:
 			if dial == nil {
-				dial = dialEarly(actx, s.cfg.Dial, addr)
+				dial = dialEarly(actx, s.cfg.Dial, addr, log)
 				landed = dial.landed
 			}
 		case es := <-landed:
