@@ -12,8 +12,9 @@ import (
 )
 
 // A client held for a waking engine has its stream dialled, and what it
-// sent so far written on it, as soon as the engine's host gave the engine's
-// address: while the engine starts rather than after it is ready. The
+// sent written on it, then what it sends next as it comes (the watcher
+// forwards it), as soon as the engine's host gave the engine's address:
+// while the engine starts rather than after it is ready. The
 // engine's front holds a stream that comes before the engine is ready
 // until it is, then passes it on at once, so the client's request reaches
 // the engine process as the engine becomes ready, alongside the
