@@ -28,6 +28,14 @@ func TestFirstContactStaysInItsSizeClass(t *testing.T) {
 	}
 }
 
+// TestProxiedStaysInItsSizeClass: every proxied stream keeps its proxied
+// (and the callback that holds it) for its life, as firstContact.
+func TestProxiedStaysInItsSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(proxied{}); n > 112 {
+		t.Fatalf("proxied is %d bytes, want at most 112: order its fields so that it packs", n)
+	}
+}
+
 // TestTheEngineSideBecomesItsSocketOnceTheEngineAnswered: until the
 // engine's first byte, the copy must read through contactEngine (it keeps
 // the client's bytes for a replay); after it, the copy may wait on the

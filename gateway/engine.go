@@ -155,16 +155,11 @@ type attempt struct {
 	// the host gave, or "" if its start failed. Written by runWake only.
 	hostStarted chan struct{}
 	addr        string
-	told        bool // hostStarted is closed
 }
 
-// tellStarted says, once, that the host's start returned addr ("" if it
-// failed).
+// tellStarted says that the host's start returned addr ("" if it failed).
 func (e *Engine) tellStarted(a *attempt, addr string) {
-	if a.told {
-		return
-	}
-	a.addr, a.told = addr, true
+	a.addr = addr
 	e.cfg.Clock.Close(a.hostStarted)
 }
 
@@ -392,7 +387,9 @@ func (e *Engine) runWake(a *attempt) {
 	began := clk.Now()
 	e.cfg.Log.Info("engine waking", "engine", e.cfg.ID)
 	addr, timing, err := e.start(e.ctx, began.Add(e.cfg.WakeTimeout), func(addr string) { e.tellStarted(a, addr) })
-	e.tellStarted(a, "") // a start that failed: no address was told
+	if timing.failedIn == phaseHostStart {
+		e.tellStarted(a, "") // start told nothing: it hears an address only from a host that gave one
+	}
 	took := clk.Now().Sub(began)
 	if e.onWake != nil {
 		e.onWake(timing)

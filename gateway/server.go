@@ -372,12 +372,17 @@ type proxied struct {
 	eng   *Engine
 	lease *Lease
 	res   proxy.Result // the last stream's
-	// attempt counts the engines leased for the client; held is how long
-	// the client was held before this attempt's stream began; onSpare
-	// says the stream is on a stream to the engine made ahead of need.
-	attempt int
-	held    time.Duration
-	onSpare bool
+	// attempt counts the engines leased for the client; sentAhead is what
+	// of its bytes went on this attempt's stream before its copy began
+	// (early.go), counted as the client's (int32s: the two take one word,
+	// and the struct stays in its size class for the stream's life); held
+	// is how long the client was held before this attempt's stream began;
+	// onSpare says the stream is on a stream to the engine made ahead of
+	// need.
+	attempt   int32
+	sentAhead int32
+	held      time.Duration
+	onSpare   bool
 }
 
 // acquire holds the client until an engine is leased for it, and returns
@@ -425,7 +430,7 @@ func (st *proxied) closed(held time.Duration) {
 // first attempt whose bytes were all kept, leases an engine again (woken
 // again) for the same client; false ends the stream (said in the close
 // line).
-func (st *proxied) again(attempt int, held time.Duration, failed error, replayable bool) bool {
+func (st *proxied) again(attempt int32, held time.Duration, failed error, replayable bool) bool {
 	m, res := st.s.cfg.Pool.metrics, &st.res
 	st.lease.Broken()
 	st.lease.Release()
@@ -548,8 +553,11 @@ func dialFailed(err error) error { return fmt.Errorf("engine dial failed: %w", e
 func (st *proxied) on(ec net.Conn, early, sent []byte) {
 	fc := &firstContact{tc: st.a.tc, spares: st.s.spares, sent: sent}
 	client, engine := fc.pair(&heldConn{Conn: st.a.tc, early: early}, ec)
+	st.sentAhead = int32(len(sent)) // at most holdBufferSize
+	// The callback is kept for the stream's life: it captures st and fc
+	// only.
 	proxy.Start(st.s.ctx, client, engine, "client", "engine", st.s.cfg.HalfOpenTimeout, func(res proxy.Result) {
-		res.BytesAToB += int64(len(sent)) // the client's, though not through the copy
+		res.BytesAToB += int64(st.sentAhead)
 		st.res = res
 		fc.goneUnderway()
 		st.ended(fc.outcome())
