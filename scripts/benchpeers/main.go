@@ -40,6 +40,13 @@ import (
 )
 
 func main() {
+	if spec := os.Getenv(relayEnv); spec != "" {
+		if err := relayMain(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-peers relay:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	err := run(os.Args[1:])
 	var usage errUsage
 	switch {
@@ -432,6 +439,14 @@ func (b *bench) measure() (*report, error) {
 	}
 	peer.procs = append(peer.procs, proc{"echo", echoPid})
 	paths["peers"] = peer
+	floors, err := b.startFloors(filepath.Join(d.engineDir, "buildkitd.sock"))
+	if err != nil {
+		return nil, err
+	}
+	for name, f := range floors {
+		f.procs = append(f.procs, proc{"echo", echoPid})
+		paths[name] = f
+	}
 
 	local, err := b.deployLocal("local", caDir, creds)
 	if err != nil {
@@ -477,6 +492,17 @@ func (b *bench) measure() (*report, error) {
 			}
 			p.bulkRounds = append(p.bulkRounds, bk)
 		}
+		for _, name := range floorOrder {
+			p := paths[name]
+			paced, err := newConns(p.addr, o.paced, 1, o.gap)
+			if err != nil {
+				return nil, fmt.Errorf("%s: paced new connections (round %d): %w", name, round+1, err)
+			}
+			p.pacedRounds = append(p.pacedRounds, paced)
+		}
+	}
+	for _, name := range floorOrder {
+		paths[name].paced = pooledConns(paths[name].pacedRounds)
 	}
 	for _, name := range pathOrder {
 		p := paths[name]

@@ -36,12 +36,14 @@ func (r *report) String() string {
 	p("#   peers          client -tcp-> stunnel -mTLS-> haproxy (verify required) -unix-> echo\n")
 	p("#   wakegate       client -tcp-> connect -mTLS-> gateway -mTLS-> engine front -unix-> echo   (exec provider: a remote engine's path)\n")
 	p("#   wakegate-local client -tcp-> connect -mTLS-> gateway -unix-> echo2  (local provider: the engine hands its echo2 socket over on its unix front)\n")
+	p("#   floor-go       client -tcp-> relay -tcp-> relay -unix-> echo     (two plain Go relays, no TLS: wakegate-local's shape with wakegate's work taken out; paced only)\n")
+	p("#   floor-haproxy  client -tcp-> haproxy -tcp-> haproxy -unix-> echo (the same with two haproxy processes in mode tcp; paced only)\n")
 	p("# open-files limit %d\n\n", r.opt.fdLimit)
 
 	p("## New connections, one at a time, %s between them (dial, 32 bytes echoed, close; %d per path in each of %d rounds, the paths taking turns)\n", r.opt.gap, r.opt.paced, r.opt.rounds)
 	p("# p50 and p99 over all rounds' connections; each round's own p50 after them.\n")
 	p("%-15s %10s %10s   %s\n", "path", "p50", "p99", "p50 by round")
-	for _, name := range pathOrder {
+	for _, name := range append(pathOrder[:len(pathOrder):len(pathOrder)], floorOrder...) {
 		x := r.paths[name]
 		p("%-15s %10s %10s  ", name, ms(x.paced.p50), ms(x.paced.p99))
 		for _, c := range x.pacedRounds {
@@ -54,6 +56,11 @@ func (r *report) String() string {
 		wg := r.paths[name]
 		p("%s/peers: p50 %s (by round %s); %s/raw: p50 %s\n", name, ratio(float64(wg.paced.p50), float64(peers.paced.p50)),
 			byRound(wg.pacedRounds, peers.pacedRounds, pacedP50), name, ratio(float64(wg.paced.p50), float64(raw.paced.p50)))
+	}
+	for _, name := range floorOrder {
+		f := r.paths[name]
+		p("%s/peers: p50 %s (by round %s); wakegate-local/%s: p50 %s\n", name, ratio(float64(f.paced.p50), float64(peers.paced.p50)),
+			byRound(f.pacedRounds, peers.pacedRounds, pacedP50), name, ratio(float64(r.paths["wakegate-local"].paced.p50), float64(f.paced.p50)))
 	}
 	p("\n")
 
@@ -141,6 +148,12 @@ func (r *report) String() string {
 		nc := float64(wg.paced.p50) / float64(peers.paced.p50)
 		p("%s: new-connection p50 (paced) %.2f× the peer pair (by round %s) <= %.2f×: %s\n", name, nc,
 			byRound(wg.pacedRounds, peers.pacedRounds, pacedP50), targetNewConn, verdict(nc <= targetNewConn))
+	}
+	for _, name := range floorOrder {
+		f := r.paths[name]
+		nc := float64(f.paced.p50) / float64(peers.paced.p50)
+		p("  beside it, %s (two relays alone, no TLS): %.2f× the peer pair (by round %s), %s the target\n", name, nc,
+			byRound(f.pacedRounds, peers.pacedRounds, pacedP50), map[bool]string{true: "within", false: "over"}[nc <= targetNewConn])
 	}
 	for _, name := range wakegatePaths {
 		wg := r.paths[name]
