@@ -6,6 +6,9 @@
 //	wakegate:       client ──tcp──▶ connect ──mTLS──▶ gateway ──mTLS──▶ engine ──unix──▶ echo
 //	wakegate-local: client ──tcp──▶ connect ──mTLS──▶ gateway ──unix──▶ engine ──unix──▶ echo
 //
+// — and, for new connections, two floors beside them: two plain relays in
+// a row with no TLS (floor.go).
+//
 // The echo backend (./echo) is what 'wakegate engine --engine-cmd' runs in
 // place of buildkitd (it answers ListWorkers for readiness); haproxy reaches
 // the same process on its socket, the raw path on its TCP port. The
