@@ -4,7 +4,9 @@
 # haproxy verifying client certificates) and raw loopback TCP, one echo
 # backend behind them all, in one run; and wakegate with a local engine,
 # which the gateway reaches on the engine's unix front (a second echo
-# process of the same binary behind it). Writes bench/latest.txt, which
+# process of the same binary behind it); beside them, for new connections,
+# two floors: two plain relays with no TLS (Go, and haproxy in mode tcp)
+# in front of the same echo. Writes bench/latest.txt, which
 # docs/performance.md quotes. Loopback only; a few minutes at most.
 # Extra arguments go to the measuring tool (scripts/benchpeers), e.g.
 #   scripts/bench-peers.sh -idle 1000 -cold 4
