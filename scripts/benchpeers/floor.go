@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -83,36 +84,11 @@ func (b *bench) startFloors(echoSock string) (map[string]*pathInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	floors := map[string]*pathInfo{}
-	// floor-go: two relay processes of this tool.
-	target := "unix:" + echoSock
-	var procs []proc
-	for i := range 2 {
-		addr, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		cmd, err := b.start(fmt.Sprintf("relay-%d", i+1), []string{relayEnv + "=" + addr + " " + target}, self)
-		if err != nil {
-			return nil, err
-		}
-		if err := waitListening(addr, 10*time.Second); err != nil {
-			return nil, err
-		}
-		procs = append([]proc{{fmt.Sprintf("relay%d", 2-i), cmd.Process.Pid}}, procs...)
-		target = addr
+	goRelay := func(i int, addr, next string) (*exec.Cmd, error) {
+		return b.start(fmt.Sprintf("relay-%d", i), []string{relayEnv + "=" + addr + " " + next}, self)
 	}
-	floors["floor-go"] = &pathInfo{addr: target, procs: procs}
-
-	// floor-haproxy: two haproxy processes, the one nearer the echo first.
-	server := "unix@" + echoSock
-	procs = nil
-	for i := range 2 {
-		addr, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		cfg := filepath.Join(b.work, fmt.Sprintf("haproxy-floor-%d.cfg", i+1))
+	haproxy := func(i int, addr, next string) (*exec.Cmd, error) {
+		cfg := filepath.Join(b.work, fmt.Sprintf("haproxy-floor-%d.cfg", i))
 		text := fmt.Sprintf(`global
   maxconn 1000
 defaults
@@ -123,25 +99,46 @@ defaults
 listen relay
   bind %s
   server next %s
-`, addr, server)
+`, addr, next)
 		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 			return nil, err
 		}
-		cmd, err := b.start(fmt.Sprintf("haproxy-floor-%d", i+1), nil, b.opt.haproxy, "-db", "-f", cfg)
-		if err != nil {
-			return nil, err
-		}
-		if err := waitListening(addr, 10*time.Second); err != nil {
-			return nil, err
-		}
-		procs = append([]proc{{fmt.Sprintf("haproxy%d", 2-i), cmd.Process.Pid}}, procs...)
-		server = addr
+		return b.start(fmt.Sprintf("haproxy-floor-%d", i), nil, b.opt.haproxy, "-db", "-f", cfg)
 	}
-	floors["floor-haproxy"] = &pathInfo{addr: server, procs: procs}
+	floors := map[string]*pathInfo{}
+	if floors["floor-go"], err = b.chain("relay", "unix:"+echoSock, goRelay); err != nil {
+		return nil, err
+	}
+	if floors["floor-haproxy"], err = b.chain("haproxy", "unix@"+echoSock, haproxy); err != nil {
+		return nil, err
+	}
 	for name, f := range floors {
 		if err := echoOnce(f.addr); err != nil {
 			return nil, fmt.Errorf("first connection through %s: %w (see %s)", name, err, b.work)
 		}
 	}
 	return floors, nil
+}
+
+// chain starts two relays in a row, the one nearer the echo (next) first;
+// launch starts relay i listening on addr and passing on to next. The
+// path's processes are named kind1 (the client's) and kind2.
+func (b *bench) chain(kind, next string, launch func(i int, addr, next string) (*exec.Cmd, error)) (*pathInfo, error) {
+	var procs []proc
+	for i := 2; i >= 1; i-- {
+		addr, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		cmd, err := launch(i, addr, next)
+		if err != nil {
+			return nil, err
+		}
+		if err := waitListening(addr, 10*time.Second); err != nil {
+			return nil, err
+		}
+		procs = append([]proc{{fmt.Sprintf("%s%d", kind, i), cmd.Process.Pid}}, procs...)
+		next = addr
+	}
+	return &pathInfo{addr: next, procs: procs}, nil
 }

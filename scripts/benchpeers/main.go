@@ -481,14 +481,21 @@ func (b *bench) measure() (*report, error) {
 	// paths taking turns: a machine shared with other work drifts over a
 	// run, and measured one path after another that drift would fall on
 	// one path's figures only.
+	paced := func(name string, round int) error {
+		p := paths[name]
+		c, err := newConns(p.addr, o.paced, 1, o.gap)
+		if err != nil {
+			return fmt.Errorf("%s: paced new connections (round %d): %w", name, round+1, err)
+		}
+		p.pacedRounds = append(p.pacedRounds, c)
+		return nil
+	}
 	for round := range o.rounds {
 		for _, name := range pathOrder {
-			p := paths[name]
-			paced, err := newConns(p.addr, o.paced, 1, o.gap)
-			if err != nil {
-				return nil, fmt.Errorf("%s: paced new connections (round %d): %w", name, round+1, err)
+			if err := paced(name, round); err != nil {
+				return nil, err
 			}
-			p.pacedRounds = append(p.pacedRounds, paced)
+			p := paths[name]
 			bk, err := bulk(p.addr, o.bulk, p.procs)
 			if err != nil {
 				return nil, fmt.Errorf("%s: bulk (round %d): %w", name, round+1, err)
@@ -496,12 +503,9 @@ func (b *bench) measure() (*report, error) {
 			p.bulkRounds = append(p.bulkRounds, bk)
 		}
 		for _, name := range floorOrder {
-			p := paths[name]
-			paced, err := newConns(p.addr, o.paced, 1, o.gap)
-			if err != nil {
-				return nil, fmt.Errorf("%s: paced new connections (round %d): %w", name, round+1, err)
+			if err := paced(name, round); err != nil {
+				return nil, err
 			}
-			p.pacedRounds = append(p.pacedRounds, paced)
 		}
 	}
 	for _, name := range floorOrder {
