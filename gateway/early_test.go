@@ -155,6 +155,29 @@ func TestAFailedWakeClosesTheHeldClientsEarlyStream(t *testing.T) {
 	}
 }
 
+// TestAHeldClientHearsAFailedHostStartAtOnce: a held client waiting to hear
+// its engine's address (for its early stream) hears a host's start that
+// failed as the wake's end, not at the end of its hold.
+func TestAHeldClientHearsAFailedHostStartAtOnce(t *testing.T) {
+	e := newEarlyEngine(t)
+	h := &fakeHost{addr: e.addr(), startGate: make(chan struct{}), startErr: errors.New("no capacity")}
+	g := startGatewayOpts(t, h, gatewayOptions{probe: e.probe, config: func(cfg *Config) {
+		e.config(cfg)
+		cfg.HoldTimeout = time.Hour // past the read's bound below
+	}})
+	c := g.dial(t, g.client, g.ca, "")
+	c.Write([]byte("held"))
+	eventually(t, "the host asked to start the engine", func() bool { return h.starts.Load() == 1 })
+	close(h.startGate)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the client after a failed host start: read %d, %v; want its connection ended at once", n, err)
+	}
+	if n := e.dials.Load(); n != 0 {
+		t.Fatalf("%d dials to an engine whose host did not start it, want 0", n)
+	}
+}
+
 // TestAnEarlyStreamFoundClosedIsDialledAgainWithEveryByte: an early stream
 // the engine's front closed before the engine was ready (it gave up
 // waiting) is not the engine's failure: the client's stream is dialled

@@ -387,9 +387,6 @@ func (e *Engine) runWake(a *attempt) {
 	began := clk.Now()
 	e.cfg.Log.Info("engine waking", "engine", e.cfg.ID)
 	addr, timing, err := e.start(e.ctx, began.Add(e.cfg.WakeTimeout), func(addr string) { e.tellStarted(a, addr) })
-	if timing.failedIn == phaseHostStart {
-		e.tellStarted(a, "") // start told nothing: it hears an address only from a host that gave one
-	}
 	took := clk.Now().Sub(began)
 	if e.onWake != nil {
 		e.onWake(timing)
@@ -470,8 +467,9 @@ func (e *Engine) askCPUs(addr string) {
 
 // start asks the host to start the engine, then probes it until BuildKit
 // answers, the deadline passes, or ctx ends. It says how long each phase
-// took, or which one failed. hostStarted hears the address the host gave,
-// before the engine is ready.
+// took, or which one failed. hostStarted is called once the host's start
+// returned, before the engine is ready: with the address the host gave, or
+// "" if its start failed.
 func (e *Engine) start(ctx context.Context, deadline time.Time, hostStarted func(addr string)) (string, wakeTiming, error) {
 	clk := e.cfg.Clock
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -483,6 +481,7 @@ func (e *Engine) start(ctx context.Context, deadline time.Time, hostStarted func
 	began := clk.Now()
 	addr, from, err := startFrom(ctx, e.cfg.Provider, e.cfg.ID)
 	if err != nil {
+		hostStarted("")
 		return "", wakeTiming{failedIn: phaseHostStart}, fmt.Errorf("start: %w", err)
 	}
 	started := clk.Now()

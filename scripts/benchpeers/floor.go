@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -84,10 +83,11 @@ func (b *bench) startFloors(echoSock string) (map[string]*pathInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	goRelay := func(i int, addr, next string) (*exec.Cmd, error) {
-		return b.start(fmt.Sprintf("relay-%d", i), []string{relayEnv + "=" + addr + " " + next}, self)
+	goRelay := func(i int, addr, next string) error {
+		_, err := b.start(fmt.Sprintf("relay-%d", i), []string{relayEnv + "=" + addr + " " + next}, self)
+		return err
 	}
-	haproxy := func(i int, addr, next string) (*exec.Cmd, error) {
+	haproxy := func(i int, addr, next string) error {
 		cfg := filepath.Join(b.work, fmt.Sprintf("haproxy-floor-%d.cfg", i))
 		text := fmt.Sprintf(`global
   maxconn 1000
@@ -101,17 +101,20 @@ listen relay
   server next %s
 `, addr, next)
 		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
-			return nil, err
+			return err
 		}
-		return b.start(fmt.Sprintf("haproxy-floor-%d", i), nil, b.opt.haproxy, "-db", "-f", cfg)
+		_, err := b.start(fmt.Sprintf("haproxy-floor-%d", i), nil, b.opt.haproxy, "-db", "-f", cfg)
+		return err
 	}
-	floors := map[string]*pathInfo{}
-	if floors["floor-go"], err = b.chain("relay", "unix:"+echoSock, goRelay); err != nil {
+	goAddr, err := chain("unix:"+echoSock, goRelay)
+	if err != nil {
 		return nil, err
 	}
-	if floors["floor-haproxy"], err = b.chain("haproxy", "unix@"+echoSock, haproxy); err != nil {
+	haAddr, err := chain("unix@"+echoSock, haproxy)
+	if err != nil {
 		return nil, err
 	}
+	floors := map[string]*pathInfo{"floor-go": {addr: goAddr}, "floor-haproxy": {addr: haAddr}}
 	for name, f := range floors {
 		if err := echoOnce(f.addr); err != nil {
 			return nil, fmt.Errorf("first connection through %s: %w (see %s)", name, err, b.work)
@@ -120,25 +123,22 @@ listen relay
 	return floors, nil
 }
 
-// chain starts two relays in a row, the one nearer the echo (next) first;
-// launch starts relay i listening on addr and passing on to next. The
-// path's processes are named kind1 (the client's) and kind2.
-func (b *bench) chain(kind, next string, launch func(i int, addr, next string) (*exec.Cmd, error)) (*pathInfo, error) {
-	var procs []proc
+// chain starts two relays in a row, the one nearer the echo (next) first,
+// and returns the address of the client's; launch starts relay i
+// listening on addr and passing on to next.
+func chain(next string, launch func(i int, addr, next string) error) (string, error) {
 	for i := 2; i >= 1; i-- {
 		addr, err := freePort()
 		if err != nil {
-			return nil, err
+			return "", err
 		}
-		cmd, err := launch(i, addr, next)
-		if err != nil {
-			return nil, err
+		if err := launch(i, addr, next); err != nil {
+			return "", err
 		}
 		if err := waitListening(addr, 10*time.Second); err != nil {
-			return nil, err
+			return "", err
 		}
-		procs = append([]proc{{fmt.Sprintf("%s%d", kind, i), cmd.Process.Pid}}, procs...)
 		next = addr
 	}
-	return &pathInfo{addr: next, procs: procs}, nil
+	return next, nil
 }

@@ -28,11 +28,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -446,10 +448,7 @@ func (b *bench) measure() (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	for name, f := range floors {
-		f.procs = append(f.procs, proc{"echo", echoPid})
-		paths[name] = f
-	}
+	maps.Copy(paths, floors) // paced only: no process's CPU is read
 
 	local, err := b.deployLocal("local", caDir, creds)
 	if err != nil {
@@ -548,6 +547,9 @@ func (b *bench) measure() (*report, error) {
 }
 
 var pathOrder = []string{"raw", "peers", "wakegate", "wakegate-local"}
+
+// pacedOrder is the paced table's: the paths, then the floors (floor.go).
+var pacedOrder = slices.Concat(pathOrder, floorOrder)
 
 // wakegatePaths are the paths compared with the peer pair.
 var wakegatePaths = []string{"wakegate", "wakegate-local"}

@@ -43,7 +43,7 @@ func (r *report) String() string {
 	p("## New connections, one at a time, %s between them (dial, 32 bytes echoed, close; %d per path in each of %d rounds, the paths taking turns)\n", r.opt.gap, r.opt.paced, r.opt.rounds)
 	p("# p50 and p99 over all rounds' connections; each round's own p50 after them.\n")
 	p("%-15s %10s %10s   %s\n", "path", "p50", "p99", "p50 by round")
-	for _, name := range append(pathOrder[:len(pathOrder):len(pathOrder)], floorOrder...) {
+	for _, name := range pacedOrder {
 		x := r.paths[name]
 		p("%-15s %10s %10s  ", name, ms(x.paced.p50), ms(x.paced.p99))
 		for _, c := range x.pacedRounds {
@@ -152,8 +152,12 @@ func (r *report) String() string {
 	for _, name := range floorOrder {
 		f := r.paths[name]
 		nc := float64(f.paced.p50) / float64(peers.paced.p50)
+		where := "over"
+		if nc <= targetNewConn {
+			where = "within"
+		}
 		p("  beside it, %s (two relays alone, no TLS): %.2f× the peer pair (by round %s), %s the target\n", name, nc,
-			byRound(f.pacedRounds, peers.pacedRounds, pacedP50), map[bool]string{true: "within", false: "over"}[nc <= targetNewConn])
+			byRound(f.pacedRounds, peers.pacedRounds, pacedP50), where)
 	}
 	for _, name := range wakegatePaths {
 		wg := r.paths[name]

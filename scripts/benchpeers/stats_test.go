@@ -67,7 +67,7 @@ func TestLastLogTimeFindsTheLastMatchingLine(t *testing.T) {
 {"time":"2026-01-02T03:04:06Z","level":"INFO","msg":"engine stopping","reason":"signal"}
 {"time":"2026-01-02T03:04:07.250000003+01:00","level":"INFO","msg":"engine ready","addr":"127.0.0.1:2"}
 {"time":"2026-01-02T03:04:08Z","level":"INFO","msg":"engine ready now","addr":"127.0.0.1:3"}
-{"time":"2026-01-02T03:04:09Z","level":"DEBUG","msg":"exec provider command started","kind":"start"}
+{"time":"2026-01-02T03:04:09Z","level":"DEBUG","msg":"exec provider command started","kind":"start","spawn_us":1250}
 {"time":"2026-01-02T03:04:10Z","level":"DEBUG","msg":"exec provider command started","kind":"stop"}
 garbage
 `)
@@ -81,6 +81,10 @@ garbage
 	}
 	if got, ok := lastLogTime(log, "exec provider command started", "kind=start"); !ok || got.Second() != 9 {
 		t.Fatalf("with an attribute: %v, %v; want the start line's time", got, ok)
+	}
+	// The cold connect's spawn comes from the record's attributes.
+	if _, rec, ok := lastLogRecord(log, "exec provider command started", "kind=start"); !ok || rec["spawn_us"] != 1250.0 {
+		t.Fatalf("the start line's record = %v, %v; want its spawn_us", rec, ok)
 	}
 	if _, ok := lastLogTime(log, "gateway listening", ""); ok {
 		t.Fatal("found a message that is not there")
